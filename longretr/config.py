@@ -1,0 +1,90 @@
+"""Model configs: plain TOML files in configs/, loaded by name or path."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import tomllib
+
+REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def longretr_home() -> Path:
+    return Path(os.environ.get("LONGRETR_HOME", Path.home() / ".cache" / "longretr"))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    # A hub id, a local folder, or "gguf-package:<module>" for a GGUF shipped in a PyPI package.
+    backbone: str
+    attention: str = "bidirectional"  # bidirectional | causal
+    pooling: str = "mean"  # mean | last
+    normalize: bool = True
+    max_tokens: int = 8192
+    dtype: str = "auto"
+    query_instruction: str = ""
+    adapter: str = ""  # path to a PEFT/LoRA adapter folder, "" for none
+
+    def __post_init__(self) -> None:
+        if self.attention not in ("bidirectional", "causal"):
+            raise ValueError(f"config {self.name}: attention must be bidirectional or causal, got {self.attention!r}")
+        if self.pooling not in ("mean", "last"):
+            raise ValueError(f"config {self.name}: pooling must be mean or last, got {self.pooling!r}")
+        if self.max_tokens < 8:
+            raise ValueError(f"config {self.name}: max_tokens must be >= 8, got {self.max_tokens}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes a vector; an index is only searched with the same one."""
+        keys = ("backbone", "attention", "pooling", "normalize", "max_tokens", "query_instruction", "adapter")
+        values = {k: getattr(self, k) for k in keys}
+        if self.adapter:  # by content, so the same adapter matches wherever it is checked out
+            values["adapter"] = _hash_folder(Path(self.adapter))
+        payload = json.dumps(values, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def format_query(self, query: str) -> str:
+        return f"{self.query_instruction}; {query}" if self.query_instruction else query
+
+
+def load_config(name_or_path: str | Path = "default") -> ModelConfig:
+    """Load a config from a .toml path, or by name from ./configs or the repository's configs/."""
+    candidates = [Path(name_or_path)]
+    if not str(name_or_path).endswith(".toml"):
+        candidates += [Path("configs") / f"{name_or_path}.toml", REPO_CONFIGS / f"{name_or_path}.toml"]
+    for path in candidates:
+        if path.is_file():
+            return config_from_file(path)
+    raise FileNotFoundError(
+        f"model config {name_or_path!r} not found (looked at {', '.join(str(c) for c in candidates)})"
+    )
+
+
+def config_from_file(path: Path) -> ModelConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"{path}: not a readable TOML model config: {e}") from e
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    data.setdefault("name", path.stem)
+    if data.get("adapter") and not Path(data["adapter"]).is_absolute():
+        data["adapter"] = str((path.parent / data["adapter"]).resolve())
+    return ModelConfig(**data)
+
+
+def _hash_folder(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.json")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()

@@ -1,0 +1,163 @@
+"""Read a folder of documents: .txt/.md/.rst files (one document each) and .jsonl/.parquet files
+(one document per row, columns id, text and optional title)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+TEXT_SUFFIXES = {".txt", ".md", ".rst"}
+TABLE_SUFFIXES = {".jsonl", ".parquet"}
+MAX_FILE_BYTES = 64 * 1024 * 1024  # a text file this large is almost surely not one document
+
+
+@dataclass
+class Document:
+    id: str
+    text: str
+    title: str
+    path: str
+    sha256: str
+    size: int
+    mtime: float
+
+
+class SkipFile(Exception):
+    """A file that cannot be read as documents; the message says why."""
+
+
+def warn(path: Path | str, reason: str) -> None:
+    print(f"longretr: skipping {path}: {reason}", file=sys.stderr)
+
+
+def iter_files(root: Path) -> Iterator[Path]:
+    """Supported files under root in a stable order; symlinks are followed once, loops skipped."""
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError as e:
+            warn(dirpath, f"cannot read folder ({e.strerror})")
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            warn(dirpath, "symlink loop, folder already visited")
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if path.suffix.lower() in TEXT_SUFFIXES | TABLE_SUFFIXES and not name.startswith("."):
+                yield path
+
+
+def read_corpus(root: Path | str, skipped: list[str] | None = None) -> Iterator[Document]:
+    """Every document under root (a folder or a single file); unreadable files get one warning line
+    and are appended to `skipped`."""
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such file or folder")
+    files = [root] if root.is_file() else iter_files(root)
+    base = root.parent if root.is_file() else root
+    for path in files:
+        try:
+            yield from read_file(path, base)
+        except SkipFile as e:
+            warn(path, str(e))
+            if skipped is not None:
+                skipped.append(str(path))
+
+
+def read_file(path: Path, base: Path) -> list[Document]:
+    rel = path.relative_to(base).as_posix()
+    try:
+        st = path.stat()
+        if st.st_size > MAX_FILE_BYTES:
+            raise SkipFile(f"file is {st.st_size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB limit")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise SkipFile(f"cannot read ({e.strerror or e})") from e
+    suffix = path.suffix.lower()
+    if suffix in TEXT_SUFFIXES:
+        text = _decode(raw)
+        if not text.strip():
+            raise SkipFile("empty file")
+        return [Document(rel, text, _title(text, path), rel, _sha(text), st.st_size, st.st_mtime)]
+    rows = _jsonl_rows(raw) if suffix == ".jsonl" else _parquet_rows(path)
+    docs, ids = [], set()
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or "text" not in row or "id" not in row:
+            raise SkipFile(f"row {n} lacks the required 'id' and 'text' fields")
+        doc_id, text = str(row["id"]), row["text"]
+        if not isinstance(text, str) or not text.strip():
+            warn(f"{path} row {n}", "empty text")
+            continue
+        if doc_id in ids:
+            raise SkipFile(f"row {n}: duplicate id {doc_id!r}")
+        ids.add(doc_id)
+        title = str(row.get("title") or "") or _title(text, Path(doc_id))
+        docs.append(Document(doc_id, text, title, f"{rel}#{doc_id}", _sha(text), len(text.encode()), st.st_mtime))
+    if not docs:
+        raise SkipFile("no documents in file")
+    return docs
+
+
+def _decode(raw: bytes) -> str:
+    if b"\x00" in raw[:8192]:
+        raise SkipFile("binary file (NUL bytes)")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SkipFile(f"invalid UTF-8 at byte {e.start}") from e
+
+
+def _jsonl_rows(raw: bytes) -> list[dict]:
+    rows = []
+    for n, line in enumerate(_decode(raw).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise SkipFile(f"line {n}: invalid JSON ({e.msg})") from e
+    return rows
+
+
+def _parquet_rows(path: Path) -> list[dict]:
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise SkipFile(f"not a readable Parquet file ({e})") from e
+    missing = {"id", "text"} - set(table.column_names)
+    if missing:
+        raise SkipFile(f"missing column(s) {sorted(missing)}; has {table.column_names}")
+    return table.to_pylist()
+
+
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
+
+
+def _title(text: str, path: Path) -> str:
+    """First Markdown heading, or an RST heading (a line underlined by ===, ---, ...), else the file name."""
+    lines = text.splitlines()[:200]
+    for i, line in enumerate(lines):
+        m = _HEADING.match(line)
+        if m:
+            return m.group(1)
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if line.strip() and len(nxt.strip()) >= len(line.strip()) and re.fullmatch(r"([=\-~^*#+])\1+", nxt.strip()):
+            return line.strip()
+    return path.stem
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

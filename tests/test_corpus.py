@@ -1,0 +1,47 @@
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from longretr.corpus import read_corpus
+
+
+def test_reads_text_files_and_tables(tmp_path):
+    (tmp_path / "a.md").write_text("intro\n# Markdown Title\nbody")
+    (tmp_path / "b.rst").write_text("RST Title\n=========\n\nbody")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.txt").write_text("no heading here")
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"id": "r1", "text": "row one", "title": "One"}) + "\n"
+                                         + json.dumps({"id": "r2", "text": "row two"}) + "\n")
+    pq.write_table(pa.table({"id": ["p1"], "text": ["parquet row"]}), tmp_path / "t.parquet")
+    (tmp_path / "ignored.bin").write_bytes(b"\x00\x01")
+    docs = {d.id: d for d in read_corpus(tmp_path)}
+    assert set(docs) == {"a.md", "b.rst", "sub/c.txt", "r1", "r2", "p1"}
+    assert docs["a.md"].title == "Markdown Title"
+    assert docs["b.rst"].title == "RST Title"
+    assert docs["sub/c.txt"].title == "c"
+    assert docs["r1"].title == "One" and docs["r2"].path == "rows.jsonl#r2"
+    assert docs["p1"].text == "parquet row"
+    # stable ids and hashes across runs
+    assert [d.sha256 for d in read_corpus(tmp_path)] == [d.sha256 for d in read_corpus(tmp_path)]
+
+
+def test_bad_files_are_named_and_skipped(tmp_path, capsys):
+    (tmp_path / "good.txt").write_text("fine")
+    (tmp_path / "binary.txt").write_bytes(b"abc\x00def")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (tmp_path / "empty.md").write_text("   \n")
+    (tmp_path / "broken.jsonl").write_text('{"id": 1, "text": "ok"}\n{not json\n')
+    (tmp_path / "noid.jsonl").write_text('{"text": "no id"}\n')
+    (tmp_path / "corrupt.parquet").write_bytes(b"PAR1 not really")
+    os.symlink(tmp_path, tmp_path / "loop")
+    skipped: list[str] = []
+    docs = list(read_corpus(tmp_path, skipped=skipped))
+    assert [d.id for d in docs] == ["good.txt"]
+    err = capsys.readouterr().err
+    for name, reason in [("binary.txt", "binary"), ("latin1.txt", "invalid UTF-8"), ("empty.md", "empty"),
+                         ("broken.jsonl", "line 2"), ("noid.jsonl", "'id'"), ("corrupt.parquet", "Parquet"),
+                         ("loop", "symlink loop")]:
+        assert any(name in line and reason in line for line in err.splitlines()), (name, err)
+    assert len(skipped) == 6

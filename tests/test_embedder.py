@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+
+from longretr.config import load_config
+from longretr.embedder import Embedder, pack_batches, pool
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_gemma, tmp_path_factory):
+    from tiny_models import write_config
+
+    return Embedder(str(write_config(tmp_path_factory.mktemp("cfg"), tiny_gemma)), token_budget=64)
+
+
+def test_vectors_are_unit_length_and_deterministic(embedder):
+    texts = ["the quick brown fox", "a lazy dog jumps over the archive"]
+    a = embedder.encode_documents(texts).vectors
+    assert a.shape == (2, 32) and a.dtype == np.float32
+    assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+    assert np.allclose(a, embedder.encode_documents(texts).vectors)
+
+
+def test_padding_and_batch_composition_do_not_change_embeddings(embedder):
+    short = "the fox"
+    long = " ".join(["the quick brown fox jumps over a lazy dog"] * 4)
+    alone = embedder.encode_documents([short]).vectors[0]
+    batched = embedder.encode_documents([long, short, long[:20]]).vectors[1]  # padded in a batch
+    assert np.allclose(alone, batched, atol=1e-5)
+
+
+def test_queries_get_the_instruction_documents_do_not(embedder):
+    q = embedder.encode_queries(["the fox"])[0]
+    d_with = embedder.encode_documents(["Find it; the fox"]).vectors[0]
+    d_plain = embedder.encode_documents(["the fox"]).vectors[0]
+    assert np.allclose(q, d_with, atol=1e-6) and not np.allclose(q, d_plain, atol=1e-3)
+
+
+def test_truncation_is_reported(embedder):
+    enc = embedder.encode_documents(["fox " * 200, "dog"])
+    assert enc.truncated == [True, False] and enc.n_tokens[0] == 64
+
+
+def test_order_is_restored_across_batches(embedder):
+    texts = [" ".join(["fox"] * n) for n in (3, 50, 10, 30, 1)]
+    together = embedder.encode_documents(texts).vectors
+    one_by_one = np.stack([embedder.encode_documents([t]).vectors[0] for t in texts])
+    assert np.allclose(together, one_by_one, atol=1e-5)
+
+
+def test_pack_batches_respects_budget():
+    lengths = [100, 10, 50, 10, 10, 400]
+    batches = pack_batches(lengths, 120)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert all(len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 120 for b in batches)
+    assert batches[0] == [5]  # longest first, alone when over budget
+
+
+def test_mean_pooling_ignores_padding():
+    hidden = torch.tensor([[[1.0, 0.0], [3.0, 0.0], [100.0, 100.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    assert torch.allclose(pool(hidden, mask, "mean", False), torch.tensor([[2.0, 0.0]]))
+    assert torch.allclose(pool(hidden, mask, "last", False), torch.tensor([[3.0, 0.0]]))
+
+
+def test_default_config_is_bidirectional_gemma():
+    cfg = load_config("default")
+    assert cfg.attention == "bidirectional" and cfg.max_tokens == 32768 and cfg.pooling == "mean"
+    assert cfg.fingerprint() != load_config("gemma3-270m-causal").fingerprint()

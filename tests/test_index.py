@@ -1,0 +1,138 @@
+import json
+
+import numpy as np
+import pytest
+from tiny_models import write_config
+from typer.testing import CliRunner
+
+from longretr import store
+from longretr.cli import app
+from longretr.embedder import Embedder
+from longretr.indexer import index_corpus
+from longretr.search import ModelMismatch, Searcher
+
+TEXTS = {
+    "fox.txt": "# Fox\nthe quick brown fox jumps over a lazy dog",
+    "json.md": "# JSON\nparsing json and csv with regular expressions",
+    "zip.txt": "computing a digest of every file in the archive",
+    "time.rst": "Times\n=====\ndates times threads and the command line arguments",
+}
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    root = tmp_path / "corpus"
+    root.mkdir()
+    for name, text in TEXTS.items():
+        (root / name).write_text(text)
+    return root
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_gemma, tmp_path_factory):
+    return Embedder(str(write_config(tmp_path_factory.mktemp("cfg"), tiny_gemma)))
+
+
+def test_index_then_search_finds_copied_passage(corpus, tmp_path, embedder):
+    folder = tmp_path / "idx"
+    summary = index_corpus(corpus, folder, embedder, progress=False)
+    assert summary.documents == 4 and summary.encoded == 4
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["count"] == 4 and manifest["dim"] == 32 and manifest["model"]["name"] == "tiny"
+    for name, text in TEXTS.items():
+        hits = Searcher(folder, embedder).search([text.split("\n")[-1]], k=4)[0]
+        assert len(hits) == 4 and [h.rank for h in hits] == [1, 2, 3, 4]
+        assert hits[0].id == name  # a passage copied from a document ranks it first
+    docs = store.load(folder).docs.to_pylist()
+    assert {d["title"] for d in docs} == {"Fox", "JSON", "zip", "Times"}
+
+
+def test_reindex_is_incremental(corpus, tmp_path, embedder):
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+    before = {d["id"]: d["vid"] for d in store.load(folder).docs.to_pylist()}
+    (corpus / "fox.txt").write_text("# Fox\nthe fox changed its text")
+    (corpus / "zip.txt").unlink()
+    (corpus / "new.txt").write_text("a new lazy dog")
+    s = index_corpus(corpus, folder, embedder, progress=False)
+    assert (s.encoded, s.unchanged, s.removed, s.documents) == (2, 2, 1, 4)
+    snap = store.load(folder)
+    after = {d["id"]: d["vid"] for d in snap.docs.to_pylist()}
+    assert after["json.md"] == before["json.md"] and after["fox.txt"] != before["fox.txt"]
+    fresh = tmp_path / "fresh"
+    index_corpus(corpus, fresh, embedder, progress=False)
+    # the incremental index holds the same vectors as a fresh build
+    for doc_id, vid in after.items():
+        other = {d["id"]: d["vid"] for d in store.load(fresh).docs.to_pylist()}[doc_id]
+        assert np.allclose(snap.index.reconstruct(vid), store.load(fresh).index.reconstruct(other), atol=1e-6)
+
+
+def test_interrupted_run_resumes_from_shards(corpus, tmp_path, embedder, monkeypatch):
+    folder = tmp_path / "idx"
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "commit", crash)
+    with pytest.raises(KeyboardInterrupt):
+        index_corpus(corpus, folder, embedder, progress=False, shard_tokens=1)
+    assert store.read_manifest(folder) is None and len(list((folder / "pending").rglob("*.npz"))) == 4
+    monkeypatch.undo()
+    s = index_corpus(corpus, folder, embedder, progress=False)
+    assert (s.encoded, s.resumed, s.documents) == (0, 4, 4)
+    assert not (folder / "pending").exists()
+
+
+def test_other_model_is_refused(corpus, tmp_path, embedder, tiny_gemma):
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+    causal = Embedder(str(write_config(tmp_path, tiny_gemma, name="causal", attention="causal")))
+    with pytest.raises(ModelMismatch, match="was built with model 'tiny'"):
+        Searcher(folder, causal)
+    with pytest.raises(store.IndexFolderError, match="--rebuild"):
+        index_corpus(corpus, folder, causal, progress=False)
+    assert index_corpus(corpus, folder, causal, rebuild=True, progress=False).encoded == 4
+
+
+def test_corrupt_files_give_clear_errors(corpus, tmp_path, embedder):
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+    manifest = store.read_manifest(folder)
+    vec = folder / manifest["files"]["vectors"]
+    vec.write_bytes(vec.read_bytes()[:50])
+    with pytest.raises(store.IndexFolderError, match="truncated or not a FAISS index"):
+        store.load(folder)
+    index_corpus(corpus, folder, embedder, progress=False, rebuild=True)
+    docs = folder / store.read_manifest(folder)["files"]["docs"]
+    docs.write_bytes(b"garbage")
+    with pytest.raises(store.IndexFolderError, match="corrupt or unreadable docs table"):
+        store.load(folder)
+    (folder / "manifest.json").write_text("{")
+    with pytest.raises(store.IndexFolderError, match="unreadable manifest"):
+        store.load(folder)
+
+
+def test_cli_index_and_search(corpus, tmp_path, tiny_gemma):
+    cfg = write_config(tmp_path, tiny_gemma)
+    runner = CliRunner()
+    folder = tmp_path / "idx"
+    r = runner.invoke(app, ["index", str(corpus), "--index", str(folder), "--model", str(cfg)])
+    assert r.exit_code == 0, r.output
+    assert "4 documents in index" in r.output and "0 truncated" in r.output
+    r = runner.invoke(app, ["search", "lazy dog", "--index", str(folder), "-k", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.output)
+    assert len(hits) == 2 and {"id", "score", "title", "path", "snippet"} <= set(hits[0])
+    queries = tmp_path / "q.tsv"
+    queries.write_text("q1\tlazy dog\nq2\tjson csv\n")
+    run = tmp_path / "run.trec"
+    r = runner.invoke(app, ["search", "--queries", str(queries), "--index", str(folder), "-k", "3",
+                            "--output", str(run)])
+    assert r.exit_code == 0, r.output
+    lines = run.read_text().splitlines()
+    assert len(lines) == 6 and lines[0].startswith("q1 Q0 ") and lines[0].endswith(" longretr")
+    r = runner.invoke(app, ["search", "x", "--index", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "no index here" in r.output
+    causal = write_config(tmp_path, tiny_gemma, name="causal", attention="causal")
+    r = runner.invoke(app, ["search", "x", "--index", str(folder), "--model", str(causal)])
+    assert r.exit_code == 2 and "was built with model" in r.output

@@ -1,0 +1,53 @@
+"""Tiny random-weight models, built and saved in the real on-disk formats by the tests themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+from transformers import Gemma3TextConfig, Gemma3TextModel, PreTrainedTokenizerFast
+
+WORDS = (
+    "the quick brown fox jumps over a lazy dog while parsing command line arguments and computing "
+    "a digest of every file in the archive with json csv regular expressions dates times threads"
+).split()
+
+
+def make_tokenizer(out: Path) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.WordPiece(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordPieceTrainer(vocab_size=200, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"])
+    tok.train_from_iterator([" ".join(WORDS)] * 20, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
+                                   bos_token="<bos>", unk_token="<unk>")
+    fast.save_pretrained(out)
+    return fast
+
+
+def make_gemma3(out: Path, layer_types: list[str], sliding_window: int = 8, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    tok = make_tokenizer(out)
+    config = Gemma3TextConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=len(layer_types),
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, layer_types=layer_types,
+        sliding_window=sliding_window, max_position_embeddings=512, pad_token_id=0, bos_token_id=2,
+        eos_token_id=1, query_pre_attn_scalar=8,
+    )
+    model = Gemma3TextModel(config)
+    with torch.no_grad():  # random init is near-zero; bigger weights make differences visible
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    model.save_pretrained(out)
+    return out
+
+
+def write_config(folder: Path, backbone: Path, **overrides) -> Path:
+    values = {"name": "tiny", "backbone": str(backbone), "attention": "bidirectional", "pooling": "mean",
+              "max_tokens": 64, "dtype": "float32", "query_instruction": "Find it", **overrides}
+    lines = [f"{k} = {v!r}".replace("'", '"') if isinstance(v, str) else f"{k} = {str(v).lower()}"
+             for k, v in values.items()]
+    path = folder / f"{values['name']}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
