@@ -33,5 +33,38 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check longretr tests scripts
 
+# Load test of `longretr serve` on loopback with the real model; BENCH_SERVE_ARGS="--threads 1 ..." to tune.
+.PHONY: bench-serve
+bench-serve: install
+	$(BIN)/python scripts/bench_serve.py $(BENCH_SERVE_ARGS)
+
+# Long-context engine vs plain transformers vs sentence-transformers on the real default model, 512 to 32k
+# tokens + a mixed corpus, into results/bench-speed/<time>/ (README, Speed). Over an hour on a 2-core CPU;
+# BENCH_SPEED_ARGS="--quick" (512/2k/8k, a small mixed corpus) takes about 15 minutes.
+.PHONY: bench-speed
+bench-speed: install
+	$(BIN)/python scripts/bench_speed.py $(BENCH_SPEED_ARGS)
+
+# LongEmbed-style evaluation (README, Evaluation): quick profile, default + causal models, BM25, chunked
+# MiniLM, into results/longembed/<run>/. EVAL_ARGS="--full" runs everything; "--data DIR" the published data.
+.PHONY: bench-longembed longembed-filler
+bench-longembed: install longembed-filler
+	$(BIN)/longretr eval $(EVAL_ARGS)
+
+# The needle haystack: the Jargon File (public domain), Debian package jargon-text; no training uses it.
+JARGON := /usr/share/doc/jargon-text/jargon.txt.gz
+longembed-filler:
+	@test -f $(JARGON) || { command -v apt-get >/dev/null || \
+	  { echo "no apt-get: install jargon-text yourself or give EVAL_ARGS='--filler FILE'"; exit 1; }; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -q jargon-text; }
+	@test -f $(JARGON) && echo "needle filler: $(JARGON)"
+
+# Dense vs lexical vs hybrid on the demo corpus (README, Search modes). indexes/demo-cmp is built once
+# from corpus/ (written if missing; ~15-20 min of 2-core CPU with the default model) and reused.
+.PHONY: compare-modes
+compare-modes: install
+	$(BIN)/python scripts/compare_modes.py --index indexes/demo-cmp --corpus corpus
+
 clean:
 	rm -rf $(VENV) corpus indexes/demo

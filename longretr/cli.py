@@ -26,20 +26,50 @@ def index(
     model: str = typer.Option("default", "--model", "-m", help="Model config name or .toml path."),
     rebuild: bool = typer.Option(False, help="Re-encode everything instead of updating incrementally."),
     dtype: str = typer.Option(None, help="Override the config's dtype (float32, bfloat16)."),
+    index_type: str = typer.Option(None, "--index-type", help="flat | ivf | hnsw | ivfpq | a faiss factory string "
+                                   "(e.g. IVF256,SQ8); sized automatically. Default: keep the index's (new: flat)."),
+    mode: str = typer.Option(None, help="Default search mode stored in the index: dense | lexical | hybrid."),
+    fusion: str = typer.Option(None, help="Hybrid fusion stored in the index: rrf | convex."),
+    weight: float = typer.Option(None, help="Hybrid fusion: the dense list's weight in [0, 1]."),
+    rrf_k: float = typer.Option(None, "--rrf-k", help="Hybrid fusion: the k in 1 / (k + rank) (default 60)."),
+    shard_tokens: int = typer.Option(32768, help="Checkpoint encoded vectors every this many tokens."),
 ) -> None:
     """Encode every document under CORPUS into an index folder (new and changed ones only)."""
     from .embedder import Embedder
+    from .fusion import ranking_config
     from .indexer import index_corpus
     from .store import IndexFolderError
 
     if not corpus.exists():
         _fail(f"{corpus}: no such file or folder")
+    ranking = {"mode": mode, "fusion": fusion, "weight": weight, "rrf_k": rrf_k}
+    try:
+        ranking_config(**ranking)  # bad settings fail before the model loads (the index type needs its dim)
+    except ValueError as e:
+        _fail(str(e))
     try:
         embedder = Embedder(model, dtype=dtype)
-        summary = index_corpus(corpus, index, embedder, rebuild=rebuild)
+        summary = index_corpus(corpus, index, embedder, rebuild=rebuild, shard_tokens=shard_tokens,
+                               index_type=index_type, ranking=ranking)
     except (IndexFolderError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     typer.echo(f"{index}: {summary.line()}")
+
+
+@app.command()
+def rm(
+    ids: list[str] = typer.Argument(..., help="Ids of the documents to remove (as in search results)."),
+    index: Path = INDEX_OPT,
+) -> None:
+    """Remove documents from an index by id (all or none; a later `index` run re-adds files still on disk)."""
+    from .indexer import remove_documents
+    from .store import IndexFolderError
+
+    try:
+        manifest = remove_documents(index, ids)
+    except (IndexFolderError, ValueError) as e:
+        _fail(str(e))
+    typer.echo(f"{index}: removed {len(set(ids))} documents, {manifest['count']} left (version {manifest['version']})")
 
 
 @app.command()
@@ -51,6 +81,9 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
     queries: Path = typer.Option(None, help="Batch mode: JSONL (id, text) or TSV (id<TAB>text) of queries."),
     output: Path = typer.Option(None, help="Batch mode output: .trec run file, or .jsonl."),
+    mode: str = typer.Option(None, help="dense | lexical | hybrid; default: the index's (see `index --mode`)."),
+    server: str = typer.Option(None, "--server", help="URL of a running `longretr serve` to query instead of "
+                               "loading the model here (e.g. http://127.0.0.1:8000); --index is then unused."),
 ) -> None:
     """Search an index: one QUERY, or a batch with --queries."""
     from .embedder import Embedder
@@ -61,17 +94,29 @@ def search(
         _fail("give either a QUERY or --queries FILE")
     if k < 1:
         _fail("-k must be at least 1")
+    if server and model:
+        _fail("--model cannot be used with --server: the server searches with its index's model")
+    if mode is not None and mode not in ("dense", "lexical", "hybrid"):
+        _fail(f"--mode must be dense, lexical or hybrid, got {mode!r}")
     try:
-        searcher = Searcher(index, Embedder(model) if model else None)
         batch = read_queries(queries) if queries else [("q", query)]
+        if server:
+            from .server import RemoteError, search_remote
+
+            try:
+                results = search_remote(server, [text for _, text in batch], k, mode=mode)
+            except RemoteError as e:
+                _fail(str(e))
+        else:
+            searcher = Searcher(index, Embedder(model) if model else None)
+            results = searcher.search([text for _, text in batch], k, mode=mode)
     except (IndexFolderError, ModelMismatch, FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    results = searcher.search([text for _, text in batch], k)
     if queries:
         lines = []
         for (qid, text), hits in zip(batch, results):
             if output is not None and output.suffix == ".trec":
-                lines += trec_lines(qid, hits, "longretr")
+                lines += trec_lines(qid, hits, f"longretr-{mode}" if mode else "longretr")
             else:
                 lines.append(json.dumps({"id": qid, "query": text, "hits": [h.to_dict() for h in hits]}))
         body = "\n".join(lines) + "\n"
@@ -89,6 +134,134 @@ def search(
         typer.secho(f"{h.rank:>3}  {h.score:.4f}  {h.title}", bold=True)
         typer.echo(f"     {h.path}")
         typer.echo(f"     {h.snippet}")
+
+
+@app.command()
+def serve(
+    index: Path = INDEX_OPT,
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; anything but loopback exposes the index "
+                             "without authentication."),
+    port: int = typer.Option(8000, help="TCP port."),
+    max_batch: int = typer.Option(32, help="Most queries encoded together in one forward pass."),
+    batch_wait_ms: float = typer.Option(5.0, help="How long a lone query waits for others to batch with."),
+    max_k: int = typer.Option(100, help="Largest k a request may ask for."),
+    reload_interval: float = typer.Option(2.0, help="Seconds between checks for a new index version (0: never)."),
+    access_log: bool = typer.Option(False, help="Log every request."),
+    threads: int = typer.Option(0, help="Torch CPU threads for encoding (0: torch's default); 1 is much faster "
+                                "when another process keeps a core busy."),
+) -> None:
+    """Serve an index over HTTP: POST /search, GET /health, GET /stats (see README, Server)."""
+    from .search import ModelMismatch
+    from .server import Limits
+    from .server import serve as run_server
+    from .store import IndexFolderError
+
+    if not 0 < port < 65536:
+        _fail(f"--port must be between 1 and 65535, got {port}")
+    if max_k < 1 or max_batch < 1 or batch_wait_ms < 0 or reload_interval < 0 or threads < 0:
+        _fail("--max-k and --max-batch must be >= 1, --batch-wait-ms, --reload-interval and --threads >= 0")
+    try:
+        run_server(index, host=host, port=port, access_log=access_log, threads=threads, limits=Limits(max_k=max_k),
+                   max_batch=max_batch, batch_wait_ms=batch_wait_ms, reload_interval=reload_interval)
+    except (IndexFolderError, ModelMismatch, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+
+
+@app.command()
+def models(
+    configs: list[Path] = typer.Option(None, "--configs", help="Folder of model configs (repeatable; default: "
+                                       "./configs and the repository's configs/)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the list as JSON."),
+) -> None:
+    """List the model configs: backbone, parameters, max tokens, attention, pooling, and whether the weights are here.
+
+    Parameters are counted from the checkpoint's config.json (local folder or HF cache) without reading weights."""
+    from .catalog import config_files, describe, format_table
+
+    for folder in configs or []:
+        if not folder.is_dir():
+            _fail(f"{folder}: no such folder")
+    entries = [describe(path) for path in config_files(configs or None)]
+    if not entries:
+        _fail("no model configs (*.toml) found")
+    typer.echo(json.dumps([e.to_dict() for e in entries], indent=2) if as_json else format_table(entries))
+
+
+@app.command(name="eval")
+def eval_longembed(
+    model: list[str] = typer.Option(None, "--model", "-m", help="longretr model config (name or .toml); repeat "
+                                    "for several. Default: default and gemma3-270m-causal (the causal baseline)."),
+    baseline: list[str] = typer.Option(None, "--baseline", "-b", help="Baselines to run: bm25, minilm (default: "
+                                       "both)."),
+    no_baselines: bool = typer.Option(False, "--no-baselines", help="Run only the --model configs."),
+    data: str = typer.Option(None, "--data", help="Published LongEmbed copy: a local folder in its layout, or the "
+                             "hub id dwzhu/LongEmbed (needs network). Without it passkey and needle are regenerated."),
+    tasks: str = typer.Option(None, help="Comma list of passkey, needle, narrativeqa, qmsum, summ_screen_fd, "
+                              "2wikimqa (or all, synthetic, real). Default: all with --data, else synthetic."),
+    full: bool = typer.Option(False, "--full", help="Everything as published: lengths 256-32768, 100 "
+                              "candidates and 50 queries per length, whole real tasks. Hours on a CPU; its cost "
+                              "is printed first."),
+    lengths: str = typer.Option(None, help="Comma list of context lengths (overrides the profile)."),
+    candidates: int = typer.Option(None, help="Candidate documents per length (overrides the profile)."),
+    queries: int = typer.Option(None, help="Queries per length (overrides the profile)."),
+    seed: int = typer.Option(0, help="Seed for the regenerated sets and for subsampling."),
+    filler: Path = typer.Option(None, help="Prose file for the needle haystack (default: the Jargon File from the "
+                                "Debian package jargon-text)."),
+    out: Path = typer.Option(Path("results/longembed"), help="Results folder; each run gets a subfolder."),
+    run: str = typer.Option(None, help="Run name (default: date-time and profile)."),
+    dtype: str = typer.Option(None, help="Override the longretr configs' dtype (float32, bfloat16)."),
+    minilm_chunk: int = typer.Option(256, help="Chunk size in word pieces for the MiniLM baseline (its window is "
+                                     "256)."),
+) -> None:
+    """LongEmbed-style evaluation of longretr models beside BM25 and chunked MiniLM (JSON, table, plot, TREC)."""
+    from .evaluate.data import DataError, parse_lengths, parse_tasks
+    from .evaluate.runner import DEFAULT_MODELS, PROFILES, Settings, evaluate
+    from .evaluate.synth import FillerError
+
+    profile = "full" if full else "quick"
+    try:
+        picked = parse_tasks(tasks, has_data=data is not None)
+        chosen = PROFILES[profile]
+        settings = Settings(
+            profile=profile, models=list(model) if model else list(DEFAULT_MODELS),
+            baselines=[] if no_baselines else list(baseline) if baseline else ["bm25", "minilm"],
+            tasks=picked, seed=seed, data=data, filler=str(filler) if filler else None, dtype=dtype,
+            minilm_chunk=minilm_chunk, out=str(out), run=run,
+            lengths=parse_lengths(lengths) if lengths else chosen["lengths"],
+            # --full with published data: every candidate and query as published
+            candidates=candidates or (None if full and data else chosen["candidates"]),
+            queries=queries or (None if full and data else chosen["queries"]),
+        )
+        results, paths = evaluate(settings, log=typer.echo)
+    except (DataError, FillerError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    typer.echo("")
+    typer.echo(paths["table"].read_text())
+    typer.echo(f"wrote {', '.join(str(p) for p in paths.values())} and TREC runs under {paths['json'].parent}/runs "
+               f"({results['wall_seconds'] / 60:.1f} min)")
+
+
+@app.command()
+def train(
+    config: Path = typer.Option(..., "--config", "-c", help="Training config (configs/train/*.toml)."),
+    objective: str = typer.Option(None, help="Override the config: contrastive | diffusion."),
+    resume: bool = typer.Option(False, help="Continue from the run folder's last checkpoint."),
+    steps: int = typer.Option(None, help="Override the number of steps."),
+    output: Path = typer.Option(None, help="Override the run folder."),
+) -> None:
+    """Train a LoRA adapter: contrastive (DiffEmbed recipe) or masked-diffusion adaptation."""
+    from dataclasses import replace
+
+    from .train.trainer import TrainConfig, Trainer
+
+    try:
+        cfg = TrainConfig.from_toml(config)
+        overrides = {"objective": objective, "steps": steps, "output": str(output) if output else None}
+        cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+        result = Trainer(cfg).train(resume=resume)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        _fail(str(e))
+    typer.echo(f"{cfg.output}: {result['steps']} steps in {result['seconds']:.0f}s; adapter in {cfg.output}/adapter")
 
 
 @app.command()

@@ -1,13 +1,15 @@
-"""`longretr index`: encode a folder of documents into an index folder, incrementally.
+"""`longretr index` and `longretr rm`: change an index folder, incrementally and crash-safely.
 
-Only new and changed documents (by content hash) are encoded. Encoded vectors are saved in small
-pending shards as they are made, so a run that is killed resumes without re-encoding them; the
-index itself only changes at the final atomic commit.
+Only new and changed documents (by content hash) are encoded; documents whose files are gone are
+removed; unchanged ones are skipped. Encoded vectors are saved in small pending shards as they are
+made, so a run that is killed resumes without re-encoding them; the index itself only changes at
+the final atomic commit (store.commit), which also rebuilds the lexical and search indexes.
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,9 +18,10 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from . import store
+from . import index_types, store
 from .corpus import Document, read_corpus, warn
 from .embedder import Embedder
+from .fusion import ranking_config
 
 
 @dataclass
@@ -32,11 +35,15 @@ class IndexSummary:
     tokens: int  # tokens encoded in this run
     truncated: int  # documents in the index cut at the model's max tokens
     seconds: float
+    index_type: str = "IDMap2,Flat"  # the search index built (may differ from the request, see note)
+    note: str | None = None
+    committed: bool = True  # False when nothing changed and the current version was kept
 
     def line(self) -> str:
         return (f"{self.documents} documents in index: {self.encoded} encoded ({self.tokens:,} tokens), "
                 f"{self.resumed} resumed, {self.unchanged} unchanged, {self.removed} removed, "
-                f"{self.skipped_files} files skipped, {self.truncated} truncated; {self.seconds:.1f}s")
+                f"{self.skipped_files} files skipped, {self.truncated} truncated; {self.index_type}; "
+                f"{self.seconds:.1f}s")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,12 +56,25 @@ def index_corpus(
     rebuild: bool = False,
     shard_tokens: int = 32768,
     progress: bool = True,
+    index_type: str | None = None,
+    ranking: dict | None = None,
 ) -> IndexSummary:
+    """Bring the index at `folder` up to date with the documents under `root`. `index_type`
+    (flat|ivf|hnsw|ivfpq|faiss factory) and `ranking` (mode, fusion, weight, rrf_k; see
+    fusion.ranking_config) change the index's settings; None keeps the current ones."""
     start = time.perf_counter()
     folder = Path(folder)
     fingerprint = embedder.config.fingerprint()
+    if shard_tokens < 1:
+        raise ValueError(f"shard_tokens must be >= 1, got {shard_tokens}")
     with store.writer_lock(folder):
-        old = None if rebuild or store.read_manifest(folder) is None else store.load(folder)
+        settings = _settings(folder, embedder.dim, index_type, ranking)  # checked before any encoding
+        try:
+            old = None if rebuild or store.read_manifest(folder) is None else \
+                store.load(folder, lexical=False, ann=False)
+        except store.IndexFolderError as e:
+            raise store.IndexFolderError(f"{e}; pass --rebuild to start this index over (re-encodes everything)") \
+                from e
         if old is not None and old.manifest["model_fingerprint"] != fingerprint:
             raise store.IndexFolderError(
                 f"{folder}: built with model {old.manifest['model']['name']!r} "
@@ -63,10 +83,16 @@ def index_corpus(
             )
         skipped: list[str] = []
         docs = _unique(read_corpus(root, skipped=skipped))
-        old_rows = {} if old is None else {r["id"]: r for r in old.docs.select(["id", "vid", "sha256"]).to_pylist()}
+        old_rows = {} if old is None else \
+            {r["id"]: r for r in old.docs.select(["id", "vid", "sha256", "path"]).to_pylist()}
         todo = [d for d in docs if d.id not in old_rows or old_rows[d.id]["sha256"] != d.sha256]
         current = {d.id for d in docs}
-        gone_vids = [r["vid"] for i, r in old_rows.items() if i not in current]
+        # A file that exists but cannot be read now (permissions, damage) is not a deletion: its
+        # documents keep their indexed version; `longretr rm` removes them on purpose.
+        kept = _ids_from_files(old_rows, skipped, Path(root)) - current
+        for doc_id in sorted(kept):
+            warn(old_rows[doc_id]["path"], f"unreadable now; keeping the indexed version of {doc_id!r}")
+        gone_vids = [r["vid"] for i, r in old_rows.items() if i not in current and i not in kept]
         changed_vids = [old_rows[d.id]["vid"] for d in todo if d.id in old_rows]
 
         pending = folder / "pending" / fingerprint
@@ -93,9 +119,18 @@ def index_corpus(
             "model_fingerprint": fingerprint,
             "dim": embedder.dim,
             "metric": "inner_product",
-            "index_type": "IDMap2,Flat",
+            **settings,
         }
-        store.commit(folder, manifest, index, table)
+        plan = index_types.plan(settings["index_type_requested"], embedder.dim, table.num_rows)
+        changed = old is None or todo or drop or any(old.manifest.get(k) != v for k, v in settings.items()) \
+            or plan.description != old.manifest.get("index_type") \
+            or "lexical" not in old.manifest["files"]  # an index from before lexical search gets one now
+        if changed:
+            manifest = store.commit(folder, manifest, index, table)
+        else:
+            manifest = old.manifest
+        if manifest.get("index_type_note"):
+            warn_note(manifest["index_type_note"])
         if embedder.notice is not None:
             shutil.copy(embedder.notice, folder / embedder.notice.name)
         shutil.rmtree(folder / "pending", ignore_errors=True)
@@ -104,12 +139,63 @@ def index_corpus(
         encoded=len(need),
         resumed=len(todo) - len(need),
         removed=len(gone_vids),
-        unchanged=len(docs) - len(todo),
+        unchanged=len(docs) - len(todo) + len(kept),
         skipped_files=len(skipped),
         tokens=tokens,
         truncated=sum(table.column("truncated").to_pylist()),
         seconds=time.perf_counter() - start,
+        index_type=manifest["index_type"],
+        note=manifest.get("index_type_note"),
+        committed=bool(changed),
     )
+
+
+def remove_documents(folder: Path | str, ids: list[str]) -> dict:
+    """`longretr rm`: remove documents by id in one new version; unknown ids refuse the whole call.
+    (A removed document whose file still exists comes back at the next `longretr index`.)"""
+    folder = Path(folder)
+    if not ids:
+        raise ValueError("no document ids given")
+    with store.writer_lock(folder):
+        snap = store.load(folder, lexical=False, ann=False)
+        rows = dict(zip(snap.docs.column("id").to_pylist(), snap.docs.column("vid").to_pylist()))
+        unknown = [i for i in dict.fromkeys(ids) if i not in rows]
+        if unknown:
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            shown = ", ".join(repr(i) for i in unknown[:10]) + more
+            raise ValueError(f"{folder}: no document with id {shown}; nothing removed (ids are listed by "
+                             "`longretr search --json` and in the docs table)")
+        drop = {rows[i] for i in ids}
+        snap.index.remove_ids(np.array(sorted(drop), dtype="int64"))
+        docs = snap.docs.filter(pa.array([v not in drop for v in snap.docs.column("vid").to_pylist()]))
+        return store.commit(folder, snap.manifest, snap.index, docs)
+
+
+def _settings(folder: Path, dim: int, index_type: str | None, ranking: dict | None) -> dict:
+    """Index type and ranking for the next version: the requested ones, else the current ones."""
+    try:
+        current = store.read_manifest(folder) or {}
+    except store.IndexFolderError:  # a damaged manifest (rebuild) keeps nothing
+        current = {}
+    requested = index_type if index_type is not None else current.get("index_type_requested", "flat")
+    return {"index_type_requested": index_types.check(requested, dim),
+            "ranking": ranking_config(current.get("ranking"), **(ranking or {}))}
+
+
+def warn_note(note: str) -> None:
+    print(f"longretr: note: {note}", file=sys.stderr)
+
+
+def _ids_from_files(old_rows: dict, skipped: list[str], root: Path) -> set[str]:
+    """Ids of indexed documents that came from the skipped files (path "a.txt" or "rows.jsonl#id")."""
+    base = root.parent if root.is_file() else root
+    rels = set()
+    for path in skipped:
+        try:
+            rels.add(Path(path).relative_to(base).as_posix())
+        except ValueError:
+            continue
+    return {i for i, r in old_rows.items() if r["path"] in rels or r["path"].split("#", 1)[0] in rels}
 
 
 def _unique(docs) -> list[Document]:

@@ -1,4 +1,8 @@
-"""Top-k search over an index folder, single queries or batches (pyserini-style run files)."""
+"""Top-k search over an index folder, single queries or batches (pyserini-style run files).
+
+Three modes: "dense" (the embedder's vectors), "lexical" (BM25 on the text) and "hybrid" (both
+lists, HYBRID_DEPTH deep, fused as the index manifest's "ranking" section says; see fusion.py).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store
+from . import index_types, store
 from .config import ModelConfig
 from .embedder import Embedder
+from .fusion import check_mode, fuse, ranking_config
+
+HYBRID_DEPTH = 100  # candidates taken from each list before fusing (at least k)
 
 
 @dataclass
@@ -41,17 +48,21 @@ def index_model(folder: Path | str) -> ModelConfig:
 
 class Searcher:
     def __init__(self, folder: Path | str, embedder: Embedder | None = None) -> None:
+        self.folder = Path(folder)
         self.snapshot = store.load(folder)
-        built = self.snapshot.manifest["model_fingerprint"]
+        manifest = self.snapshot.manifest
+        built = manifest["model_fingerprint"]
+        self.ranking = ranking_config(manifest.get("ranking"))
         if embedder is None:
-            embedder = Embedder(ModelConfig(**self.snapshot.manifest["model"]))
+            embedder = Embedder(ModelConfig(**manifest["model"]))
         if embedder.config.fingerprint() != built:
             raise ModelMismatch(
-                f"{folder} was built with model {self.snapshot.manifest['model']['name']!r} (fingerprint "
+                f"{folder} was built with model {manifest['model']['name']!r} (fingerprint "
                 f"{built}); searching it with {embedder.config.name!r} ({embedder.config.fingerprint()}) "
                 "would compare incompatible vectors. Search without --model, or re-index with this model."
             )
         self.embedder = embedder
+        self.index, self.index_device = index_types.to_gpu(self.snapshot.search_index)
         docs = self.snapshot.docs
         self._rows = {vid: i for i, vid in enumerate(docs.column("vid").to_pylist())}
         self._ids = docs.column("id").to_pylist()
@@ -59,22 +70,50 @@ class Searcher:
         self._paths = docs.column("path").to_pylist()
         self._texts = docs.column("text")
 
-    def search(self, queries: list[str], k: int = 10) -> list[list[Hit]]:
-        vectors = self.embedder.encode_queries(queries)
-        return self.search_vectors(vectors, queries, k)
+    @property
+    def count(self) -> int:
+        """Documents in the loaded index version."""
+        return self.snapshot.count
+
+    def search(self, queries: list[str], k: int = 10, mode: str | None = None) -> list[list[Hit]]:
+        """Top-k hits per query; mode "dense" | "lexical" | "hybrid", None: the index's default."""
+        mode = check_mode(self.ranking["mode"] if mode is None else mode)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if not queries or self.count == 0:
+            return [[] for _ in queries]
+        if mode != "dense" and self.snapshot.lexical is None:
+            raise ValueError(f"{self.folder}: this index has no lexical index (built by an older longretr); "
+                             f"re-run `longretr index CORPUS --index {self.folder}` to add it (nothing is re-encoded), "
+                             "or search with --mode dense")
+        if mode == "lexical":
+            return self._hits(self.snapshot.lexical.search(queries, k), queries)
+        depth = k if mode == "dense" else max(k, HYBRID_DEPTH)
+        dense = self._dense(self.embedder.encode_queries(queries), depth)
+        if mode == "dense":
+            return self._hits(dense, queries)
+        lexical = self.snapshot.lexical.search(queries, depth)
+        r = self.ranking
+        fused = [fuse(d, lx, k, r["fusion"], r["weight"], r["rrf_k"]) for d, lx in zip(dense, lexical)]
+        return self._hits(fused, queries)
 
     def search_vectors(self, vectors: np.ndarray, queries: list[str], k: int) -> list[list[Hit]]:
-        k = max(1, min(k, self.snapshot.count))
-        if self.snapshot.count == 0:
+        """Dense search with query vectors already encoded (one per query, for the snippets)."""
+        if self.count == 0:
             return [[] for _ in queries]
-        scores, vids = self.snapshot.index.search(np.ascontiguousarray(vectors, dtype="float32"), k)
+        return self._hits(self._dense(vectors, k), queries)
+
+    def _dense(self, vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+        k = max(1, min(k, self.count))
+        scores, vids = self.index.search(np.ascontiguousarray(vectors, dtype="float32"), k)
+        return [[(int(v), float(s)) for s, v in zip(row_s, row_v) if v >= 0] for row_s, row_v in zip(scores, vids)]
+
+    def _hits(self, ranked: list[list[tuple[int, float]]], queries: list[str]) -> list[list[Hit]]:
         results = []
-        for q, row_scores, row_vids in zip(queries, scores, vids):
+        for q, row in zip(queries, ranked):
             hits = []
-            for score, vid in zip(row_scores, row_vids):
-                if vid < 0:
-                    continue
-                i = self._rows[int(vid)]
+            for vid, score in row:
+                i = self._rows[vid]
                 hits.append(Hit(len(hits) + 1, self._ids[i], float(score), self._titles[i], self._paths[i],
                                 snippet(self._texts[i].as_py(), q)))
             results.append(hits)

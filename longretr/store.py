@@ -3,14 +3,20 @@
     manifest.json          format version, model config + fingerprint, dim, count, times, and the
                            names of the current data files (the only file ever overwritten,
                            always by atomic rename)
-    vectors-NNNNNN.faiss   FAISS IndexIDMap2 over inner product of L2-normalised vectors
+    vectors-NNNNNN.faiss   FAISS IndexIDMap2(IndexFlatIP) of L2-normalised vectors: the source of truth
+    ann-NNNNNN.faiss       the same vectors in the configured search index type (IVF, HNSW, ...),
+                           rebuilt from vectors-NNNNNN at each commit; absent for flat search
+    lexical-NNNNNN/        BM25 index of the text column (see lexical.py)
     docs-NNNNNN.parquet    one row per document: vid (the FAISS id), id, path, title, n_tokens,
                            truncated, sha256, size, mtime, text
     pending/               encoded-but-not-yet-committed shards of an interrupted run
     GEMMA_NOTICE.txt       licence notice of the backbone, when it requires one
+    .lock                  held (flock) by the one writer, holds its pid
 
 A write builds the next version's files beside the current ones and then replaces
-manifest.json, so a crash at any moment leaves the last good version searchable.
+manifest.json, so a crash at any moment leaves the last good version searchable. Data files are
+never changed once named by a manifest; the previous version's stay for readers that hold it, and
+a reader that loses a race with two commits in a row reloads the newer manifest.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,8 +36,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import index_types
+from .lexical import LexicalIndex, LexicalIndexError
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+LOAD_ATTEMPTS = 5
 DOC_COLUMNS = ["vid", "id", "path", "title", "n_tokens", "truncated", "sha256", "size", "mtime", "text"]
 
 
@@ -41,12 +53,18 @@ class IndexFolderError(Exception):
 class Snapshot:
     folder: Path
     manifest: dict
-    index: faiss.Index
+    index: faiss.Index  # flat IndexIDMap2: every vector, by vid
     docs: pa.Table
+    lexical: LexicalIndex | None = None  # None when not loaded, or for an index built before it existed
+    ann: faiss.Index | None = None  # the configured non-flat search index, when there is one
 
     @property
     def count(self) -> int:
         return self.docs.num_rows
+
+    @property
+    def search_index(self) -> faiss.Index:
+        return self.ann if self.ann is not None else self.index
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -59,28 +77,47 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def read_manifest(folder: Path) -> dict | None:
-    path = folder / MANIFEST
+    path = Path(folder) / MANIFEST
     if not path.exists():
         return None
     try:
         manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise IndexFolderError(f"{path}: unreadable manifest ({e})") from e
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         raise IndexFolderError(f"{path}: not a longretr index manifest of format {FORMAT_VERSION}")
     return manifest
 
 
-def load(folder: Path | str) -> Snapshot:
+def load(folder: Path | str, lexical: bool = True, ann: bool = True) -> Snapshot:
+    """The current version. Writers pass lexical=False, ann=False: they rebuild both from the
+    vectors and the docs table, so a damaged lexical or ann file is repaired by re-indexing."""
     folder = Path(folder)
-    manifest = read_manifest(folder)
-    if manifest is None:
-        raise IndexFolderError(f"{folder}: no index here ({MANIFEST} missing); build one with `longretr index`")
-    vec_path, docs_path = folder / manifest["files"]["vectors"], folder / manifest["files"]["docs"]
-    try:
-        index = faiss.read_index(str(vec_path))
-    except Exception as e:
-        raise IndexFolderError(f"{vec_path}: truncated or not a FAISS index ({e})") from e
+    for attempt in range(LOAD_ATTEMPTS):
+        manifest = read_manifest(folder)
+        if manifest is None:
+            raise IndexFolderError(f"{folder}: no index here ({MANIFEST} missing); build one with `longretr index`")
+        try:
+            return _load_version(folder, manifest, lexical, ann)
+        except IndexFolderError:
+            # a writer may have committed twice since we read the manifest and removed its files:
+            # they are never changed in place, so a newer manifest means a newer complete version
+            newer = read_manifest(folder)
+            if attempt + 1 < LOAD_ATTEMPTS and newer is not None and newer.get("version") != manifest.get("version"):
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
+def _load_version(folder: Path, manifest: dict, want_lexical: bool, want_ann: bool) -> Snapshot:
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not {"vectors", "docs"} <= set(files) or "dim" not in manifest:
+        raise IndexFolderError(f"{folder / MANIFEST}: names no vectors/docs files or no dim; not a longretr index")
+    vec_path, docs_path = folder / files["vectors"], folder / files["docs"]
+    index = _read_faiss(vec_path)
+    if not isinstance(index, faiss.IndexIDMap2) or not isinstance(faiss.downcast_index(index.index), faiss.IndexFlat):
+        raise IndexFolderError(f"{vec_path}: a FAISS {type(index).__name__}, not the IndexIDMap2(IndexFlat) "
+                               "longretr writes; this file was not written by longretr")
     try:
         docs = pq.read_table(docs_path)
     except Exception as e:
@@ -92,7 +129,35 @@ def load(folder: Path | str) -> Snapshot:
             f"{vec_path}: holds {index.ntotal} vectors of dim {index.d}, but {docs_path.name} has "
             f"{docs.num_rows} rows and the manifest says dim {manifest['dim']}"
         )
-    return Snapshot(folder, manifest, index, docs)
+    vids = docs.column("vid").to_numpy()
+    if not np.array_equal(np.sort(faiss.vector_to_array(index.id_map)), np.sort(vids)):
+        raise IndexFolderError(f"{vec_path}: its vector ids differ from the vid column of {docs_path.name}")
+    snap = Snapshot(folder, manifest, index, docs)
+    if want_lexical and "lexical" in files:
+        lex_path = folder / files["lexical"]
+        try:
+            snap.lexical = LexicalIndex.load(lex_path)
+        except LexicalIndexError as e:
+            raise IndexFolderError(f"{e}; re-run `longretr index` on the corpus to rebuild it") from e
+        if not np.array_equal(snap.lexical.vids, vids):
+            raise IndexFolderError(f"{lex_path}: its documents differ from {docs_path.name}; re-run `longretr index`")
+    if want_ann and "ann" in files:
+        ann_path = folder / files["ann"]
+        snap.ann = _read_faiss(ann_path)
+        if snap.ann.ntotal != index.ntotal or snap.ann.d != index.d:
+            raise IndexFolderError(f"{ann_path}: holds {snap.ann.ntotal} vectors of dim {snap.ann.d}, not "
+                                   f"{index.ntotal} of dim {index.d}; re-run `longretr index` to rebuild it")
+        index_types.set_search_params(snap.ann, manifest.get("search_params", {}))
+    return snap
+
+
+def _read_faiss(path: Path) -> faiss.Index:
+    if not path.is_file():
+        raise IndexFolderError(f"{path}: missing (named by {MANIFEST})")
+    try:
+        return faiss.read_index(str(path))
+    except Exception as e:
+        raise IndexFolderError(f"{path}: truncated or not a FAISS index ({str(e).strip().splitlines()[0]})") from e
 
 
 def empty_index(dim: int) -> faiss.Index:
@@ -100,42 +165,79 @@ def empty_index(dim: int) -> faiss.Index:
 
 
 def commit(folder: Path, manifest: dict, index: faiss.Index, docs: pa.Table) -> dict:
-    """Write a new version and switch the manifest to it; remove files two versions old."""
+    """Write a new version (vectors, docs, lexical index, and the search index that
+    manifest["index_type_requested"] asks for) and switch the manifest to it; remove older files."""
     folder.mkdir(parents=True, exist_ok=True)
-    old = read_manifest(folder)
-    version = (old or {}).get("version", 0) + 1
-    files = {"vectors": f"vectors-{version:06d}.faiss", "docs": f"docs-{version:06d}.parquet"}
+    try:
+        old = read_manifest(folder)
+    except IndexFolderError:  # `--rebuild` over a damaged manifest: start over, without reusing file names
+        old = None
+    version = _next_version(folder, old)
+    docs = docs.select(DOC_COLUMNS)
+    plan = index_types.plan(manifest.get("index_type_requested", "flat"), index.d, index.ntotal)
+    ann = index_types.build(plan, index)
+    files = {"vectors": f"vectors-{version:06d}.faiss", "docs": f"docs-{version:06d}.parquet",
+             "lexical": f"lexical-{version:06d}"}
     atomic_write_bytes(folder / files["vectors"], faiss.serialize_index(index).tobytes())
     sink = pa.BufferOutputStream()
-    pq.write_table(docs.select(DOC_COLUMNS), sink)
+    pq.write_table(docs, sink)
     atomic_write_bytes(folder / files["docs"], sink.getvalue().to_pybytes())
+    LexicalIndex.build(docs.column("text").to_pylist(), docs.column("vid").to_numpy()).save(folder / files["lexical"])
+    if ann is not None:
+        files["ann"] = f"ann-{version:06d}.faiss"
+        atomic_write_bytes(folder / files["ann"], faiss.serialize_index(ann).tobytes())
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     manifest = {
-        **manifest,
+        **{k: v for k, v in manifest.items() if k not in ("search_params", "index_type_note")},
         "format_version": FORMAT_VERSION,
         "version": version,
         "files": files,
         "count": docs.num_rows,
+        "index_type": plan.description,
+        "search_params": plan.params,
+        **({"index_type_note": plan.note} if plan.note else {}),
         "created": (old or {}).get("created", now),
         "updated": now,
     }
     atomic_write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
-    keep = set(files.values()) | set((old or {}).get("files", {}).values())  # readers may hold the previous one
-    for path in list(folder.glob("vectors-*.faiss")) + list(folder.glob("docs-*.parquet")):
-        if path.name not in keep:
-            path.unlink(missing_ok=True)
+    _remove_old_versions(folder, set(files.values()) | set((old or {}).get("files", {}).values()))
     return manifest
+
+
+def _next_version(folder: Path, old: dict | None) -> int:
+    numbers = [int(m.group(1)) for p in folder.iterdir() if (m := re.fullmatch(r"\w+-(\d{6,})(\.\w+)?", p.name))]
+    return max([(old or {}).get("version", 0), *numbers]) + 1
+
+
+def _remove_old_versions(folder: Path, keep: set[str]) -> None:
+    """Data files of versions before the previous one (readers may still hold that), and temp
+    files of writers that died (the caller holds the writer lock, so no live writer owns them)."""
+    for pattern in ("vectors-*.faiss", "docs-*.parquet", "ann-*.faiss", "lexical-*", ".*.tmp"):
+        for path in folder.glob(pattern):
+            if path.name in keep:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 @contextmanager
 def writer_lock(folder: Path):
     """One writer per index folder; a second one fails at once with a clear message."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as f:
+    with open(folder / ".lock", "a+") as f:  # not "w": that would wipe the holder's pid before we know
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
-            raise IndexFolderError(f"{folder}: another `longretr` process is writing this index") from e
+            f.seek(0)
+            holder = f.read().strip()
+            raise IndexFolderError(f"{folder}: another `longretr` process{f' (pid {holder})' if holder else ''} "
+                                   "is writing this index; wait for it to finish") from e
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
         try:
             yield
         finally:

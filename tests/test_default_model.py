@@ -44,7 +44,7 @@ def test_real_documents_index_and_search(tmp_path, embedder, monkeypatch):
     docs = {m: (corpus / f"{m}.txt").read_text() for m in MODULES}
     doc_vecs = embedder.encode_documents(list(docs.values()), progress=False).vectors
     query = "parse command line arguments"
-    r = runner.invoke(app, ["search", query, "--index", str(tmp_path / "idx"), "-k", "3", "--json"])
+    r = runner.invoke(app, ["search", query, "--index", str(tmp_path / "idx"), "-k", "3", "--json", "--mode", "dense"])
     assert r.exit_code == 0, r.output
     hits = json.loads(r.output)
     expected = doc_vecs @ embedder.encode_queries([query])[0]

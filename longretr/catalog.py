@@ -1,0 +1,163 @@
+"""What `longretr models` shows: each model config with its backbone's size (counted from its config.json on the
+meta device, no weights read) and whether the weights are already on this machine."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .backbone import GGUF_PREFIX, gguf_cache_folder
+from .config import REPO_CONFIGS, ModelConfig, config_from_file
+from .families import REMOTE_PREFIX, CheckpointError, checkpoint_file, family_for, read_checkpoint_config
+
+
+@dataclass
+class ModelEntry:
+    config: str  # path of the TOML file
+    name: str = ""
+    backbone: str = ""
+    family: str = ""
+    parameters: int | None = None  # of the encoder that runs (no LM head)
+    max_tokens: int | None = None
+    attention: str = ""
+    pooling: str = ""
+    adapter: str = ""
+    weights: str = ""  # where the weights are, or why they are not usable yet
+    error: str = ""  # a config that cannot be read
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def config_files(folders: list[Path] | None = None) -> list[Path]:
+    """TOML configs in the given folders, or in ./configs and the repository's configs/ (each file once)."""
+    folders = folders or [Path("configs"), REPO_CONFIGS]
+    seen: dict[Path, Path] = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
+            seen.setdefault(path.resolve(), path)
+    return list(seen.values())
+
+
+def describe(path: Path) -> ModelEntry:
+    try:
+        cfg = config_from_file(path)
+    except (ValueError, TypeError) as e:
+        return ModelEntry(config=str(path), name=path.stem, error=str(e))
+    entry = ModelEntry(config=str(path), name=cfg.name, backbone=cfg.backbone, max_tokens=cfg.max_tokens,
+                       attention=cfg.attention, pooling=cfg.pooling, adapter=cfg.adapter)
+    entry.weights = weights_status(cfg)
+    try:
+        entry.family, entry.parameters = count_parameters(cfg)
+    except (CheckpointError, OSError, ValueError) as e:
+        entry.family, entry.error = "?", str(e)
+    return entry
+
+
+def count_parameters(cfg: ModelConfig) -> tuple[str, int | None]:
+    """(family, parameters of the encoder) from the checkpoint's config.json, without reading any weight."""
+    spec = cfg.backbone
+    if spec.startswith(REMOTE_PREFIX):
+        return "remote-code", None
+    source = _local_source(spec)
+    if source is None or checkpoint_file(source, "config.json", local_only=True) is None:
+        return "?", None  # not downloaded yet: nothing to count from
+    raw = read_checkpoint_config(source, local_only=True)
+    family = family_for(raw, source)
+    config = family.native_config(raw, bidirectional=cfg.attention == "bidirectional")
+    with torch.device("meta"):
+        model = family.empty_model(config)
+    return family.name, sum(p.numel() for p in model.parameters())
+
+
+def _local_source(spec: str) -> Path | str | None:
+    if spec.startswith(GGUF_PREFIX):
+        folder = gguf_cache_folder(spec[len(GGUF_PREFIX):])
+        return folder if (folder / "config.json").is_file() else None
+    return spec
+
+
+def weights_status(cfg: ModelConfig) -> str:
+    spec = cfg.backbone
+    status = _backbone_status(spec)
+    if cfg.adapter and not (Path(cfg.adapter) / "adapter_config.json").is_file():
+        status += "; adapter missing"
+    return status
+
+
+def _backbone_status(spec: str) -> str:
+    if spec.startswith(GGUF_PREFIX):
+        module = spec[len(GGUF_PREFIX):]
+        try:
+            folder = gguf_cache_folder(module)
+        except ImportError:
+            return f"no (package {module} not installed)"
+        if (folder / "config.json").is_file():
+            return "yes (GGUF cache under $LONGRETR_HOME)"
+        return "package installed; de-quantized on first use"
+    source = spec.removeprefix(REMOTE_PREFIX)
+    if Path(source).exists():
+        return _folder_status(Path(source))
+    if source.startswith((".", "/", "~")) or source.count("/") != 1:
+        return "no (folder not found)"
+    return _hub_cache_status(source)
+
+
+def _folder_status(folder: Path) -> str:
+    shards = _weight_files(folder, lambda name: folder / name if (folder / name).is_file() else None)
+    if shards is None:
+        return "no weights in folder"
+    present = sum(p is not None for p in shards.values())
+    return "yes (local folder)" if present == len(shards) else f"partial ({present}/{len(shards)} shards)"
+
+
+def _hub_cache_status(repo: str) -> str:
+    def find(name: str) -> Path | None:
+        return checkpoint_file(repo, name, local_only=True)
+
+    if find("config.json") is None:
+        return "no (not in the HF cache)"
+    shards = _weight_files(repo, find)
+    if shards is None:
+        return "config only (weights not in the HF cache)"
+    present = sum(p is not None for p in shards.values())
+    return "yes (HF cache)" if present == len(shards) else f"partial ({present}/{len(shards)} shards in the HF cache)"
+
+
+def _weight_files(source, find) -> dict[str, Path | None] | None:
+    """Each weight file the checkpoint needs -> where it is (None: absent); None if the checkpoint names none."""
+    index = find("model.safetensors.index.json")
+    if index is not None:
+        try:
+            names = set(json.loads(Path(index).read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError):
+            return None
+        return {n: find(n) for n in sorted(names)}
+    single = find("model.safetensors")
+    return {"model.safetensors": single} if single is not None else None
+
+
+def format_table(entries: list[ModelEntry]) -> str:
+    header = ("config", "backbone", "family", "params", "max tokens", "attention", "pooling", "weights here")
+    rows = [header]
+    for e in entries:
+        name = Path(e.config).stem  # what --model takes
+        if e.error and not e.backbone:
+            rows.append((name, f"error: {e.error}", "", "", "", "", "", ""))
+            continue
+        params = _human(e.parameters) if e.parameters else "?"
+        backbone = e.backbone + (f" + adapter {Path(e.adapter).name}" if e.adapter else "")
+        rows.append((name, backbone, e.family, params, str(e.max_tokens), e.attention, e.pooling,
+                     e.weights + (f" [{e.error}]" if e.error else "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows)
+
+
+def _human(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)

@@ -1,0 +1,49 @@
+"""Ranking metrics as LongEmbed reports them: Acc@1 (passkey, needle) and nDCG@10 (real tasks).
+
+A run is {qid: [(doc_id, score), ...]} best first. Relevance is graded as in the qrels (LongEmbed's
+are all 1). With one relevant document per query, Acc@1 equals mteb's ndcg_at_1, which LongEmbed's
+own scripts read for the synthetic tasks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+Run = dict[str, list[tuple[str, float]]]
+Qrels = dict[str, dict[str, int]]
+
+
+def rank(scores: np.ndarray, doc_ids: list[str], qids: list[str], depth: int | None = None) -> Run:
+    """Rows of a [queries x documents] score matrix to ranked lists; ties keep corpus order."""
+    if scores.shape != (len(qids), len(doc_ids)):
+        raise ValueError(f"score matrix is {scores.shape}, expected ({len(qids)}, {len(doc_ids)})")
+    run: Run = {}
+    for row, qid in zip(scores, qids):
+        order = np.argsort(-row, kind="stable")[:depth]
+        run[qid] = [(doc_ids[i], float(row[i])) for i in order]
+    return run
+
+
+def acc_at_1(run: Run, qrels: Qrels) -> float:
+    """Share of judged queries whose top document is relevant."""
+    hits = [bool(run.get(q)) and qrels[q].get(run[q][0][0], 0) > 0 for q in qrels]
+    return sum(hits) / len(hits) if hits else float("nan")
+
+
+def ndcg_at_k(run: Run, qrels: Qrels, k: int = 10) -> float:
+    """Mean nDCG@k (gain = relevance, discount log2(rank + 1)) over judged queries; unretrieved = 0."""
+    values = []
+    for qid, judged in qrels.items():
+        gains = [judged.get(doc, 0) for doc, _ in run.get(qid, [])[:k]]
+        dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
+        ideal = sorted((r for r in judged.values() if r > 0), reverse=True)[:k]
+        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+        values.append(dcg / idcg if idcg > 0 else 0.0)
+    return sum(values) / len(values) if values else float("nan")
+
+
+def mean(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(values) / len(values) if values else None

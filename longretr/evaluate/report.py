@@ -1,0 +1,148 @@
+"""Outputs of a run: results.json, table.md (shaped like DiffEmbed's Table 2), acc_vs_length.png and
+TREC run files (runs/<system>/<task>.trec)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from .metrics import Run
+
+COLUMNS = ("Pk≤4k", "Pk>4k", "Nd≤4k", "Nd>4k", "NQA", "QMS", "SFD", "WQA")
+SUMMARY_KEYS = ("passkey_le4k", "passkey_gt4k", "needle_le4k", "needle_gt4k",
+                "narrativeqa", "qmsum", "summ_screen_fd", "2wikimqa")
+
+# Quoted, not measured: Table 2 of Zhang et al. 2025, "Diffusion vs. Autoregressive Language Models: A Text
+# Embedding Perspective" (arXiv 2505.15045v1): LongEmbed, models trained on E5 data; N = training samples.
+# Columns as COLUMNS, then the paper's Avg (the mean of the eight cells, except where noted).
+PAPER_SOURCE = ("Zhang et al. 2025, Diffusion vs. Autoregressive Language Models: A Text Embedding Perspective, "
+                "arXiv 2505.15045v1, Table 2")
+PAPER_ROWS: tuple[tuple[str, str, tuple[float, ...], float], ...] = (
+    ("E5-Mistral", "2M", (95.6, 30.0, 68.8, 14.0, 44.6, 43.6, 96.8, 82.0), 59.4),
+    ("Llama3", "16k", (54.0, 3.3, 51.2, 4.0, 31.9, 30.8, 67.6, 47.3), 32.3),
+    ("Llama3 + LLM2Vec", "16k", (59.6, 4.0, 59.2, 6.7, 36.5, 34.4, 84.5, 51.1), 42.0),
+    ("Mistral", "16k", (87.6, 22.0, 72.4, 20.0, 35.0, 36.8, 85.4, 62.9), 52.8),
+    ("Mistral + LLM2Vec", "16k", (98.8, 30.0, 69.2, 21.3, 39.5, 40.0, 91.6, 78.0), 58.6),
+    ("Qwen2.5", "16k", (86.8, 24.6, 68.0, 19.3, 31.7, 35.6, 88.0, 68.3), 52.8),
+    ("Qwen2.5 + LLM2Vec", "16k", (94.0, 28.7, 72.4, 20.0, 36.5, 37.3, 90.5, 68.1), 55.9),
+    ("DiffEmbed (Dream 7B)", "16k", (100.0, 29.3, 86.8, 20.0, 42.1, 43.8, 98.0, 77.2), 62.2),
+)
+
+
+def fmt(value: float | None) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+
+
+def table_markdown(results: dict) -> str:
+    """Our measured rows, then the paper's quoted rows, in the column order of DiffEmbed's Table 2."""
+    s = results["settings"]
+    head = ["System", "Kind", *COLUMNS, "Avg", "Synth. avg"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, system in results["systems"].items():
+        summary = system["summary"]
+        cells = [fmt(summary.get(k)) for k in SUMMARY_KEYS]
+        lines.append(f"| **{name}** (measured) | {system['describe']['kind']} | " + " | ".join(cells)
+                     + f" | {fmt(summary.get('avg'))} | {fmt(summary.get('synthetic_avg'))} |")
+    for name, n, cells, avg in PAPER_ROWS:
+        synth = sum(cells[:4]) / 4
+        lines.append(f"| {name} (*quoted, not measured*; N={n}) | paper | " + " | ".join(fmt(c) for c in cells)
+                     + f" | {fmt(avg)} | {fmt(synth)}† |")
+    le4k = [x for x in s["lengths"] if x <= 4096]
+    gt4k = [x for x in s["lengths"] if x > 4096]
+    notes = [
+        "",
+        f"Measured: {results['created']} on {results['machine']['summary']}; profile `{s['profile']}`; "
+        f"wall time {results['wall_seconds'] / 60:.1f} min; load average (1/5/15 min) "
+        f"{_load(results.get('load_average_start'))} at the start, {_load(results.get('load_average_end'))} at the "
+        f"end (other processes on the machine slow a run down); data: {results['data']['source']}.",
+        f"Synthetic columns are Acc@1 (%) averaged over the context lengths run: ≤4k = {le4k or 'none'}, "
+        f">4k = {gt4k or 'none'}; {_pool(s)} Real-task columns are nDCG@10 (%); "
+        "— = not run (the real tasks need `--data`).",
+        "Avg = mean of the eight columns (only when all eight were run); Synth. avg = mean of the four synthetic "
+        "columns.",
+        f"Quoted rows: {PAPER_SOURCE}; 7B models trained on E5 data, evaluated on the published LongEmbed "
+        "(100 candidates per length, lengths 256-32768). They are not comparable cell for cell with a run on "
+        "regenerated data or fewer candidates. † computed here from the quoted cells. The paper prints "
+        "Llama3's Avg as 32.3; the mean of its printed cells is 36.3.",
+    ]
+    return "\n".join(lines + notes) + "\n"
+
+
+def _load(values: list[float] | None) -> str:
+    return "/".join(f"{v:.1f}" for v in values) if values else "unknown"
+
+
+def _pool(s: dict) -> str:
+    if s.get("candidates") is None:
+        return "candidates and queries as published."
+    chance = 100.0 / s["candidates"]
+    return (f"{s['candidates']} candidate documents and {s['queries']} queries per length "
+            f"(LongEmbed: 100 and 50; chance Acc@1 here {chance:.3g}%).")
+
+
+def per_length_markdown(results: dict) -> str:
+    lengths = results["settings"]["lengths"]
+    lines = []
+    for task in ("passkey", "needle"):
+        rows = [(n, sys["scores"].get(task)) for n, sys in results["systems"].items() if sys["scores"].get(task)]
+        if not rows:
+            continue
+        lines += [f"\n{task} Acc@1 (%) by context length:\n", "| System | " + " | ".join(map(str, lengths)) + " |",
+                  "|" + "---|" * (len(lengths) + 1)]
+        lines += [f"| {n} | " + " | ".join(fmt(v.get(str(x))) for x in lengths) + " |" for n, v in rows]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def plot(results: dict, path: Path) -> bool:
+    """Acc@1 against context length, one line per system, one panel per synthetic task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in ("passkey", "needle") if any(s["scores"].get(t) for s in results["systems"].values())]
+    if not tasks:
+        return False
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for name, system in results["systems"].items():
+            values = system["scores"].get(task) or {}
+            xs = sorted(int(x) for x in values)
+            if xs:
+                ax.plot(xs, [values[str(x)] for x in xs], marker="o", label=name)
+        if results["settings"].get("candidates"):
+            ax.axhline(100 / results["settings"]["candidates"], color="grey", ls="--", lw=1, label="chance")
+        ax.set_xscale("log", base=2)
+        xs = results["settings"]["lengths"]
+        ax.set_xticks(xs, [f"{x // 1024}k" if x >= 1024 else str(x) for x in xs])
+        ax.set_ylim(-3, 103)
+        ax.set_xlabel("context length (tokens, LongEmbed's word cap x 1/0.75)")
+        ax.set_ylabel("Acc@1 (%)")
+        ax.set_title(f"{task} ({results['data']['source_short']})")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="best")
+    fig.suptitle(f"longretr eval, profile {results['settings']['profile']} - {results['machine']['summary']}",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_trec(path: Path, run: Run, tag: str, append: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n"
+             for qid, hits in run.items() for rank, (doc, score) in enumerate(hits, 1)]
+    with path.open("a" if append else "w") as f:
+        f.writelines(lines)
+
+
+def write_outputs(results: dict, folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"json": folder / "results.json", "table": folder / "table.md", "plot": folder / "acc_vs_length.png"}
+    paths["json"].write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    paths["table"].write_text(table_markdown(results) + per_length_markdown(results))
+    if not plot(results, paths["plot"]):
+        del paths["plot"]
+    return paths

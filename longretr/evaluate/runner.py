@@ -1,0 +1,252 @@
+"""One evaluation run: build or load the sets, score them with every system, write the outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..config import load_config
+from .baselines import BASELINES, DenseScorer, Scorer
+from .data import LENGTHS, TASKS, RetrievalSet, load_task, resolve_data, subsample
+from .metrics import acc_at_1, mean, ndcg_at_k, rank
+from .report import write_outputs, write_trec
+from .synth import synthetic_sets
+
+# quick: what `make bench-longembed` runs, sized for 30 minutes on this project's 2-core CPU with both
+# longretr configs and both baselines (16 candidates took 56 min, 8 took 35 min, both while other jobs kept
+# the load average at 3-9): lengths up to 8k, so there is a >4k column, and every candidate the target of
+# one query (queries are nearly free, candidates are what costs; about 0.25M tokens per longretr model).
+# full: LongEmbed as published (100 candidates, 50 queries, lengths up to 32k).
+PROFILES = {
+    "quick": {"lengths": (256, 512, 1024, 2048, 4096, 8192), "candidates": 8, "queries": 8},
+    "full": {"lengths": LENGTHS, "candidates": 100, "queries": 50},
+}
+DEFAULT_MODELS = ("default", "gemma3-270m-causal")
+TREC_DEPTH = 100
+
+
+@dataclass
+class Settings:
+    profile: str = "quick"
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
+    tasks: list[str] = field(default_factory=lambda: ["passkey", "needle"])
+    lengths: tuple[int, ...] = PROFILES["quick"]["lengths"]
+    candidates: int | None = PROFILES["quick"]["candidates"]  # per length; None = as published
+    queries: int | None = PROFILES["quick"]["queries"]
+    seed: int = 0
+    data: str | None = None  # published copy (folder or hub id); None = regenerate passkey/needle
+    filler: str | None = None
+    dtype: str | None = None
+    minilm_chunk: int = 256
+    out: str = "results/longembed"
+    run: str | None = None
+
+    def validate(self) -> None:
+        bad = [x for x in self.lengths if x not in LENGTHS]
+        if bad:
+            raise ValueError(f"lengths {bad} are not LongEmbed context lengths ({', '.join(map(str, LENGTHS))})")
+        unknown = [b for b in self.baselines if b not in BASELINES]
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {unknown}; known: {', '.join(BASELINES)}")
+        if self.candidates is not None and self.candidates < 1 or self.queries is not None and self.queries < 1:
+            raise ValueError("--candidates and --queries must be at least 1")
+        if self.data is None and (self.candidates is None or self.queries is None):
+            raise ValueError("regenerated sets need --candidates and --queries")
+        if self.data is None and self.queries > self.candidates:
+            raise ValueError(f"--queries ({self.queries}) cannot exceed --candidates ({self.candidates}): "
+                             "each query has its own relevant candidate")
+        if not self.models and not self.baselines:
+            raise ValueError("nothing to evaluate: give at least one --model or baseline")
+        for m in self.models:  # a typo should fail now, not after the sets are built
+            load_config(m)
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        mem = None
+    cores = os.cpu_count()
+    summary = f"{cpu or platform.machine()}, {cores} cores" + (f", GPU {gpu}" if gpu else ", no GPU")
+    return {"summary": summary, "cpu": cpu, "cores": cores, "memory_gib": round(mem, 1) if mem else None,
+            "gpu": gpu, "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def build_sets(st: Settings) -> tuple[list[RetrievalSet], dict]:
+    """The sets to score, and a description of where they came from."""
+    if st.data:
+        root = resolve_data(st.data, st.tasks)
+        sets = [subsample(s, st.queries, st.candidates, st.seed)
+                for t in st.tasks for s in load_task(root, t, st.lengths)]
+        info = {"source": f"published LongEmbed copy at {root}", "source_short": "published data", "root": str(root)}
+    else:
+        root = synthetic_sets(st.tasks, st.lengths, st.candidates, st.queries, st.seed,
+                              Path(st.filler) if st.filler else None)
+        sets = [s for t in st.tasks for s in load_task(root, t, st.lengths)]
+        generation = json.loads((root / "generation.json").read_text())
+        filler = generation.get("needle_filler") or {}
+        info = {"source": "regenerated offline (longretr.evaluate.synth)"
+                          + (f"; needle filler {filler.get('title') or filler.get('path')}" if filler else ""),
+                "source_short": "regenerated", "root": str(root), "generation": generation}
+    info["sets"] = [{"task": s.task, "split": s.split, "documents": len(s.corpus), "queries": len(s.queries),
+                     "words_mean": round(sum(len(t.split()) for t in s.corpus.values()) / len(s.corpus), 1),
+                     "notes": s.notes} for s in sets]
+    return sets, info
+
+
+def plan_lines(st: Settings, sets: list[RetrievalSet], info: dict) -> list[str]:
+    """What will run, and what it costs: words to encode per dense model and, from the throughput an
+    earlier run measured on this machine, the time that takes."""
+    words = sum(len(t.split()) for s in sets for t in s.corpus.values())
+    tokens = words / 0.75
+    pool = ("as published" if st.candidates is None else
+            f"{st.candidates} candidates and {st.queries} queries per length (LongEmbed: 100 and 50)")
+    lines = [
+        f"profile {st.profile}: tasks {', '.join(st.tasks)}; lengths {', '.join(map(str, st.lengths))}; {pool}",
+        f"data: {info['source']}",
+        f"systems: {', '.join([*st.models, *st.baselines])}; {len(sets)} sets, "
+        f"{sum(len(s.corpus) for s in sets)} documents, {words:,} words (about {tokens:,.0f} tokens at "
+        "LongEmbed's 0.75 words per token) for each dense model to encode",
+    ]
+    caveat = " (more: over 8k tokens the full-attention layers grow quadratically)" if max(st.lengths) > 8192 else ""
+    for model, (rate, run) in measured_rates(Path(st.out), st.models).items():
+        lines.append(f"cost: about {tokens / rate / 3600:.1f} h for {model} at the {rate:,.0f} tokens/s measured "
+                     f"in run {run}{caveat}")
+    return lines
+
+
+def measured_rates(out: Path, models: list[str]) -> dict[str, tuple[float, str]]:
+    """tokens/s of each model in the newest earlier run that has it."""
+    rates: dict[str, tuple[float, str]] = {}
+    for path in sorted(out.glob("*/results.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            systems = json.loads(path.read_text())["systems"]
+        except (OSError, ValueError, KeyError):
+            continue
+        for name, system in systems.items():
+            rate = system.get("tokens_per_second")
+            for m in models:
+                if m not in rates and rate and m in (name, system.get("requested")):
+                    rates[m] = (rate, path.parent.name)
+    return rates
+
+
+def evaluate(st: Settings, log=print, progress: bool = True) -> tuple[dict, dict[str, Path]]:
+    st.validate()
+    started = time.perf_counter()
+    created = datetime.now(timezone.utc)
+    run_name = st.run or f"{created:%Y%m%d-%H%M%S}-{st.profile}"
+    if not re.fullmatch(r"[\w.-]+", run_name):
+        raise ValueError(f"--run {run_name!r}: use letters, digits, '.', '-' and '_' only")
+    folder = Path(st.out) / run_name
+    sets, info = build_sets(st)
+    for line in plan_lines(st, sets, info):
+        log(line)
+    results = {"run": run_name, "created": created.isoformat(timespec="seconds"), "units": "percent",
+               "machine": machine(), "load_average_start": _load_average(), "settings": _settings_dict(st),
+               "data": info, "systems": {}}
+    systems: list[tuple[str, Callable[[], Scorer]]] = [
+        (m, lambda m=m: DenseScorer(m, dtype=st.dtype)) for m in st.models]
+    systems += [(b, lambda b=b: BASELINES[b](st.minilm_chunk) if b == "minilm" else BASELINES[b]())
+                for b in st.baselines]
+    for label, make in systems:
+        log(f"== {label}")
+        t0 = time.perf_counter()
+        scorer: Scorer = make()
+        name = _unique(scorer.name, results["systems"])
+        entry = {"requested": label, "describe": scorer.describe(),
+                 "load_seconds": round(time.perf_counter() - t0, 1), "sets": []}
+        for s in sets:
+            scored = scorer.score(s, progress=progress)
+            run = rank(scored.scores, s.doc_ids, list(s.queries), depth=TREC_DEPTH)
+            synthetic = TASKS[s.task].synthetic
+            value = 100 * (acc_at_1(run, s.qrels) if synthetic else ndcg_at_k(run, s.qrels, 10))
+            write_trec(folder / "runs" / name / f"{s.task}.trec", run, name, append=s is not _first(sets, s.task))
+            entry["sets"].append({"task": s.task, "split": s.split, "context_length": s.context_length,
+                                  "metric": "acc@1" if synthetic else "ndcg@10", "value": round(value, 2),
+                                  "queries": len(s.queries), "documents": len(s.corpus),
+                                  "seconds": round(scored.seconds, 2), **scored.stats})
+            log(f"   {s.task:<15} {s.split:<10} {'Acc@1' if synthetic else 'nDCG@10'} {value:5.1f}  "
+                f"({len(s.queries)} q, {len(s.corpus)} docs, {scored.seconds:.1f}s)")
+        scorer.close()
+        entry["seconds"] = round(sum(x["seconds"] for x in entry["sets"]), 1)
+        tokens = sum(x.get("doc_tokens_total", 0) for x in entry["sets"])
+        if tokens:
+            entry["doc_tokens_total"] = tokens
+            entry["tokens_per_second"] = round(tokens / max(entry["seconds"], 1e-9), 1)
+        entry["scores"], entry["summary"] = summarise(entry["sets"])
+        results["systems"][name] = entry
+    results["load_average_end"] = _load_average()
+    results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    return results, write_outputs(results, folder)
+
+
+def _first(sets: list[RetrievalSet], task: str) -> RetrievalSet:
+    return next(s for s in sets if s.task == task)
+
+
+def _unique(name: str, taken: dict) -> str:
+    base, n = name, 2
+    while name in taken:
+        name = f"{base}-{n}"
+        n += 1
+    return name
+
+
+def _settings_dict(st: Settings) -> dict:
+    d = asdict(st)
+    d["lengths"] = list(st.lengths)
+    return d
+
+
+def summarise(rows: list[dict]) -> tuple[dict, dict]:
+    """Per-task scores (synthetic: by length) and the Table-2 columns: ≤4k / >4k means, real tasks, averages."""
+    scores: dict = {}
+    for r in rows:
+        if r["context_length"] is not None:
+            scores.setdefault(r["task"], {})[str(r["context_length"])] = r["value"]
+        else:
+            scores[r["task"]] = r["value"]
+    summary: dict = {}
+    for task in ("passkey", "needle"):
+        by_len = scores.get(task, {})
+        summary[f"{task}_le4k"] = mean([v for x, v in by_len.items() if int(x) <= 4096])
+        summary[f"{task}_gt4k"] = mean([v for x, v in by_len.items() if int(x) > 4096])
+        summary[f"{task}_all"] = mean(list(by_len.values()))
+    for task in ("narrativeqa", "qmsum", "summ_screen_fd", "2wikimqa"):
+        summary[task] = scores.get(task)
+    cols = [summary[k] for k in ("passkey_le4k", "passkey_gt4k", "needle_le4k", "needle_gt4k",
+                                 "narrativeqa", "qmsum", "summ_screen_fd", "2wikimqa")]
+    summary["avg"] = mean(cols) if all(c is not None for c in cols) else None
+    synth = cols[:4]
+    summary["synthetic_avg"] = mean(synth) if all(c is not None for c in synth) else None
+    six = [summary["passkey_all"], summary["needle_all"], *cols[4:]]
+    summary["longembed_avg"] = mean(six) if all(c is not None for c in six) else None
+    return scores, {k: (round(v, 2) if v is not None else None) for k, v in summary.items()}

@@ -1,0 +1,89 @@
+"""Fusing a dense and a lexical ranking into one list (hybrid search).
+
+Each input is a ranked list of (key, score), best first, usually cut at some depth, so a document
+may be missing from one list. Two methods:
+
+- "rrf": reciprocal rank fusion, sum of w_i / (rrf_k + rank_i). Needs no score calibration. Equal
+  scores in one list share a rank (the best of the tie), so the order inside a tie does not matter.
+- "convex": w * minmax(dense) + (1 - w) * minmax(lexical), scores min-max normalised over each
+  list's own candidates. A document missing from a list gets 0 there (below everything retrieved).
+
+`weight` is the dense list's weight in [0, 1] for both methods (0.5 is plain RRF, halved).
+Fused ties are broken by the best rank in any list, then by key (keys of one sortable type, e.g. vids),
+so results are deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+
+Ranked = Sequence[tuple[Hashable, float]]
+METHODS = ("rrf", "convex")
+MODES = ("dense", "lexical", "hybrid")
+# The index manifest's "ranking" section; `longretr index --mode/--fusion/--weight/--rrf-k` set it.
+# The default mode is the one that measured best in scripts/compare_modes.py (README, Search modes).
+DEFAULT_RANKING = {"mode": "hybrid", "fusion": "rrf", "weight": 0.5, "rrf_k": 60}
+
+
+def ranking_config(base: dict | None = None, **overrides) -> dict:
+    """DEFAULT_RANKING, updated by `base` (e.g. an existing manifest's) and then by the overrides
+    that are not None; validated."""
+    config = {**DEFAULT_RANKING, **(base or {}), **{k: v for k, v in overrides.items() if v is not None}}
+    unknown = set(config) - set(DEFAULT_RANKING)
+    if unknown:
+        raise ValueError(f"unknown ranking settings {sorted(unknown)}; known: {sorted(DEFAULT_RANKING)}")
+    check_mode(config["mode"])
+    check_params(config["fusion"], config["weight"], config["rrf_k"])
+    return config
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"search mode {mode!r} is not one of {', '.join(MODES)}")
+    return mode
+
+
+def check_params(method: str, weight: float, rrf_k: float) -> None:
+    if method not in METHODS:
+        raise ValueError(f"fusion method {method!r} is not one of {', '.join(METHODS)}")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+        raise ValueError(f"fusion weight must be between 0 and 1 (the dense list's share), got {weight}")
+    if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, float)) or not rrf_k > 0:
+        raise ValueError(f"rrf_k must be > 0, got {rrf_k}")
+
+
+def tied_ranks(ranked: Ranked) -> list[int]:
+    """1-based ranks where equal scores share the rank of the first of their group ("1224")."""
+    ranks: list[int] = []
+    for i, (_, score) in enumerate(ranked):
+        ranks.append(ranks[-1] if i and score == ranked[i - 1][1] else i + 1)
+    return ranks
+
+
+def minmax(ranked: Ranked) -> list[float]:
+    """Scores scaled to [0, 1] within the list; a list whose scores are all equal maps to 1."""
+    if not ranked:
+        return []
+    scores = [s for _, s in ranked]
+    lo, hi = min(scores), max(scores)
+    return [1.0 if hi == lo else (s - lo) / (hi - lo) for s in scores]
+
+
+def fuse(dense: Ranked, lexical: Ranked, k: int, method: str = "rrf", weight: float = 0.5,
+         rrf_k: float = 60) -> list[tuple[Hashable, float]]:
+    """The top k of the union of both lists under the fused score, best first."""
+    check_params(method, weight, rrf_k)
+    fused: dict[Hashable, float] = {}
+    best_rank: dict[Hashable, int] = {}
+    for ranked, w in ((dense, weight), (lexical, 1.0 - weight)):
+        ranks = tied_ranks(ranked)
+        parts = [w / (rrf_k + r) for r in ranks] if method == "rrf" else [w * s for s in minmax(ranked)]
+        seen: set[Hashable] = set()
+        for (key, _), rank, part in zip(ranked, ranks, parts):
+            if key in seen:
+                raise ValueError(f"document {key!r} appears twice in one ranked list")
+            seen.add(key)
+            fused[key] = fused.get(key, 0.0) + part
+            best_rank[key] = min(best_rank.get(key, rank), rank)
+    order = sorted(fused, key=lambda key: (-fused[key], best_rank[key], key))
+    return [(key, fused[key]) for key in order[:max(k, 0)]]

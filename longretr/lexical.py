@@ -1,0 +1,111 @@
+"""The lexical index: BM25 (bm25s) over the documents' text, kept beside the dense vectors.
+
+It is rebuilt from docs.parquet's text column at every commit (seconds for the 300-document demo
+corpus, see README), so it follows exactly the same incremental and atomic rules as the vectors.
+Saved as one folder per index version:
+
+    lexical-NNNNNN/   bm25s arrays + vocab (bm25s' own format), vids.npy (docs row -> vid),
+                      lexical.json (tokenizer settings, document count)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import bm25s
+import numpy as np
+
+# Stemmer-free word tokens (2+ word characters, lowercased) minus English stopwords: PyStemmer is
+# not a dependency, and identifiers in technical text ("getattr", "urlopen") are not English words.
+TOKENIZER = {"token_pattern": r"(?u)\b\w\w+\b", "lower": True, "stopwords": "en", "stemmer": None}
+BM25_PARAMS = {"k1": 1.5, "b": 0.75, "method": "lucene"}
+META = "lexical.json"
+
+
+class LexicalIndexError(Exception):
+    """A lexical index folder that cannot be used; the message names the folder and the problem."""
+
+
+def tokenize(texts: list[str]) -> list[list[str]]:
+    return bm25s.tokenize(texts, lower=TOKENIZER["lower"], token_pattern=TOKENIZER["token_pattern"],
+                          stopwords=TOKENIZER["stopwords"], stemmer=None, return_ids=False, show_progress=False)
+
+
+class LexicalIndex:
+    """BM25 over the rows of one docs table; results are (vid, score) pairs."""
+
+    def __init__(self, bm25: bm25s.BM25 | None, vids: np.ndarray) -> None:
+        self.bm25 = bm25  # None for an empty corpus: bm25s cannot index zero documents
+        self.vids = vids
+
+    @property
+    def count(self) -> int:
+        return len(self.vids)
+
+    @classmethod
+    def build(cls, texts: list[str], vids: np.ndarray | list[int]) -> LexicalIndex:
+        vids = np.asarray(vids, dtype="int64")
+        if len(texts) != len(vids):
+            raise ValueError(f"{len(texts)} texts but {len(vids)} vids")
+        if not texts:
+            return cls(None, vids)
+        bm25 = bm25s.BM25(**BM25_PARAMS)
+        bm25.index(tokenize(texts), show_progress=False)
+        return cls(bm25, vids)
+
+    def save(self, path: Path) -> None:
+        """Write to a hidden temp folder, then rename: `path` either is complete or does not exist."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        if self.bm25 is not None:
+            self.bm25.save(str(tmp), show_progress=False)
+        np.save(tmp / "vids.npy", self.vids)
+        meta = {"tokenizer": TOKENIZER, "bm25": BM25_PARAMS, "count": self.count, "bm25s": bm25s.__version__}
+        (tmp / META).write_text(json.dumps(meta, indent=2))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> LexicalIndex:
+        if not path.is_dir():
+            raise LexicalIndexError(f"{path}: lexical index folder missing")
+        try:
+            meta = json.loads((path / META).read_text())
+            vids = np.load(path / "vids.npy", allow_pickle=False)
+            if meta.get("tokenizer") != TOKENIZER:
+                raise LexicalIndexError(f"{path}: built with another tokenizer ({meta.get('tokenizer')}); re-index")
+            bm25 = bm25s.BM25.load(str(path), show_progress=False) if meta["count"] else None
+        except LexicalIndexError:
+            raise
+        except Exception as e:  # json, numpy and bm25s each raise their own types for damaged files
+            raise LexicalIndexError(f"{path}: truncated or not a longretr lexical index ({type(e).__name__}: {e})") \
+                from e
+        num_docs = 0 if bm25 is None else int(bm25.scores["num_docs"])
+        if num_docs != len(vids) or meta["count"] != len(vids):
+            raise LexicalIndexError(f"{path}: BM25 holds {num_docs} documents but vids.npy has {len(vids)}")
+        return cls(bm25, vids)
+
+    def search(self, queries: list[str], k: int) -> list[list[tuple[int, float]]]:
+        """Top-k (vid, score) per query, best first; only documents sharing a term with the query
+        (a zero BM25 score says nothing), ties broken by vid so results are stable."""
+        out: list[list[tuple[int, float]]] = []
+        for tokens in tokenize(queries):
+            ids = self.bm25.get_tokens_ids(tokens) if self.bm25 is not None else []
+            if not ids or k < 1:
+                out.append([])
+                continue
+            scores = np.asarray(self.bm25.get_scores_from_ids(ids), dtype="float64")
+            hit = np.flatnonzero(scores > 0)
+            if len(hit) > k:  # partial sort first; the boundary score's ties are kept, then cut below
+                cut = np.partition(scores[hit], len(hit) - k)[len(hit) - k]
+                hit = hit[scores[hit] >= cut]
+            order = np.lexsort((self.vids[hit], -scores[hit]))[:k]
+            out.append([(int(self.vids[hit[i]]), float(scores[hit[i]])) for i in order])
+        return out

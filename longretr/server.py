@@ -1,0 +1,514 @@
+"""`longretr serve`: an HTTP search server over one index folder, and the client `search --server` uses.
+
+The model and index are loaded once. Concurrent requests are micro-batched: each request puts a job
+on a queue and awaits it; one worker thread drains up to `max_batch` jobs (waiting at most
+`batch_wait_ms` for company) and runs them as one `Searcher.search` call (so one encoder forward
+pass) per (mode, depth) group, off the event loop. A reloader thread watches the index manifest and
+swaps in a new `Searcher` when its version changes; a batch always uses one version throughout.
+
+API (JSON in, JSON out; errors are `{"error": "..."}` with a 4xx/5xx status):
+    POST /search  {"query": str, "k"?: int, "filter"?: {"path_prefix"?: str, "ids"?: [str]}, "mode"?: str}
+    GET  /health  liveness: status, index version, documents
+    GET  /stats   documents, model, index type, uptime, query count, latency percentiles, batching
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import math
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import store
+from .embedder import Embedder
+from .search import Hit, Searcher
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 64 * 1024
+    max_query_chars: int = 2000
+    max_k: int = 100
+    max_filter_ids: int = 1000
+    # A filtered request searches k * filter_overfetch first (at least 50), then up to filter_max_depth.
+    filter_overfetch: int = 10
+    filter_max_depth: int = 2000
+    max_queue: int = 1024  # queued queries beyond this get 503: back-pressure instead of unbounded latency
+    request_timeout_s: float = 60.0
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class SearchRequest:
+    query: str
+    k: int = 10
+    mode: str | None = None
+    path_prefix: str | None = None
+    ids: frozenset[str] | None = None
+
+    @property
+    def filtered(self) -> bool:
+        return self.path_prefix is not None or self.ids is not None
+
+    def keep(self, hit: Hit) -> bool:
+        return ((self.path_prefix is None or hit.path.startswith(self.path_prefix))
+                and (self.ids is None or hit.id in self.ids))
+
+
+REQUEST_FIELDS = ("query", "k", "filter", "mode")
+FILTER_FIELDS = ("path_prefix", "ids")
+
+
+def parse_search_request(body: bytes, limits: Limits) -> SearchRequest:
+    """Validate a POST /search body; every problem is a BadRequest naming the field."""
+    if not body.strip():
+        raise BadRequest(400, 'empty request body; send a JSON object like {"query": "...", "k": 10}')
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, invalid UTF-8, absurd nesting
+        raise BadRequest(400, f"request body is not valid JSON: {str(e)[:200]}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(422, f"request body must be a JSON object, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(REQUEST_FIELDS))
+    if unknown:
+        raise BadRequest(422, f"unknown field(s) {unknown}; expected {list(REQUEST_FIELDS)}")
+    if "query" not in data:
+        raise BadRequest(422, "missing field 'query'")
+    query = data["query"]
+    if not isinstance(query, str):
+        raise BadRequest(422, f"'query' must be a string, got {type(query).__name__}")
+    if not query.strip():
+        raise BadRequest(422, "'query' is empty")
+    if len(query) > limits.max_query_chars:
+        raise BadRequest(413, f"'query' is {len(query)} characters; the limit is {limits.max_query_chars}")
+    _check_encodable(query, "query")
+    k = data.get("k", 10)
+    if isinstance(k, bool) or not isinstance(k, int):  # bool is an int in Python; 5.0 and "5" are refused
+        raise BadRequest(422, f"'k' must be an integer, got {json.dumps(k)[:50]}")
+    if not 1 <= k <= limits.max_k:
+        raise BadRequest(422, f"'k' must be between 1 and {limits.max_k}, got {k}")
+    mode = data.get("mode")
+    if mode is not None and (not isinstance(mode, str) or not mode.strip() or len(mode) > 50):
+        raise BadRequest(422, f"'mode' must be a non-empty string, got {json.dumps(mode)[:50]}")
+    request = SearchRequest(query=query, k=k, mode=mode)
+    _parse_filter(data.get("filter"), request, limits)
+    return request
+
+
+def _parse_filter(spec, request: SearchRequest, limits: Limits) -> None:
+    if spec is None:
+        return
+    if not isinstance(spec, dict):
+        raise BadRequest(422, f"'filter' must be an object with {list(FILTER_FIELDS)}, got {type(spec).__name__}")
+    unknown = sorted(set(spec) - set(FILTER_FIELDS))
+    if unknown:
+        raise BadRequest(422, f"unknown filter key(s) {unknown}; supported: {list(FILTER_FIELDS)}")
+    if "path_prefix" in spec:
+        prefix = spec["path_prefix"]
+        if not isinstance(prefix, str) or not prefix or len(prefix) > 1000:
+            raise BadRequest(422, "filter 'path_prefix' must be a non-empty string of at most 1000 characters")
+        _check_encodable(prefix, "filter path_prefix")
+        request.path_prefix = prefix
+    if "ids" in spec:
+        ids = spec["ids"]
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            raise BadRequest(422, "filter 'ids' must be a non-empty list of document id strings")
+        if len(ids) > limits.max_filter_ids:
+            raise BadRequest(422, f"filter 'ids' has {len(ids)} ids; the limit is {limits.max_filter_ids}")
+        request.ids = frozenset(ids)
+
+
+def _check_encodable(text: str, what: str) -> None:
+    try:  # JSON may carry lone surrogates ("\ud800"); the tokenizer would fail on them mid-batch
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(422, f"{what} is not valid Unicode (it contains a lone surrogate)") from None
+
+
+@dataclass
+class _Job:
+    query: str
+    depth: int
+    mode: str | None
+    future: Future = field(default_factory=Future)
+
+
+@dataclass
+class Result:
+    hits: list[Hit]
+    version: int
+
+
+class SearchService:
+    """One index, one loaded model, a micro-batching worker and an index reloader."""
+
+    def __init__(
+        self,
+        folder: Path | str,
+        embedder: Embedder | None = None,
+        limits: Limits = Limits(),
+        max_batch: int = 32,
+        batch_wait_ms: float = 5.0,
+        reload_interval: float = 2.0,
+    ) -> None:
+        if max_batch < 1 or batch_wait_ms < 0 or reload_interval < 0:
+            raise ValueError("max_batch must be >= 1, batch_wait_ms and reload_interval >= 0")
+        self.folder = Path(folder)
+        self.searcher = Searcher(self.folder, embedder)
+        self.embedder = self.searcher.embedder  # reused by reloads: the model is loaded once
+        self.supports_mode = "mode" in inspect.signature(Searcher.search).parameters
+        self.limits, self.max_batch, self.batch_wait = limits, max_batch, batch_wait_ms / 1000
+        self.reload_interval = reload_interval
+        self.reload_error: str | None = None
+        self.started = time.monotonic()
+        self._queue: queue.Queue[_Job] = queue.Queue()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._latencies: deque[float] = deque(maxlen=10_000)
+        self.counts = {"queries": 0, "rejected": 0, "failed": 0, "batches": 0, "batched_queries": 0,
+                       "max_batch_seen": 0, "search_calls": 0, "reloads": 0}
+        self._worker = threading.Thread(target=self._work, name="longretr-batcher", daemon=True)
+        self._worker.start()
+        self._reloader = None
+        if reload_interval > 0:
+            self._reloader = threading.Thread(target=self._watch, name="longretr-reloader", daemon=True)
+            self._reloader.start()
+
+    # -- public ---------------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return int(self.searcher.snapshot.manifest.get("version", 0))
+
+    @property
+    def default_mode(self) -> str | None:
+        """The mode a request without one gets: the index's default, where the Searcher has modes."""
+        ranking = getattr(self.searcher, "ranking", None)
+        return ranking.get("mode") if isinstance(ranking, dict) else None
+
+    @property
+    def worker_alive(self) -> bool:
+        return self._worker.is_alive()
+
+    def submit(self, query: str, depth: int, mode: str | None) -> Future:
+        if mode is not None and not self.supports_mode:
+            raise BadRequest(422, f"'mode' {mode!r} is not supported: this build's Searcher.search has no modes")
+        if self._queue.qsize() >= self.limits.max_queue:
+            raise BadRequest(503, f"server busy: {self._queue.qsize()} queries queued; retry shortly")
+        job = _Job(query, depth, mode)
+        self._queue.put(job)
+        return job.future
+
+    async def search(self, request: SearchRequest) -> Result:
+        """Ranked hits for one request; filtered requests over-fetch, then search deeper if short."""
+        loop = asyncio.get_running_loop()
+        count = self.searcher.snapshot.count
+        depth = request.k
+        if request.filtered:
+            depth = min(max(count, 1), max(request.k * self.limits.filter_overfetch, 50))
+        while True:
+            result = await asyncio.wait_for(asyncio.wrap_future(self.submit(request.query, depth, request.mode),
+                                                                loop=loop), self.limits.request_timeout_s)
+            if not request.filtered:
+                return result
+            kept = [h for h in result.hits if request.keep(h)]
+            deeper = min(self.searcher.snapshot.count, self.limits.filter_max_depth)
+            if len(kept) >= request.k or depth >= deeper:
+                hits = [Hit(**{**h.to_dict(), "rank": n}) for n, h in enumerate(kept[:request.k], 1)]
+                return Result(hits, result.version)
+            depth = deeper
+
+    def record(self, status: int, seconds: float) -> None:
+        with self._lock:
+            if status < 400:
+                self.counts["queries"] += 1
+                self._latencies.append(seconds * 1000)
+            elif status < 500:
+                self.counts["rejected"] += 1
+            else:
+                self.counts["failed"] += 1
+
+    def stats(self) -> dict:
+        snap = self.searcher.snapshot
+        with self._lock:
+            lat = list(self._latencies) if self._latencies else None
+            counts = dict(self.counts)
+        batches = counts["batches"]
+        return {
+            "documents": snap.count,
+            "model": snap.manifest["model"]["name"],
+            "model_fingerprint": snap.manifest["model_fingerprint"],
+            "index_type": snap.manifest.get("index_type", "unknown"),
+            "default_mode": self.default_mode,
+            "index_version": self.version,
+            "index_updated": snap.manifest.get("updated"),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            **{k: counts[k] for k in ("queries", "rejected", "failed", "reloads", "search_calls")},
+            "latency_ms": None if lat is None else {
+                "window": len(lat), **{name: round(v, 2) for name, v in percentiles(lat).items()}},
+            "batching": {"batches": batches, "queries": counts["batched_queries"], "max_batch": self.max_batch,
+                         "max_seen": counts["max_batch_seen"],
+                         "mean_size": round(counts["batched_queries"] / batches, 2) if batches else None,
+                         "wait_ms": self.batch_wait * 1000},
+            "queued": self._queue.qsize(),
+            "reload_error": self.reload_error,
+        }
+
+    def close(self) -> None:
+        self._stop.set()
+        self._worker.join(timeout=5)
+        if self._reloader is not None:
+            self._reloader.join(timeout=5)
+
+    # -- worker threads -------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                first = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            batch = [first]
+            deadline = time.monotonic() + self.batch_wait
+            while len(batch) < self.max_batch:
+                try:  # after the deadline, still take whatever is already waiting: that costs nothing
+                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                                 if time.monotonic() < deadline else self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._run_batch(batch)
+            except BaseException as e:  # never let the worker die; fail this batch's jobs instead
+                for job in batch:
+                    _resolve(job.future, error=e)
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        searcher = self.searcher  # one index version for the whole batch
+        version = int(searcher.snapshot.manifest.get("version", 0))
+        with self._lock:
+            self.counts["batches"] += 1
+            self.counts["batched_queries"] += len(batch)
+            self.counts["max_batch_seen"] = max(self.counts["max_batch_seen"], len(batch))
+        groups: dict[tuple, list[_Job]] = {}
+        for job in batch:
+            groups.setdefault((job.mode, job.depth), []).append(job)
+        for (mode, depth), jobs in groups.items():
+            jobs = [j for j in jobs if not j.future.cancelled()]  # their requests timed out or went away
+            if not jobs:
+                continue
+            try:
+                results = self._search(searcher, [j.query for j in jobs], depth, mode)
+            except Exception as e:
+                if len(jobs) == 1:
+                    _resolve(jobs[0].future, error=e)
+                    continue
+                # one bad query must not fail its neighbours: retry them one by one
+                for job in jobs:
+                    try:
+                        _resolve(job.future, Result(self._search(searcher, [job.query], depth, mode)[0], version))
+                    except Exception as e1:
+                        _resolve(job.future, error=e1)
+                continue
+            for job, hits in zip(jobs, results):
+                _resolve(job.future, Result(hits, version))
+
+    def _search(self, searcher: Searcher, queries: list[str], depth: int, mode: str | None) -> list[list[Hit]]:
+        with self._lock:
+            self.counts["search_calls"] += 1
+        if mode is None:
+            return searcher.search(queries, depth)
+        return searcher.search(queries, depth, mode=mode)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.reload_interval):
+            try:
+                manifest = store.read_manifest(self.folder)
+                if manifest is None:
+                    raise store.IndexFolderError(f"{self.folder}: manifest.json is gone")
+                if manifest.get("version") == self.version:
+                    continue
+                fresh = Searcher(self.folder, self.embedder)
+            except Exception as e:  # keep serving the version we have; say why in /stats
+                message = f"{type(e).__name__}: {e}"
+                if message != self.reload_error:
+                    print(f"longretr serve: cannot reload {self.folder}, still serving version {self.version}: "
+                          f"{message}", file=sys.stderr, flush=True)
+                self.reload_error = message
+                continue
+            old = self.version
+            self.searcher = fresh  # an atomic reference swap: batches already running keep the old one
+            self.reload_error = None
+            with self._lock:
+                self.counts["reloads"] += 1
+            print(f"longretr serve: reloaded {self.folder}: version {old} -> {self.version}, "
+                  f"{fresh.snapshot.count} documents", file=sys.stderr, flush=True)
+
+
+def _resolve(future: Future, result: Result | None = None, error: BaseException | None = None) -> None:
+    """Settle a job's future unless its request already gave up on it (timeout, disconnect)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BadRequest(413, f"request body is {declared} bytes; the limit is {limit}")
+    body = bytearray()
+    async for chunk in request.stream():  # chunked bodies are counted as they arrive
+        body += chunk
+        if len(body) > limit:
+            raise BadRequest(413, f"request body exceeds the limit of {limit} bytes")
+    return bytes(body)
+
+
+def create_app(service: SearchService) -> FastAPI:
+    app = FastAPI(title="longretr", description="Long-document search over one index folder.")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, str(exc.errors())[:500])
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    @app.post("/search")
+    async def search(request: Request) -> JSONResponse:
+        start = time.perf_counter()
+        status, payload = 200, None
+        try:
+            req = parse_search_request(await _read_body(request, service.limits.max_body_bytes), service.limits)
+            result = await service.search(req)
+            payload = {"query": req.query, "k": req.k, "mode": req.mode or service.default_mode,
+                       "index_version": result.version,
+                       "hits": [h.to_dict() for h in result.hits]}
+        except BadRequest as e:
+            status, payload = e.status, {"error": e.message}
+        except ValueError as e:  # raised by the searcher for a query or mode it refuses
+            status, payload = 422, {"error": str(e)}
+        except TimeoutError:
+            status, payload = 504, {"error": f"search took over {service.limits.request_timeout_s:.0f}s"}
+        except Exception as e:
+            status, payload = 500, {"error": f"search failed: {type(e).__name__}: {e}"}
+        took = time.perf_counter() - start
+        service.record(status, took)
+        if status == 200:
+            payload["took_ms"] = round(took * 1000, 2)
+        return JSONResponse(payload, status_code=status)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        ok = service.worker_alive
+        return JSONResponse({"status": "ok" if ok else "worker stopped", "index_version": service.version,
+                             "documents": service.searcher.snapshot.count}, status_code=200 if ok else 503)
+
+    @app.get("/stats")
+    async def stats() -> JSONResponse:
+        return JSONResponse(service.stats())
+
+    return app
+
+
+def serve(
+    folder: Path | str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    access_log: bool = False,
+    threads: int = 0,
+    **service_options,
+) -> None:
+    """Load the index and its model once, then serve until interrupted."""
+    import torch
+    import uvicorn
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    service = SearchService(folder, **service_options)
+    app = create_app(service)
+    stats = service.stats()
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"longretr serve: warning: binding {host}: the API has no authentication", file=sys.stderr)
+    print(f"longretr serve: {folder} (version {stats['index_version']}, {stats['documents']} documents, "
+          f"model {stats['model']}, {torch.get_num_threads()} torch threads) on http://{host}:{port}",
+          file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log,
+                    limit_concurrency=service.limits.max_queue + 64, timeout_graceful_shutdown=5)
+    finally:
+        service.close()
+
+
+# -- client --------------------------------------------------------------------------------------
+
+
+class RemoteError(Exception):
+    """The server could not be reached or refused the request; the message says which and why."""
+
+
+def search_remote(url: str, queries: list[str], k: int = 10, mode: str | None = None,
+                  timeout: float = 120.0, workers: int = 8) -> list[list[Hit]]:
+    """Hits for each query from a running `longretr serve` (concurrent requests, so they batch)."""
+    import httpx
+
+    base = url.rstrip("/")
+    names = {f.name for f in fields(Hit)}
+
+    def one(client: httpx.Client, query: str) -> list[Hit]:
+        body = {"query": query, "k": k, **({"mode": mode} if mode is not None else {})}
+        try:
+            r = client.post(f"{base}/search", json=body)
+        except httpx.HTTPError as e:
+            raise RemoteError(f"cannot reach the server at {base}: {e}") from e
+        try:
+            data = r.json()
+        except ValueError:
+            raise RemoteError(f"{base}/search answered {r.status_code} with a non-JSON body: {r.text[:200]}") from None
+        if r.status_code != 200:
+            raise RemoteError(f"{base}/search answered {r.status_code}: {data.get('error', data)}")
+        return [Hit(**{n: h[n] for n in names}) for h in data["hits"]]
+
+    with httpx.Client(timeout=timeout) as client, ThreadPoolExecutor(max(1, min(workers, len(queries)))) as pool:
+        return list(pool.map(lambda q: one(client, q), queries))
+
+
+def percentiles(values) -> dict:
+    """p50/p95/p99/max of a list of latencies (the benchmark and /stats report the same ones)."""
+    if not values:
+        return {"p50": math.nan, "p95": math.nan, "p99": math.nan, "max": math.nan}
+    a = np.asarray(values)
+    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
+            "p99": float(np.percentile(a, 99)), "max": float(a.max())}

@@ -1,0 +1,1 @@
+"""Training: contrastive LoRA (the DiffEmbed recipe) and masked-diffusion adaptation."""

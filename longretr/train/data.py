@@ -1,0 +1,215 @@
+"""Training data: triplet JSONL in the public E5 / echo-embeddings layout, plus builders that make
+triplets from ReasonAug (../shared/data/reasonaug) and long-document pairs from local raw text.
+
+Triplet row: {"query", "positive", "negative" | "negatives", "instruction"?, "dataset"?}.
+Python's own documentation is never a source: the demo corpus is evaluated on it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import json
+import random
+import re
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+
+REASONAUG_Q2Q = "Given a problem, retrieve a problem that applies the same concept, with its solution"
+REASONAUG_Q2C = "Given a problem, retrieve the definition of the concept it applies"
+LONGDOC = "Given a search query, retrieve the documents that answer it"
+
+
+@dataclass
+class Triplet:
+    query: str
+    positive: str
+    negatives: list[str]
+    instruction: str = ""
+    dataset: str = "default"
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"query": self.query, "positive": self.positive, "negatives": self.negatives,
+                           "instruction": self.instruction, "dataset": self.dataset}, ensure_ascii=False)
+
+
+def read_triplets(path: Path) -> list[Triplet]:
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            negs = row.get("negatives") or ([row["negative"]] if row.get("negative") else [])
+            out.append(Triplet(row["query"], row["positive"], list(negs), row.get("instruction", ""),
+                               row.get("dataset", path.stem)))
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}:{n}: expected a JSON object with query, positive, negative(s) ({e})") from e
+    if not out:
+        raise ValueError(f"{path}: no triplets")
+    return out
+
+
+def write_jsonl(path: Path, rows: list[Triplet]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(r.to_json() + "\n" for r in rows))
+    tmp.replace(path)
+
+
+# ---- ReasonAug -------------------------------------------------------------------------------
+
+def reasonaug_triplets(folder: Path, val_fraction: float = 0.1, seed: int = 0) -> tuple[list, list]:
+    """Question -> same-concept problem+solution (hard negative: another concept of the same domain),
+    and question -> its concept's definition (hard negative: another definition). Split by concept."""
+    pairs = [json.loads(line) for line in (folder / "pairs.jsonl").read_text().splitlines() if line.strip()]
+    defs = {d["concept"]: d["definition"] for d in map(json.loads, (folder / "definitions.jsonl").open())}
+    rng = random.Random(seed)
+    concepts = sorted({p["concept"] for p in pairs})
+    rng.shuffle(concepts)
+    val_concepts = set(concepts[: max(1, int(len(concepts) * val_fraction))])
+    by_concept, by_domain = defaultdict(list), defaultdict(set)
+    for p in pairs:
+        by_concept[p["concept"]].append(p)
+        by_domain[p["domain"]].add(p["concept"])
+
+    def build(split_concepts: set[str]) -> list[Triplet]:
+        rows = []
+        for p in pairs:
+            c = p["concept"]
+            if c not in split_concepts:
+                continue
+            others = sorted((by_domain[p["domain"]] & split_concepts) - {c}) or sorted(split_concepts - {c})
+            same = [q for q in by_concept[c] if q["id"] != p["id"]]
+            if same and others:
+                pos, neg = rng.choice(same), rng.choice(by_concept[rng.choice(others)])
+                rows.append(Triplet(p["problem"], f"{pos['problem']}\n\n{pos['solution']}",
+                                    [f"{neg['problem']}\n\n{neg['solution']}"], REASONAUG_Q2Q, "reasonaug-q2q",
+                                    {"concept": c}))
+            neg_defs = [o for o in others if o in defs]
+            if c in defs and neg_defs:
+                rows.append(Triplet(p["problem"], defs[c], [defs[rng.choice(neg_defs)]], REASONAUG_Q2C,
+                                    "reasonaug-q2c", {"concept": c}))
+        rng.shuffle(rows)
+        return rows
+
+    return build(set(concepts) - val_concepts), build(val_concepts)
+
+
+# ---- raw long documents ------------------------------------------------------------------------
+
+def linux_doc_texts(root: Path = Path("/usr/share/doc/linux-doc-6.1/Documentation")) -> Iterator[tuple[str, str]]:
+    """(name, text) for each .rst/.txt file of the kernel documentation (Debian package linux-doc-6.1)."""
+    for path in sorted(root.rglob("*.gz")):
+        if not re.search(r"\.(rst|txt)\.gz$", path.name) or path.parts[len(root.parts)] == "translations":
+            continue
+        try:
+            text = gzip.decompress(path.read_bytes()).decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        yield str(path.relative_to(root)), text
+
+
+class _HTMLText(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("script", "style"):
+            self._skip += 1
+        if tag in ("h1", "h2", "h3", "h4"):
+            self.parts.append("\n\n# ")
+        if tag in ("p", "div", "br", "li", "pre", "tr"):
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style"):
+            self._skip -= 1
+        if tag in ("h1", "h2", "h3", "h4"):
+            self.parts.append("\n")
+
+    def handle_data(self, data):
+        if not self._skip:
+            self.parts.append(data)
+
+
+def debian_reference_texts(root: Path = Path("/usr/share/debian-reference")) -> Iterator[tuple[str, str]]:
+    """(name, text) per section of the Debian Reference (Debian package debian-reference-en)."""
+    for path in sorted(root.glob("*.en.html")):
+        parser = _HTMLText()
+        parser.feed(path.read_text(errors="replace"))
+        text = html.unescape("".join(parser.parts))
+        for n, section in enumerate(re.split(r"\n\n# (?=\d+\.\d+\.\s)", text)):
+            if len(section) > 1500:
+                yield f"{path.stem}#{n}", section.strip()
+
+
+def _title(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines()]
+    for i, line in enumerate(lines[:80]):
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if line.startswith("# "):
+            return line[2:].strip()
+        if line and re.fullmatch(r"([=\-~^*#+])\1{2,}", nxt) and not re.fullmatch(r"([=\-~^*#+])\1+", line):
+            return line
+    return ""
+
+
+def _sentences(text: str) -> list[str]:
+    flat = " ".join(text.split())
+    return [s for s in re.split(r"(?<=[.!?])\s+", flat) if 60 <= len(s) <= 300 and not re.search(r"[|=*`]{3}", s)]
+
+
+def longdoc_triplets(docs: list[tuple[str, str]], per_doc: int = 2, val_fraction: float = 0.05,
+                     seed: int = 0, min_chars: int = 2000) -> tuple[list, list]:
+    """Known-item pairs: a document's title, or a sentence copied from its body, as the query; the
+    whole document as positive; another document of the same source folder as hard negative."""
+    rng = random.Random(seed)
+    docs = [(n, t) for n, t in docs if len(t) >= min_chars]
+    rng.shuffle(docs)
+    n_val = max(1, int(len(docs) * val_fraction))
+    groups = defaultdict(list)
+    for i, (name, _) in enumerate(docs):
+        groups[name.split("/")[0]].append(i)
+
+    def build(indices: list[int]) -> list[Triplet]:
+        allowed = set(indices)
+        rows = []
+        for i in indices:
+            name, text = docs[i]
+            pool = [j for j in groups[name.split("/")[0]] if j != i and j in allowed] or [j for j in indices if j != i]
+            queries = []
+            title = _title(text)
+            if title and len(title) > 8:
+                queries.append(title)
+            sents = _sentences(text)
+            rng.shuffle(sents)
+            queries += sents[: max(0, per_doc - len(queries))]
+            for q in queries[:per_doc]:
+                rows.append(Triplet(q, text, [docs[rng.choice(pool)][1]], LONGDOC, "longdoc", {"name": name}))
+        rng.shuffle(rows)
+        return rows
+
+    return build(list(range(n_val, len(docs)))), build(list(range(n_val)))
+
+
+def build_all(out: Path, reasonaug: Path, seed: int = 0) -> dict[str, int]:
+    """Write every training / validation file into `out`; return row counts."""
+    ra_train, ra_val = reasonaug_triplets(reasonaug, seed=seed)
+    raw = list(linux_doc_texts()) + list(debian_reference_texts())
+    if not raw:
+        raise FileNotFoundError("no raw text: install the Debian packages linux-doc-6.1 and debian-reference-en")
+    ld_train, ld_val = longdoc_triplets(raw, seed=seed)
+    files = {"reasonaug-train.jsonl": ra_train, "reasonaug-val.jsonl": ra_val,
+             "longdoc-train.jsonl": ld_train, "longdoc-val.jsonl": ld_val}
+    for name, rows in files.items():
+        write_jsonl(out / name, rows)
+    raw_path = out / "raw-text.jsonl"
+    raw_path.write_text("".join(json.dumps({"id": n, "text": t}) + "\n" for n, t in raw))
+    return {**{k: len(v) for k, v in files.items()}, "raw-text.jsonl": len(raw)}

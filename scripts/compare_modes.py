@@ -1,0 +1,177 @@
+"""Compare the search modes (dense, lexical, hybrid) of one index on a known-item query set.
+
+Each query names the one document it should find; reported: MRR@10, top-1 and top-3 accuracy,
+query latency. Hybrid is also run with other fusion settings (RRF and convex at several dense
+weights) so the index's default can be chosen on evidence. Writes JSON + a PNG under --out.
+
+    .venv/bin/python scripts/compare_modes.py --index indexes/demo-cmp --corpus corpus
+
+A missing index is built first from --corpus (the demo corpus is written there if the folder does
+not exist): with the default model that takes 15-20 minutes of 2-core CPU, so it is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from longretr.search import Searcher  # noqa: E402
+
+VARIANTS = [("rrf", w) for w in (0.3, 0.5, 0.7)] + [("convex", w) for w in (0.3, 0.5, 0.7)]
+
+
+def read_known_items(path: Path) -> list[dict]:
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            rows.append({"id": str(row["id"]), "text": str(row["text"]), "relevant": str(row["relevant"])})
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise SystemExit(f"{path}:{n}: expected a JSON object with id, text and relevant ({e})") from e
+    if not rows:
+        raise SystemExit(f"{path}: no queries")
+    return rows
+
+
+def score(ranked_ids: list[list[str]], queries: list[dict], k: int = 10) -> dict:
+    """MRR@k, top-1 and top-3 accuracy, and each query's rank of its document (None: not in top k)."""
+    ranks = []
+    for ids, q in zip(ranked_ids, queries):
+        ids = ids[:k]
+        ranks.append(ids.index(q["relevant"]) + 1 if q["relevant"] in ids else None)
+    n = len(queries)
+    return {"mrr@10": sum(1 / r for r in ranks if r) / n, "top1": sum(r == 1 for r in ranks) / n,
+            "top3": sum(bool(r and r <= 3) for r in ranks) / n, "ranks": ranks}
+
+
+def evaluate(searcher: Searcher, queries: list[dict], k: int = 10) -> dict:
+    texts = [q["text"] for q in queries]
+    configured = dict(searcher.ranking)
+    runs: dict[str, dict] = {}
+    settings = [("dense", None), ("lexical", None), ("hybrid", None)] + [("hybrid", v) for v in VARIANTS]
+    try:
+        for mode, variant in settings:
+            name = mode if variant is None else f"hybrid-{variant[0]}-w{variant[1]}"
+            if variant is not None:
+                if (variant[0], variant[1]) == (configured["fusion"], configured["weight"]):
+                    continue  # the same as plain "hybrid"
+                searcher.ranking = {**configured, "fusion": variant[0], "weight": variant[1]}
+            start = time.perf_counter()
+            hits = searcher.search(texts, k, mode=mode)
+            seconds = time.perf_counter() - start
+            searcher.ranking = configured
+            runs[name] = {**score([[h.id for h in row] for row in hits], queries, k),
+                          "ms_per_query": 1000 * seconds / len(texts),
+                          "ranking": {**configured, "mode": mode, **({"fusion": variant[0], "weight": variant[1]}
+                                                                     if variant else {})}}
+    finally:
+        searcher.ranking = configured
+    return runs
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch_threads": torch.get_num_threads(),
+            "load_average": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def table(runs: dict) -> str:
+    lines = ["| mode | fusion | MRR@10 | top-1 | top-3 | ms/query |", "|---|---|---|---|---|---|"]
+    for name, r in runs.items():
+        fusion = f"{r['ranking']['fusion']}, w={r['ranking']['weight']}" if r["ranking"]["mode"] == "hybrid" else "-"
+        lines.append(f"| {name} | {fusion} | {r['mrr@10']:.3f} | {r['top1']:.3f} | {r['top3']:.3f} | "
+                     f"{r['ms_per_query']:.1f} |")
+    return "\n".join(lines)
+
+
+def plot(runs: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(runs)
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names)), 4))
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], [runs[n]["mrr@10"] for n in names], 0.4, label="MRR@10")
+    ax.bar([x + 0.2 for x in xs], [runs[n]["top3"] for n in names], 0.4, label="top-3 accuracy")
+    ax.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def ensure_index(index: Path, corpus: Path | None, model: str) -> None:
+    if (index / "manifest.json").exists():
+        return
+    if corpus is None:
+        raise SystemExit(f"{index}: no index; pass --corpus to build it (15-20 min with the default model on CPU)")
+    if not corpus.exists():
+        from longretr.democorpus import build
+
+        print(f"writing the demo corpus to {corpus}/ ({build(corpus, 300)} documents)", file=sys.stderr)
+    from longretr.embedder import Embedder
+    from longretr.indexer import index_corpus
+
+    summary = index_corpus(corpus, index, Embedder(model))
+    print(f"{index}: {summary.line()}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--index", type=Path, default=Path("indexes/demo-cmp"))
+    ap.add_argument("--corpus", type=Path, default=None, help="Build the index from here if it is missing.")
+    ap.add_argument("--model", default="default", help="Model config for a missing index.")
+    ap.add_argument("--queries", type=Path, default=REPO / "tests/data/demo_queries.jsonl")
+    ap.add_argument("--out", type=Path, default=Path("results/compare_modes"))
+    args = ap.parse_args(argv)
+    queries = read_known_items(args.queries)
+    ensure_index(args.index, args.corpus, args.model)
+    searcher = Searcher(args.index)
+    known = set(searcher.snapshot.docs.column("id").to_pylist())
+    missing = sorted({q["relevant"] for q in queries} - known)
+    if missing:
+        raise SystemExit(f"{args.queries}: relevant documents not in {args.index}: {', '.join(missing[:10])}")
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['cores']} cores, GPU {info['gpu'] or 'none'}, "
+          f"torch threads {info['torch_threads']}, load average {info['load_average']}")
+    runs = evaluate(searcher, queries)
+    model = searcher.snapshot.manifest["model"]["name"]
+    best = max(("dense", "lexical", "hybrid"), key=lambda m: (runs[m]["mrr@10"], runs[m]["top3"]))
+    result = {"index": str(args.index), "model": model, "documents": searcher.count, "queries": len(queries),
+              "query_file": str(args.queries), "configured_ranking": searcher.ranking, "best_mode": best,
+              "machine": info, "runs": runs, "query_ids": [q["id"] for q in queries]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "compare_modes.json").write_text(json.dumps(result, indent=2))
+    plot(runs, args.out / "compare_modes.png",
+         f"{model}, {searcher.count} docs, {len(queries)} known-item queries ({args.queries.name})")
+    print(table(runs))
+    print(f"best of dense/lexical/hybrid (as configured: {searcher.ranking['fusion']}, w={searcher.ranking['weight']}):"
+          f" {best}; wrote {args.out}/compare_modes.json and .png")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The encoding engine around the attention: OOM split-and-retry, token-budget packing, dtype/device
+choice, progress reporting. Tiny random-weight models only."""
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import write_config
+
+from longretr import embedder as embedder_module
+from longretr.embedder import Embedder, pack_batches, pick_device_dtype
+
+# Token lengths of the demo corpus (300 stdlib pydoc pages, Gemma 3 tokenizer) are close to
+# log-normal: median 2.8k, 5th-95th percentile 207-18k, max 83k. Fitted parameters of log(length):
+DEMO_LOG_MEAN, DEMO_LOG_STD = 7.76, 1.29
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_gemma, tmp_path_factory):
+    # A budget large enough that every test batch below is one forward pass unless it is split.
+    return Embedder(str(write_config(tmp_path_factory.mktemp("cfg"), tiny_gemma)), token_budget=4096)
+
+
+# Lengths within 10% of each other, so packing puts all seven in one batch (unless it is split).
+TEXTS = [" ".join(["fox"] * n) for n in (43, 40, 46, 41, 45, 42, 44)]
+
+
+def _refuse_batches_above(monkeypatch, model, max_rows):
+    """Make the model's forward raise OutOfMemoryError for batches of more than `max_rows` rows."""
+    real_forward = model.forward
+    calls = []
+
+    def forward(*args, input_ids, **kwargs):
+        rows = input_ids.shape[0]
+        calls.append(rows)
+        if rows > max_rows:
+            raise torch.OutOfMemoryError(f"test: {rows} rows > {max_rows}")
+        return real_forward(*args, input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(model, "forward", forward)
+    return calls
+
+
+def test_out_of_memory_batch_is_split_and_retried(embedder, monkeypatch):
+    unsplit = embedder.encode_documents(TEXTS, progress=False).vectors
+    one_by_one = np.stack([embedder.encode_documents([t], progress=False).vectors[0] for t in TEXTS])
+    calls = _refuse_batches_above(monkeypatch, embedder.model, 2)
+    split = embedder.encode_documents(TEXTS, progress=False).vectors
+
+    assert calls[0] == len(TEXTS)  # tried whole first, then halves of halves
+    assert sum(rows for rows in calls if rows <= 2) == len(TEXTS)  # every document encoded exactly once
+    assert any(rows > 2 for rows in calls[1:])  # the halves were retried too (7 -> 3 + 4 -> ...)
+    assert np.allclose(split, unsplit, atol=1e-5)
+    assert np.allclose(split, one_by_one, atol=1e-5)  # input order restored after the split
+
+
+def test_out_of_memory_on_one_document_names_it(embedder, monkeypatch):
+    _refuse_batches_above(monkeypatch, embedder.model, 0)
+    with pytest.raises(torch.OutOfMemoryError, match="one document of 41 tokens"):
+        embedder.encode_documents([TEXTS[1]], progress=False)
+
+
+def test_padding_waste_of_packing_on_a_realistic_length_mix():
+    rng = np.random.default_rng(0)
+    for n_docs in (300, 60, 8):
+        lengths = np.clip(rng.lognormal(DEMO_LOG_MEAN, DEMO_LOG_STD, n_docs).astype(int), 16, 32768).tolist()
+        batches = pack_batches(lengths, 16384)
+        waste = _waste(lengths, batches)
+        print(f"{n_docs} docs, {sum(lengths)} tokens, {len(batches)} batches: padding waste {waste:.2%}")
+        assert sorted(i for b in batches for i in b) == list(range(n_docs))
+        assert all(len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 16384 for b in batches)
+        assert waste < 0.10, f"padding waste {waste:.1%} on {n_docs} documents"
+
+
+def test_packing_bounds_waste_where_the_budget_alone_would_not():
+    lengths = [256, 512, 1024, 2048]  # one batch by budget alone: 53% padding
+    assert _waste(lengths, pack_batches(lengths, 16384)) == 0.0
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        lengths = rng.integers(1, 4000, rng.integers(1, 50)).tolist()
+        batches = pack_batches(lengths, int(rng.integers(64, 20000)))
+        assert _waste(lengths, batches) <= 0.10 + 1e-9
+    queries = rng.integers(5, 40, 1000).tolist()  # short texts still share large batches
+    assert len(pack_batches(queries, 16384)) <= 20
+
+
+def _waste(lengths, batches):
+    return 1 - sum(lengths) / sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+
+def test_reported_padding_waste_is_the_padding_of_the_forward_passes(embedder):
+    texts = [" ".join(["fox"] * n) for n in (29, 9, 27)]  # 30, 10, 28 tokens with <bos>
+    small = Embedder(embedder.config, token_budget=60)  # batches [30, 28] and [10]
+    enc = small.encode_documents(texts, progress=False)
+    assert enc.n_tokens == [30, 10, 28]
+    assert enc.padding_waste == pytest.approx(1 - 68 / (2 * 30 + 10))
+
+
+def test_progress_bar_shows_documents_tokens_per_second_and_padding(embedder, capsys):
+    embedder.encode_documents(TEXTS, progress=True)
+    err = capsys.readouterr().err
+    assert f"docs={len(TEXTS)}/{len(TEXTS)}" in err
+    assert "tok/s" in err and "pad=" in err
+
+
+def test_pick_device_dtype_explicit_and_errors(monkeypatch):
+    assert pick_device_dtype("float32", "cpu") == ("cpu", torch.float32)
+    assert pick_device_dtype("bfloat16", "cpu") == ("cpu", torch.bfloat16)
+    with pytest.raises(ValueError, match="unknown dtype 'bf17'"):
+        pick_device_dtype("bf17", "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="'cuda:0' requested"):
+        pick_device_dtype("auto", "cuda:0")
+    assert pick_device_dtype("float32")[0] == "cpu"  # no device given and no CUDA: the CPU
+
+
+def test_pick_device_dtype_auto_follows_the_hardware(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device_dtype("auto") == ("cuda", torch.bfloat16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(embedder_module, "_cpu_has_native_bf16", lambda: True)
+    assert pick_device_dtype("auto") == ("cpu", torch.bfloat16)
+    monkeypatch.setattr(embedder_module, "_cpu_has_native_bf16", lambda: False)
+    assert pick_device_dtype("auto") == ("cpu", torch.float32)
+
+
+@pytest.mark.parametrize(("flags", "native"), [("avx512f avx512_bf16", True), ("avx512f amx_bf16 amx_tile", True),
+                                               ("avx2 avx512f fma", False)])
+def test_native_bf16_is_read_from_cpu_flags(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n")
+    assert embedder_module._cpu_has_native_bf16(cpuinfo) is native
+    assert embedder_module._cpu_has_native_bf16(tmp_path / "missing") is False

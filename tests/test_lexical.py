@@ -1,0 +1,210 @@
+"""The BM25 index: ranking, persistence inside the index folder, its place in each version, and the modes."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_models import write_config
+from typer.testing import CliRunner
+
+from longretr import store
+from longretr.cli import app
+from longretr.embedder import Embedder
+from longretr.fusion import DEFAULT_RANKING
+from longretr.indexer import index_corpus
+from longretr.lexical import LexicalIndex, LexicalIndexError, tokenize
+from longretr.search import Searcher
+
+REPO = Path(__file__).resolve().parent.parent
+TEXTS = {
+    "argparse.txt": "Command-line parsing: define options and positional parameters for a program.",
+    "hashlib.txt": "Secure hashes and message digests: SHA-256, SHA-1 and MD5 of bytes.",
+    "zipfile.txt": "Read and write ZIP archives: compress members of an archive.",
+    "threading.txt": "Threads: run work concurrently; locks, events and a pool of worker threads.",
+    "csv.txt": "Read and write comma separated values (CSV) files row by row.",
+}
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    root = tmp_path / "corpus"
+    root.mkdir()
+    for name, text in TEXTS.items():
+        (root / name).write_text(text)
+    return root
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_gemma, tmp_path_factory):
+    return Embedder(str(write_config(tmp_path_factory.mktemp("cfg"), tiny_gemma)))
+
+
+def test_tokenizer_drops_stopwords_and_case_without_stemming():
+    assert tokenize(["The Archives of a ZIP file"]) == [["archives", "zip", "file"]]
+
+
+def test_bm25_ranks_by_terms_and_skips_non_matching():
+    index = LexicalIndex.build(list(TEXTS.values()), [10, 11, 12, 13, 14])
+    (hits,) = index.search(["sha-256 digest of bytes"], k=5)
+    assert hits[0][0] == 11 and len(hits) == 1  # only documents sharing a term are returned
+    (hits,) = index.search(["read write archive"], k=5)
+    assert [v for v, _ in hits][:1] == [12] and set(v for v, _ in hits) == {12, 14}
+    assert all(a[1] >= b[1] for a, b in zip(hits, hits[1:]))
+    assert index.search(["the of and"], k=3) == [[]]  # stopwords only
+    assert index.search(["xylophone"], k=3) == [[]]  # unknown term
+
+
+def test_ties_are_broken_by_vid_and_k_is_respected():
+    index = LexicalIndex.build(["alpha beta", "alpha gamma", "alpha delta", "epsilon"], [7, 3, 5, 1])
+    (hits,) = index.search(["alpha"], k=10)
+    assert [v for v, _ in hits] == [3, 5, 7]  # equal scores, by vid; "epsilon" does not match
+    (hits,) = index.search(["alpha"], k=2)
+    assert [v for v, _ in hits] == [3, 5]
+
+
+def test_save_load_and_damage(tmp_path):
+    index = LexicalIndex.build(list(TEXTS.values()), np.arange(5))
+    index.save(tmp_path / "lex")
+    assert not list(tmp_path.glob(".*tmp"))
+    again = LexicalIndex.load(tmp_path / "lex")
+    assert again.search(["zip archive"], 3) == index.search(["zip archive"], 3)
+    empty = LexicalIndex.build([], [])
+    empty.save(tmp_path / "empty")
+    assert LexicalIndex.load(tmp_path / "empty").search(["zip"], 3) == [[]]
+    (tmp_path / "lex" / "vids.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(LexicalIndexError, match="lex: truncated or not a longretr lexical index"):
+        LexicalIndex.load(tmp_path / "lex")
+    with pytest.raises(LexicalIndexError, match="missing"):
+        LexicalIndex.load(tmp_path / "nothing")
+
+
+def test_index_builds_lexical_beside_dense_and_modes_work(corpus, tmp_path, embedder):
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False, ranking={"fusion": "rrf", "weight": 0.5})
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["files"]["lexical"] == "lexical-000001" and (folder / "lexical-000001" / "vids.npy").exists()
+    assert manifest["ranking"] == {**DEFAULT_RANKING, "fusion": "rrf", "weight": 0.5}
+    searcher = Searcher(folder, embedder)
+    assert searcher.count == 5
+    (lex,) = searcher.search(["SHA-256 digests"], k=3, mode="lexical")
+    assert [h.id for h in lex] == ["hashlib.txt"] and lex[0].rank == 1 and "SHA-256" in lex[0].snippet
+    (dense,) = searcher.search(["SHA-256 digests"], k=10, mode="dense")
+    assert len(dense) == 5  # k larger than the corpus: every document once
+    (hybrid,) = searcher.search(["SHA-256 digests"], k=10, mode="hybrid")
+    assert sorted(h.id for h in hybrid) == sorted(TEXTS) and hybrid[0].id == "hashlib.txt"
+    assert [h.rank for h in hybrid] == [1, 2, 3, 4, 5]
+    default = searcher.search(["SHA-256 digests"], k=10, mode=DEFAULT_RANKING["mode"])
+    assert searcher.search(["SHA-256 digests"], k=10) == default  # None: the manifest's mode
+    with pytest.raises(ValueError, match="search mode 'bm25'"):
+        searcher.search(["x"], mode="bm25")
+
+
+def test_lexical_follows_incremental_updates(corpus, tmp_path, embedder):
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+    (corpus / "hashlib.txt").unlink()
+    (corpus / "json.txt").write_text("Encode and decode JSON documents.")
+    (corpus / "csv.txt").write_text("Spreadsheet rows as comma separated values.")
+    index_corpus(corpus, folder, embedder, progress=False)
+    searcher = Searcher(folder, embedder)
+    assert searcher.search(["SHA-256 digests"], k=3, mode="lexical") == [[]]
+    assert [h.id for h in searcher.search(["decode JSON"], k=3, mode="lexical")[0]] == ["json.txt"]
+    assert [h.id for h in searcher.search(["spreadsheet"], k=3, mode="lexical")[0]] == ["csv.txt"]
+    assert searcher.snapshot.manifest["files"]["lexical"] == "lexical-000002"
+    assert (folder / "lexical-000001").is_dir()  # the previous version stays for readers that hold it
+    s = index_corpus(corpus, folder, embedder, progress=False)
+    assert not s.committed and store.read_manifest(folder)["version"] == 2  # nothing changed: no new version
+    (corpus / "json.txt").unlink()
+    index_corpus(corpus, folder, embedder, progress=False)
+    assert sorted(p.name for p in folder.glob("lexical-*")) == ["lexical-000002", "lexical-000003"]
+    assert sorted(p.name for p in folder.glob("vectors-*")) == ["vectors-000002.faiss", "vectors-000003.faiss"]
+
+
+def test_old_index_without_lexical_is_upgraded_without_encoding(corpus, tmp_path, embedder):
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+    manifest = store.read_manifest(folder)
+    del manifest["files"]["lexical"], manifest["ranking"], manifest["index_type_requested"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))  # as written before lexical search existed
+    searcher = Searcher(folder, embedder)
+    assert len(searcher.search(["zip"], k=2, mode="dense")[0]) == 2
+    with pytest.raises(ValueError, match="no lexical index .* re-run `longretr index"):
+        searcher.search(["zip"], k=2, mode="lexical")
+    s = index_corpus(corpus, folder, embedder, progress=False)
+    assert s.committed and s.encoded == 0
+    assert Searcher(folder, embedder).search(["zip archives"], k=1, mode="lexical")[0][0].id == "zipfile.txt"
+
+
+def test_damaged_lexical_index_names_the_folder_and_reindex_repairs_it(corpus, tmp_path, embedder):
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+    lex = folder / store.read_manifest(folder)["files"]["lexical"]
+    (lex / "lexical.json").write_text("{")
+    with pytest.raises(store.IndexFolderError, match=f"{lex.name}: truncated .* re-run `longretr index`"):
+        Searcher(folder, embedder)
+    (lex / "lexical.json").write_text(json.dumps({"count": 5, "tokenizer": {"stemmer": "porter"}}))
+    with pytest.raises(store.IndexFolderError, match="another tokenizer"):
+        store.load(folder)
+    s = index_corpus(corpus, folder, embedder, progress=False, ranking={"weight": 0.7})  # writers never read it
+    assert s.encoded == 0 and store.load(folder).lexical.count == 5
+
+
+def test_cli_modes_and_ranking_options(corpus, tmp_path, tiny_gemma):
+    cfg = write_config(tmp_path, tiny_gemma)
+    runner = CliRunner()
+    folder = tmp_path / "idx"
+    r = runner.invoke(app, ["index", str(corpus), "--index", str(folder), "--model", str(cfg),
+                            "--mode", "lexical", "--fusion", "convex", "--weight", "0.3"])
+    assert r.exit_code == 0, r.output
+    assert store.read_manifest(folder)["ranking"] == {"mode": "lexical", "fusion": "convex", "weight": 0.3,
+                                                      "rrf_k": 60}
+    r = runner.invoke(app, ["search", "read zip archives", "--index", str(folder), "--json"])
+    assert r.exit_code == 0, r.output
+    assert [h["id"] for h in json.loads(r.output)] == ["zipfile.txt", "csv.txt"]  # the index's default: lexical
+    r = runner.invoke(app, ["search", "zip archives", "--index", str(folder), "--json", "--mode", "dense", "-k", "4"])
+    assert r.exit_code == 0 and len(json.loads(r.output)) == 4
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"id": "a", "text": "zip archives"}\n{"id": "b", "text": "worker threads"}\n')
+    run = tmp_path / "run.trec"
+    r = runner.invoke(app, ["search", "--queries", str(queries), "--index", str(folder), "--mode", "hybrid",
+                            "-k", "2", "--output", str(run)])
+    assert r.exit_code == 0, r.output
+    lines = run.read_text().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("a Q0 zipfile.txt 1 ") and lines[0].endswith("longretr-hybrid")
+    r = runner.invoke(app, ["search", "x", "--index", str(folder), "--mode", "semantic"])
+    assert r.exit_code == 2 and "--mode must be dense, lexical or hybrid" in r.output
+    for bad, message in [(["--weight", "2"], "weight must be between 0 and 1"),
+                         (["--fusion", "sum"], "fusion method 'sum'"), (["--mode", "bm25"], "search mode 'bm25'")]:
+        r = runner.invoke(app, ["index", str(corpus), "--index", str(folder), "--model", str(cfg), *bad])
+        assert r.exit_code == 2 and message in r.output, r.output
+    r = runner.invoke(app, ["index", str(corpus), "--index", str(folder), "--model", str(cfg)])
+    assert r.exit_code == 0 and store.read_manifest(folder)["ranking"]["mode"] == "lexical"  # settings are kept
+
+
+def test_compare_modes_script_scores_each_mode(corpus, tmp_path, embedder):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_modes", REPO / "scripts" / "compare_modes.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    assert compare.score([["a", "b", "c"], ["c", "d"], ["x"]], [{"relevant": "b"}, {"relevant": "c"},
+                                                               {"relevant": "y"}]) == \
+        {"mrr@10": pytest.approx((1 / 2 + 1) / 3), "top1": pytest.approx(1 / 3), "top3": pytest.approx(2 / 3),
+         "ranks": [2, 1, None]}
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"id": "1", "text": "SHA-256 digests", "relevant": "hashlib.txt"}\n'
+                       '{"id": "2", "text": "a pool of worker threads", "relevant": "threading.txt"}\n')
+    out = tmp_path / "out"
+    result = compare.main(["--index", str(folder), "--queries", str(queries), "--out", str(out)])
+    assert result["runs"]["lexical"]["ranks"] == [1, 1] and result["runs"]["lexical"]["mrr@10"] == 1.0
+    assert {"dense", "lexical", "hybrid", "hybrid-convex-w0.5"} <= set(result["runs"])
+    assert (out / "compare_modes.png").stat().st_size > 1000
+    written = json.loads((out / "compare_modes.json").read_text())
+    assert written["runs"][written["best_mode"]]["mrr@10"] == max(written["runs"][m]["mrr@10"]
+                                                                  for m in ("dense", "lexical", "hybrid"))
+    queries.write_text('{"id": "1", "text": "x", "relevant": "nowhere.txt"}\n')
+    with pytest.raises(SystemExit, match="relevant documents not in"):
+        compare.main(["--index", str(folder), "--queries", str(queries), "--out", str(out)])

@@ -1,0 +1,405 @@
+"""Index lifecycle: kill -9 and resume, concurrent readers, one writer, `rm`, index types, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from tiny_models import WORDS, write_config
+from typer.testing import CliRunner
+
+from longretr import index_types, store
+from longretr.cli import app
+from longretr.corpus import read_corpus
+from longretr.embedder import Embedder
+from longretr.indexer import index_corpus, remove_documents
+from longretr.search import Searcher
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def text(i: int, n: int = 12) -> str:
+    """A distinct small document made of the tiny tokenizer's words."""
+    rng = np.random.default_rng(i)
+    return f"doc {i}: " + " ".join(rng.choice(WORDS, n))
+
+
+def write_docs(root: Path, ids: range) -> None:
+    root.mkdir(exist_ok=True)
+    for i in ids:
+        (root / f"d{i:04d}.txt").write_text(text(i))
+
+
+@pytest.fixture(scope="module")
+def cfg(tiny_gemma, tmp_path_factory) -> Path:
+    return write_config(tmp_path_factory.mktemp("cfg"), tiny_gemma)
+
+
+@pytest.fixture(scope="module")
+def embedder(cfg):
+    return Embedder(str(cfg))
+
+
+def by_id(folder: Path) -> dict[str, np.ndarray]:
+    snap = store.load(folder)
+    return {r["id"]: snap.index.reconstruct(r["vid"]) for r in snap.docs.select(["id", "vid"]).to_pylist()}
+
+
+# -- crash safety -------------------------------------------------------------------------------
+
+
+def test_kill_9_mid_run_keeps_last_version_and_resume_equals_uninterrupted(tmp_path, cfg, embedder):
+    corpus, folder, reference = tmp_path / "corpus", tmp_path / "idx", tmp_path / "ref"
+    write_docs(corpus, range(20))
+    index_corpus(corpus, folder, embedder, progress=False)
+    index_corpus(corpus, reference, embedder, progress=False)
+    write_docs(corpus, range(20, 400))
+    pending = folder / "pending"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "longretr.cli", "index", str(corpus), "--index", str(folder), "--model", str(cfg),
+         "--shard-tokens", "1"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(pending.rglob("shard-*.npz")) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    child.send_signal(signal.SIGKILL)
+    _, err = child.communicate(timeout=30)
+    assert child.returncode == -signal.SIGKILL, f"the indexer ended before the kill: {err.decode()[-2000:]}"
+    saved = len(list(pending.rglob("shard-*.npz")))
+    assert 1 <= saved < 380  # killed mid-run
+
+    # the last good version is untouched and searchable
+    snap = store.load(folder)
+    assert snap.manifest["version"] == 1 and snap.count == 20
+    hits = Searcher(folder, embedder).search([text(3)], k=3, mode="hybrid")[0]
+    assert hits[0].id == "d0003.txt"
+
+    resumed = index_corpus(corpus, folder, embedder, progress=False)
+    assert resumed.resumed >= saved and resumed.resumed + resumed.encoded == 380  # nothing saved is re-encoded
+    assert not pending.exists()
+    index_corpus(corpus, reference, embedder, progress=False)  # the same run, uninterrupted
+    got, want = store.load(folder), store.load(reference)
+    assert got.docs.drop(["mtime"]).equals(want.docs.drop(["mtime"]))  # same ids, vids, hashes, texts
+    a, b = by_id(folder), by_id(reference)
+    assert a.keys() == b.keys() and len(a) == 400
+    assert all(np.allclose(a[i], b[i], atol=1e-5) for i in a)
+    assert Searcher(folder, embedder).search(["fox archive"], 5) == Searcher(reference, embedder).search(
+        ["fox archive"], 5)
+
+
+def test_crash_between_data_files_and_manifest(tmp_path, embedder, monkeypatch):
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    write_docs(corpus, range(5))
+    index_corpus(corpus, folder, embedder, progress=False)
+    write_docs(corpus, range(5, 8))
+    real = store.atomic_write_bytes
+
+    def die_at_manifest(path, data):
+        if path.name == store.MANIFEST:
+            raise KeyboardInterrupt  # the process dies after writing version 2's data files
+        real(path, data)
+
+    monkeypatch.setattr(store, "atomic_write_bytes", die_at_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        index_corpus(corpus, folder, embedder, progress=False)
+    monkeypatch.undo()
+    assert (folder / "vectors-000002.faiss").exists() and (folder / "lexical-000002").is_dir()
+    assert store.load(folder).count == 5  # readers still get version 1
+    s = index_corpus(corpus, folder, embedder, progress=False)
+    assert (s.encoded, s.resumed, s.documents) == (0, 3, 8)
+    assert store.read_manifest(folder)["version"] == 3  # version 2's orphans are never named, only removed later
+
+
+def test_reader_that_loses_the_race_reloads_the_newer_version(tmp_path, embedder, monkeypatch):
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    write_docs(corpus, range(3))
+    index_corpus(corpus, folder, embedder, progress=False)
+    stale = store.read_manifest(folder)
+    for n in (3, 4):  # two commits: version 1's files are removed
+        write_docs(corpus, range(n, n + 1))
+        index_corpus(corpus, folder, embedder, progress=False)
+    assert not (folder / stale["files"]["vectors"]).exists()
+    real, calls = store.read_manifest, []
+
+    def first_call_stale(f):
+        calls.append(f)
+        return stale if len(calls) == 1 else real(f)
+
+    monkeypatch.setattr(store, "read_manifest", first_call_stale)
+    snap = store.load(folder)
+    assert snap.manifest["version"] == 3 and snap.count == 5 and len(calls) >= 3
+
+
+def test_concurrent_readers_always_see_a_consistent_version(tmp_path, embedder):
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    write_docs(corpus, range(10))
+    index_corpus(corpus, folder, embedder, progress=False)
+    expected = {1: {f"d{i:04d}.txt" for i in range(10)}}
+    seen, errors, stop = [], [], threading.Event()
+    query = np.ones((1, embedder.dim), dtype="float32") / np.sqrt(embedder.dim)
+
+    def reader():
+        while not stop.is_set():
+            try:
+                snap = store.load(folder)
+                ids = set(snap.docs.column("id").to_pylist())
+                assert snap.count == snap.index.ntotal == snap.lexical.count == snap.manifest["count"]
+                _, vids = snap.index.search(query, snap.count)
+                assert set(vids[0]) == set(snap.docs.column("vid").to_pylist())
+                assert {v for v, _ in snap.lexical.search(["doc"], snap.count)[0]} == set(vids[0])
+                seen.append((snap.manifest["version"], ids))
+            except Exception as e:  # noqa: BLE001 - every failure is reported below
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for step in range(8):
+        if step % 3 == 2:
+            victim = sorted(expected[max(expected)])[0]
+            manifest = remove_documents(folder, [victim])
+        else:
+            write_docs(corpus, range(10 + 4 * step, 14 + 4 * step))
+            index_corpus(corpus, folder, embedder, progress=False)
+            manifest = store.read_manifest(folder)
+        expected[manifest["version"]] = {r["id"] for r in store.load(folder).docs.select(["id"]).to_pylist()}
+        time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert len({v for v, _ in seen}) >= 3, "the readers should have seen several versions"
+    assert all(ids == expected[v] for v, ids in seen)
+
+
+def test_second_writer_gets_a_clear_error(tmp_path, cfg, embedder):
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    write_docs(corpus, range(3))
+    index_corpus(corpus, folder, embedder, progress=False)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from longretr.store import writer_lock\n"
+         "with writer_lock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(60)", str(folder)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(store.IndexFolderError, match=f"another `longretr` process \\(pid {holder.pid}\\) is "
+                                                          "writing this index"):
+            index_corpus(corpus, folder, embedder, progress=False)
+        r = CliRunner().invoke(app, ["rm", "d0000.txt", "--index", str(folder)])
+        assert r.exit_code == 2 and "another `longretr` process" in r.output
+        assert len(Searcher(folder, embedder).search(["fox"], 3, mode="dense")[0]) == 3  # readers are not blocked
+    finally:
+        holder.kill()
+        holder.wait()
+    assert index_corpus(corpus, folder, embedder, progress=False).documents == 3  # a dead writer's lock is gone
+
+
+# -- rm -------------------------------------------------------------------------------------------
+
+
+def test_rm_removes_documents_and_refuses_unknown_ids(tmp_path, cfg, embedder):
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    write_docs(corpus, range(6))
+    index_corpus(corpus, folder, embedder, progress=False)
+    runner = CliRunner()
+    r = runner.invoke(app, ["rm", "d0001.txt", "d0004.txt", "--index", str(folder)])
+    assert r.exit_code == 0 and "removed 2 documents, 4 left" in r.output, r.output
+    searcher = Searcher(folder, embedder)
+    assert searcher.count == 4 and store.load(folder).index.ntotal == 4
+    hits = searcher.search([text(1)], k=10, mode="hybrid")[0]
+    assert "d0001.txt" not in {h.id for h in hits} and len(hits) == 4
+    r = runner.invoke(app, ["rm", "d0002.txt", "nope.txt", "--index", str(folder)])
+    assert r.exit_code == 2 and "no document with id 'nope.txt'; nothing removed" in r.output
+    assert store.load(folder).count == 4
+    r = runner.invoke(app, ["rm", "x", "--index", str(tmp_path / "none")])
+    assert r.exit_code == 2 and "no index here" in r.output
+    s = index_corpus(corpus, folder, embedder, progress=False)  # files still on disk come back
+    assert (s.encoded, s.documents) == (2, 6)
+
+
+# -- index types ------------------------------------------------------------------------------------
+
+
+def test_plans_are_sized_from_the_corpus():
+    assert index_types.plan("flat", 640, 10**6).factory is None
+    p = index_types.plan("ivf", 640, 1_000_000)
+    assert p.factory == "IVF4000,Flat" and p.params == {"nprobe": 250}
+    assert index_types.plan("IVFPQ", 640, 100_000).factory == "IVF1265,PQ64np"
+    assert index_types.plan("ivfpq", 32, 100_000).factory == "IVF1265,PQ4np"
+    assert index_types.plan("hnsw", 640, 10).factory == "HNSW32"  # needs no training: any size
+    small = index_types.plan("ivf", 640, 300)
+    assert small.factory is None and "at least 4096 documents; 300 in the index" in small.note
+    assert index_types.plan("IDMap2,IVF64,SQ8", 32, 10_000).factory == "IVF64,SQ8"
+    with pytest.raises(ValueError, match="--index-type 'IVF64,Bogus': not one of flat, ivf, hnsw, ivfpq"):
+        index_types.plan("IVF64,Bogus", 32, 10_000)
+    with pytest.raises(ValueError, match="empty"):
+        index_types.check(" ", 32)
+
+
+@pytest.mark.parametrize("spec", ["ivf", "hnsw", "ivfpq", "IVF32,SQ8"])
+def test_approximate_types_find_what_flat_finds(spec):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4500, 32)).astype("float32")
+    faiss.normalize_L2(x)
+    flat = store.empty_index(32)
+    ids = np.arange(4500, dtype="int64") * 7 + 3  # sparse ids, as after deletes
+    flat.add_with_ids(x, ids)
+    plan = index_types.plan(spec, 32, len(x))
+    ann = index_types.build(plan, flat)
+    assert isinstance(ann, faiss.IndexIDMap2) and ann.ntotal == 4500
+    q = x[:200] + 0.05 * rng.standard_normal((200, 32)).astype("float32")
+    _, want = flat.search(q, 1)
+    _, got = ann.search(q, 10)
+    recall = np.mean([w in g for w, g in zip(want[:, 0], got)])
+    assert set(np.unique(got)) <= set(ids)  # the docs table's ids, not storage positions
+    assert recall >= (0.6 if "PQ" in plan.factory else 0.9), (spec, recall)
+
+
+def test_index_type_end_to_end(tmp_path, cfg, embedder, monkeypatch, capsys):
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    write_docs(corpus, range(60))
+    s = index_corpus(corpus, folder, embedder, progress=False, index_type="ivf")
+    assert s.index_type == "IDMap2,Flat" and "uses exact (flat) search" in s.note
+    assert "needs training on at least 4096 documents" in capsys.readouterr().err
+    assert "ann" not in store.read_manifest(folder)["files"]
+
+    monkeypatch.setattr(index_types, "MIN_TRAIN_DOCS", 50)
+    s = index_corpus(corpus, folder, embedder, progress=False)  # the requested type is remembered
+    manifest = store.read_manifest(folder)
+    assert s.index_type == manifest["index_type"] == "IDMap2,IVF1,Flat" and manifest["files"]["ann"]
+    s = index_corpus(corpus, folder, embedder, progress=False, index_type="hnsw")
+    snap = store.load(folder)
+    assert s.index_type == "IDMap2,HNSW32" and snap.ann is not None and snap.manifest["search_params"]["efSearch"]
+    flat_hits = [h.id for h in Searcher(folder, embedder).search([text(7)], 5, mode="dense")[0]]
+    _, vids = snap.index.search(embedder.encode_queries([text(7)]), 5)
+    ids = dict(zip(snap.docs.column("vid").to_pylist(), snap.docs.column("id").to_pylist()))
+    assert flat_hits == [ids[v] for v in vids[0]]  # HNSW on 60 vectors is exact
+    remove_documents(folder, ["d0007.txt"])  # HNSW has no remove_ids: rebuilt from the flat vectors
+    snap = store.load(folder)
+    assert snap.ann.ntotal == snap.index.ntotal == 59
+    r = CliRunner().invoke(app, ["index", str(corpus), "--index", str(folder), "--model", str(cfg),
+                                 "--index-type", "IVF8,Nonsense"])
+    assert r.exit_code == 2 and "--index-type 'IVF8,Nonsense'" in r.output
+    assert store.read_manifest(folder)["index_type"] == "IDMap2,HNSW32"  # refused before any change
+    ann = folder / store.read_manifest(folder)["files"]["ann"]
+    ann.write_bytes(ann.read_bytes()[:100])
+    with pytest.raises(store.IndexFolderError, match=f"{ann.name}: truncated or not a FAISS index"):
+        Searcher(folder, embedder)
+    assert index_corpus(corpus, folder, embedder, progress=False, index_type="flat").encoded == 1  # repaired
+
+
+def test_searcher_moves_the_index_to_gpus_when_faiss_has_them(tmp_path, embedder, monkeypatch):
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    write_docs(corpus, range(4))
+    index_corpus(corpus, folder, embedder, progress=False)
+    moved = []
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", lambda ix: moved.append(ix) or ix, raising=False)
+    searcher = Searcher(folder, embedder)
+    assert searcher.index_device == "1 gpu" and moved == [searcher.snapshot.index]
+
+    def no_gpu_version(ix):
+        raise RuntimeError("not implemented for this index type")
+
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", no_gpu_version)
+    searcher = Searcher(folder, embedder)
+    assert searcher.index_device == "cpu" and len(searcher.search(["fox"], 2, mode="dense")[0]) == 2
+
+
+# -- bad input --------------------------------------------------------------------------------------
+
+
+def test_bad_files_are_named_skipped_and_nothing_is_lost(tmp_path, embedder, capsys):
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    write_docs(corpus, range(4))
+    index_corpus(corpus, folder, embedder, progress=False)
+    (corpus / "binary.txt").write_bytes(b"abc\x00def")
+    (corpus / "latin1.md").write_bytes("caf\xe9".encode("latin-1"))
+    (corpus / "empty.rst").write_text("")
+    with open(corpus / "huge.txt", "wb") as f:  # 100 MB, sparse: costs no disk
+        f.truncate(100 * 10**6)
+    (corpus / "sub").mkdir()
+    os.symlink(corpus, corpus / "sub" / "loop")
+    (corpus / "d0002.txt").write_bytes(b"\x00 damaged since the last run")  # indexed before, unreadable now
+    capsys.readouterr()
+    s = index_corpus(corpus, folder, embedder, progress=False)
+    err = capsys.readouterr().err
+    for name, reason in [("binary.txt", "binary file"), ("latin1.md", "invalid UTF-8 at byte 3"),
+                         ("empty.rst", "empty file"), ("huge.txt", "file is 95 MiB, over the 64 MiB limit"),
+                         ("loop", "symlink loop"), ("d0002.txt", "keeping the indexed version of 'd0002.txt'")]:
+        assert any(name in line and reason in line for line in err.splitlines()), (name, err)
+    assert (s.skipped_files, s.encoded, s.removed, s.documents) == (5, 0, 0, 4)
+    assert Searcher(folder, embedder).search([text(2)], 1, mode="lexical")[0][0].id == "d0002.txt"
+
+
+def test_unreadable_file_permission_denied(tmp_path, capsys):
+    """chmod 000 only stops a reader that is not root: as root, read as `nobody` for the moment."""
+    root = Path(tempfile.mkdtemp(prefix="longretr-eacces-"))  # outside pytest's 0700 folders
+    try:
+        root.chmod(0o755)
+        (root / "ok.txt").write_text("readable")
+        (root / "secret.txt").write_text("not for you")
+        (root / "secret.txt").chmod(0)
+        skipped: list[str] = []
+        if os.geteuid() == 0:
+            try:
+                os.seteuid(65534)
+            except PermissionError:
+                pytest.skip("running as root without the right to drop privileges, so chmod 000 cannot bite")
+            try:
+                docs = [d.id for d in read_corpus(root, skipped=skipped)]
+            finally:
+                os.seteuid(0)
+        else:
+            docs = [d.id for d in read_corpus(root, skipped=skipped)]
+        assert docs == ["ok.txt"] and skipped == [str(root / "secret.txt")]
+        assert "skipping " + str(root / "secret.txt") + ": cannot read (Permission denied)" in capsys.readouterr().err
+    finally:
+        (root / "secret.txt").chmod(0o600)
+        for p in root.iterdir():
+            p.unlink()
+        root.rmdir()
+
+
+def test_foreign_and_damaged_index_files_are_named(tmp_path, embedder):
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    write_docs(corpus, range(4))
+    index_corpus(corpus, folder, embedder, progress=False)
+    manifest = store.read_manifest(folder)
+    vec = folder / manifest["files"]["vectors"]
+    good = vec.read_bytes()
+    faiss.write_index(faiss.IndexFlatL2(32), str(vec))  # a real FAISS file, but not one longretr wrote
+    with pytest.raises(store.IndexFolderError, match=f"{vec.name}: a FAISS IndexFlatL2, not the IndexIDMap2"):
+        store.load(folder)
+    vec.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    with pytest.raises(store.IndexFolderError, match=f"{vec.name}: truncated or not a FAISS index"):
+        store.load(folder)
+    vec.write_bytes(good)
+    docs = folder / manifest["files"]["docs"]
+    other = store.load(folder).docs
+    pq.write_table(other.set_column(0, "vid", pa.array(other.column("vid").to_numpy() + 100)), docs)
+    with pytest.raises(store.IndexFolderError, match="vector ids differ from the vid column"):
+        store.load(folder)
+    pq.write_table(other.drop(["sha256"]), docs)
+    with pytest.raises(store.IndexFolderError, match=r"missing columns \['sha256'\]"):
+        store.load(folder)
+    docs.unlink()
+    with pytest.raises(store.IndexFolderError, match=f"{docs.name}: corrupt or unreadable docs table"):
+        store.load(folder)
+    (folder / "manifest.json").write_text(json.dumps({"format_version": 1, "name": "someone else's"}))
+    with pytest.raises(store.IndexFolderError, match="names no vectors/docs files"):
+        store.load(folder)
+    (folder / "manifest.json").write_text(json.dumps({"format_version": 7}))
+    with pytest.raises(store.IndexFolderError, match="not a longretr index manifest of format 1"):
+        store.load(folder)
+    s = index_corpus(corpus, folder, embedder, progress=False, rebuild=True)  # --rebuild recovers
+    assert s.documents == 4 and store.read_manifest(folder)["version"] == 2

@@ -1,0 +1,340 @@
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from tiny_models import write_config
+from typer.testing import CliRunner
+
+from longretr import store
+from longretr.cli import app as cli_app
+from longretr.embedder import Embedder
+from longretr.indexer import index_corpus
+from longretr.search import Searcher
+from longretr.server import Limits, SearchService, create_app
+
+TEXTS = {
+    "animals/fox.txt": "# Fox\nthe quick brown fox jumps over a lazy dog",
+    "animals/dog.txt": "# Dog\na lazy dog while the brown fox jumps",
+    "formats/json.md": "# JSON\nparsing json and csv with regular expressions",
+    "formats/zip.txt": "computing a digest of every file in the archive",
+    "time.rst": "Times\n=====\ndates times threads and the command line arguments",
+    "cli.txt": "# CLI\nparsing command line arguments with threads",
+}
+
+
+def write_corpus(root, texts=TEXTS):
+    for name, text in texts.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_gemma, tmp_path_factory):
+    return Embedder(str(write_config(tmp_path_factory.mktemp("cfg"), tiny_gemma)))
+
+
+@pytest.fixture(scope="module")
+def index_folder(embedder, tmp_path_factory):
+    base = tmp_path_factory.mktemp("srv")
+    corpus = write_corpus(base / "corpus")
+    index_corpus(corpus, base / "idx", embedder, progress=False)
+    return base / "idx"
+
+
+@pytest.fixture()
+def service(index_folder, embedder):
+    svc = SearchService(index_folder, embedder, reload_interval=0)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture()
+def client(service):
+    with TestClient(create_app(service)) as c:
+        yield c
+
+
+def test_search_health_and_stats(client, service, index_folder, embedder):
+    r = client.post("/search", json={"query": "lazy dog", "k": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    direct = Searcher(index_folder, embedder).search(["lazy dog"], 3)[0]
+    assert [h["id"] for h in body["hits"]] == [h.id for h in direct]
+    assert [h["score"] for h in body["hits"]] == pytest.approx([h.score for h in direct], abs=1e-5)
+    assert [h["rank"] for h in body["hits"]] == [1, 2, 3]
+    assert set(body["hits"][0]) >= {"id", "score", "title", "path", "snippet", "rank"}
+    assert body["index_version"] == 1 and body["k"] == 3 and body["took_ms"] > 0
+    assert client.post("/search", json={"query": "json"}).json()["hits"].__len__() == len(TEXTS)  # k defaults to 10
+
+    health = client.get("/health")
+    assert health.status_code == 200 and health.json() == {"status": "ok", "index_version": 1,
+                                                           "documents": len(TEXTS)}
+    stats = client.get("/stats").json()
+    assert stats["documents"] == len(TEXTS) and stats["model"] == "tiny"
+    assert stats["index_type"] == store.read_manifest(index_folder)["index_type"]
+    assert body["mode"] == stats["default_mode"]  # a request without a mode reports the one it got
+    assert stats["queries"] == 2 and stats["rejected"] == 0 and stats["uptime_s"] >= 0
+    lat = stats["latency_ms"]
+    assert lat["window"] == 2 and 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+
+
+def test_filters_keep_only_matching_hits_in_ranked_order(client):
+    full = [h["id"] for h in client.post("/search", json={"query": "brown fox", "k": 10}).json()["hits"]]
+    r = client.post("/search", json={"query": "brown fox", "k": 10, "filter": {"path_prefix": "formats/"}})
+    assert r.status_code == 200, r.text
+    hits = r.json()["hits"]
+    assert [h["id"] for h in hits] == [i for i in full if i.startswith("formats/")]
+    assert [h["rank"] for h in hits] == [1, 2]
+    wanted = ["cli.txt", "animals/dog.txt", "nope.txt"]
+    hits = client.post("/search", json={"query": "brown fox", "k": 1, "filter": {"ids": wanted}}).json()["hits"]
+    assert [h["id"] for h in hits] == [next(i for i in full if i in wanted)]
+    both = {"path_prefix": "animals/", "ids": ["animals/dog.txt", "cli.txt"]}
+    hits = client.post("/search", json={"query": "brown fox", "filter": both}).json()["hits"]
+    assert [h["id"] for h in hits] == ["animals/dog.txt"]
+
+
+BAD = [
+    (b"{not json", 400, "not valid JSON"),
+    (b"", 400, "empty request body"),
+    (b"\xff\xfe\x00garbage", 400, "not valid JSON"),
+    (b"[" * 5000 + b"]" * 5000, 400, "not valid JSON"),
+    (b'["lazy dog"]', 422, "must be a JSON object"),
+    (b'{"k": 3}', 422, "missing field 'query'"),
+    (b'{"q": "dog"}', 422, "unknown field(s) ['q']"),
+    (b'{"query": ""}', 422, "'query' is empty"),
+    (b'{"query": "   \\n "}', 422, "'query' is empty"),
+    (b'{"query": 42}', 422, "'query' must be a string"),
+    (b'{"query": "\\ud800 dog"}', 422, "lone surrogate"),
+    (json.dumps({"query": "dog " * 600}).encode(), 413, "the limit is 2000"),
+    (b'{"query": "dog", "k": 0}', 422, "between 1 and 100"),
+    (b'{"query": "dog", "k": -5}', 422, "between 1 and 100"),
+    (b'{"query": "dog", "k": 101}', 422, "between 1 and 100"),
+    (b'{"query": "dog", "k": "5"}', 422, "'k' must be an integer"),
+    (b'{"query": "dog", "k": 2.5}', 422, "'k' must be an integer"),
+    (b'{"query": "dog", "k": true}', 422, "'k' must be an integer"),
+    (b'{"query": "dog", "k": NaN}', 422, "'k' must be an integer"),
+    (b'{"query": "dog", "filter": "animals/"}', 422, "'filter' must be an object"),
+    (b'{"query": "dog", "filter": {"path": "a"}}', 422, "unknown filter key(s) ['path']"),
+    (b'{"query": "dog", "filter": {"path_prefix": 3}}', 422, "'path_prefix' must be a non-empty string"),
+    (b'{"query": "dog", "filter": {"ids": "cli.txt"}}', 422, "'ids' must be a non-empty list"),
+    (b'{"query": "dog", "filter": {"ids": []}}', 422, "'ids' must be a non-empty list"),
+    (json.dumps({"query": "dog", "filter": {"ids": [str(i) for i in range(1001)]}}).encode(), 422, "limit is 1000"),
+    (b'{"query": "dog", "mode": 7}', 422, "'mode' must be a non-empty string"),
+    (b'{"query": "' + b"x" * 70_000 + b'"}', 413, "the limit is 65536"),
+]
+
+
+def test_burst_of_bad_requests_then_a_good_one(client, service):
+    for body, status, message in BAD:
+        r = client.post("/search", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == status, (body[:60], r.text)
+        assert message in r.json()["error"], (body[:60], r.json())
+    # a body without Content-Length (chunked) is counted as it streams in
+    r = client.post("/search", content=(b"x" * 10_000 for _ in range(10)))
+    assert r.status_code == 413 and "exceeds the limit of 65536" in r.json()["error"]
+    assert client.get("/search").status_code == 405
+    assert client.get("/nowhere").json() == {"error": "Not Found"}
+    r = client.post("/search", json={"query": "lazy dog", "k": 2})
+    assert r.status_code == 200 and len(r.json()["hits"]) == 2
+    stats = client.get("/stats").json()
+    assert stats["rejected"] == len(BAD) + 1 and stats["queries"] == 1 and stats["failed"] == 0
+    assert client.get("/health").json()["status"] == "ok"
+
+
+class CountingEncoder:
+    """Wraps encode_queries: counts calls and batch sizes, optionally slow so requests pile up."""
+
+    def __init__(self, embedder, delay=0.0, fail_on=None):
+        self.inner, self.delay, self.fail_on = embedder.encode_queries, delay, fail_on
+        self.batches: list[int] = []
+
+    def __call__(self, queries):
+        self.batches.append(len(queries))
+        if self.fail_on and any(self.fail_on in q for q in queries):
+            raise ValueError(f"refusing query containing {self.fail_on!r}")
+        time.sleep(self.delay)
+        return self.inner(queries)
+
+
+def post_concurrently(client, bodies):
+    barrier, out = threading.Barrier(len(bodies)), [None] * len(bodies)
+
+    def go(i):
+        barrier.wait()
+        out[i] = client.post("/search", json=bodies[i])
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_concurrent_requests_share_encoder_calls(index_folder, embedder, monkeypatch):
+    counter = CountingEncoder(embedder, delay=0.2)
+    monkeypatch.setattr(embedder, "encode_queries", counter)
+    queries = [f"{w} dog" for w in ("lazy", "brown", "quick", "json", "csv", "archive", "dates", "threads")] * 2
+    svc = SearchService(index_folder, embedder, batch_wait_ms=50, reload_interval=0)
+    try:
+        with TestClient(create_app(svc)) as client:
+            responses = post_concurrently(client, [{"query": q, "k": 3} for q in queries])
+            stats = client.get("/stats").json()
+    finally:
+        svc.close()
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    # 16 concurrent requests, far fewer encoder calls: they were micro-batched
+    assert len(counter.batches) < len(queries) and max(counter.batches) > 1, counter.batches
+    assert sum(counter.batches) == len(queries)
+    assert stats["batching"]["max_seen"] > 1 and stats["search_calls"] == len(counter.batches)
+    monkeypatch.undo()
+    searcher = Searcher(index_folder, embedder)
+    for q, r in zip(queries, responses):  # batching does not change any request's answer
+        direct = searcher.search([q], 3)[0]
+        assert [h["id"] for h in r.json()["hits"]] == [h.id for h in direct]
+        assert [h["score"] for h in r.json()["hits"]] == pytest.approx([h.score for h in direct], abs=1e-4)
+
+
+def test_a_failing_query_does_not_fail_its_batch(index_folder, embedder, monkeypatch):
+    counter = CountingEncoder(embedder, delay=0.1, fail_on="boom")
+    monkeypatch.setattr(embedder, "encode_queries", counter)
+    svc = SearchService(index_folder, embedder, batch_wait_ms=50, reload_interval=0)
+    try:
+        with TestClient(create_app(svc)) as client:
+            responses = post_concurrently(client, [{"query": q} for q in ["lazy dog", "boom", "json", "csv"]])
+    finally:
+        svc.close()
+    assert [r.status_code for r in responses] == [200, 422, 200, 200]
+    assert "refusing query containing 'boom'" in responses[1].json()["error"]
+    assert max(counter.batches) > 1  # they did share a batch before the retry one by one
+
+
+class RecordingSearcher:
+    """Stands in for a Searcher with search modes (lexical, hybrid) to check what the server forwards."""
+
+    def __init__(self, real):
+        self.snapshot, self.real, self.calls = real.snapshot, real, []
+
+    def search(self, queries, k=10, mode=None):
+        self.calls.append((list(queries), k, mode))
+        if mode not in (None, "dense", "lexical"):
+            raise ValueError(f"unknown search mode {mode!r}; use dense, lexical or hybrid")
+        return self.real.search(queries, k)
+
+
+def test_mode_is_forwarded_only_when_given(service, client):
+    service.supports_mode = True
+    service.searcher = RecordingSearcher(service.searcher)
+    assert client.post("/search", json={"query": "dog", "k": 2, "mode": "lexical"}).status_code == 200
+    assert client.post("/search", json={"query": "dog", "k": 2}).status_code == 200
+    r = client.post("/search", json={"query": "dog", "mode": "fuzzy"})
+    assert r.status_code == 422 and "unknown search mode 'fuzzy'" in r.json()["error"]
+    assert service.searcher.calls == [(["dog"], 2, "lexical"), (["dog"], 2, None), (["dog"], 10, "fuzzy")]
+    service.supports_mode = False  # a Searcher without modes: a clear refusal, not a TypeError
+    r = client.post("/search", json={"query": "dog", "mode": "lexical"})
+    assert r.status_code == 422 and "not supported" in r.json()["error"]
+
+
+def test_queue_limit_and_timeout_answer_503_and_504(index_folder, embedder, monkeypatch):
+    svc = SearchService(index_folder, embedder, limits=Limits(max_queue=0), reload_interval=0)
+    with TestClient(create_app(svc)) as client:
+        r = client.post("/search", json={"query": "dog"})
+    svc.close()
+    assert r.status_code == 503 and "server busy" in r.json()["error"]
+    monkeypatch.setattr(embedder, "encode_queries", CountingEncoder(embedder, delay=0.5))
+    svc = SearchService(index_folder, embedder, limits=Limits(request_timeout_s=0.05), reload_interval=0)
+    with TestClient(create_app(svc)) as client:
+        r = client.post("/search", json={"query": "dog"})
+        assert r.status_code == 504 and "took over" in r.json()["error"]
+        time.sleep(0.6)  # the abandoned job finishes; the worker carries on
+        monkeypatch.undo()
+        assert client.post("/search", json={"query": "dog"}).status_code == 200
+    svc.close()
+
+
+def test_index_reload_on_new_version(tmp_path, embedder):
+    corpus = write_corpus(tmp_path / "corpus", dict(list(TEXTS.items())[:3]))
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+    svc = SearchService(folder, embedder, reload_interval=0.05)
+    try:
+        with TestClient(create_app(svc)) as client:
+            assert client.get("/health").json()["documents"] == 3
+            write_corpus(corpus, {"new/arch.txt": "computing a digest of every file in the archive"})
+            index_corpus(corpus, folder, embedder, progress=False)
+            deadline = time.monotonic() + 10
+            while client.get("/health").json()["index_version"] != 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            r = client.post("/search", json={"query": "digest of every file in the archive", "k": 4}).json()
+            assert r["index_version"] == 2 and r["hits"][0]["id"] == "new/arch.txt"
+            assert client.get("/stats").json()["documents"] == 4
+            # a damaged manifest is reported, and the last good version keeps answering
+            (folder / store.MANIFEST).write_text("{")
+            deadline = time.monotonic() + 10
+            while client.get("/stats").json()["reload_error"] is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert "unreadable manifest" in client.get("/stats").json()["reload_error"]
+            r = client.post("/search", json={"query": "lazy dog"})
+            assert r.status_code == 200 and r.json()["index_version"] == 2
+    finally:
+        svc.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_longretr_serve_subprocess_and_search_client(index_folder, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "serve.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "longretr.cli", "serve", "--index", str(index_folder),
+                             "--port", str(port), "--reload-interval", "0"], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.2)
+        r = httpx.post(f"{url}/search", json={"query": "lazy dog", "k": 2})
+        assert r.status_code == 200 and len(r.json()["hits"]) == 2
+        assert httpx.post(f"{url}/search", content=b"{oops").status_code == 400
+
+        runner = CliRunner()
+        out = runner.invoke(cli_app, ["search", "lazy dog", "--server", url, "-k", "2", "--json"])
+        assert out.exit_code == 0, out.output
+        assert json.loads(out.output) == r.json()["hits"]
+        out = runner.invoke(cli_app, ["search", "lazy dog", "--server", url, "-k", "2"])
+        first = r.json()["hits"][0]
+        assert out.exit_code == 0 and f"  1  {first['score']:.4f}  {first['title']}" in out.output
+        queries = tmp_path / "q.tsv"
+        queries.write_text("q1\tlazy dog\nq2\tjson csv\nq3\tthreads\n")
+        run = tmp_path / "run.trec"
+        out = runner.invoke(cli_app, ["search", "--queries", str(queries), "--server", url, "-k", "2",
+                                      "--output", str(run)])
+        assert out.exit_code == 0, out.output
+        lines = run.read_text().splitlines()
+        assert len(lines) == 6 and lines[0].startswith("q1 Q0 ") and lines[4].startswith("q3 Q0 ")
+        out = runner.invoke(cli_app, ["search", "x", "--server", url, "-k", "500"])
+        assert out.exit_code == 2 and "answered 422" in out.output and "between 1 and 100" in out.output
+        assert "error" not in (tmp_path / "serve.log").read_text().lower()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert "on http://127.0.0.1:" in (tmp_path / "serve.log").read_text()
+    out = CliRunner().invoke(cli_app, ["search", "x", "--server", url])
+    assert out.exit_code == 2 and "cannot reach the server" in out.output

@@ -1,0 +1,98 @@
+import json
+
+import pytest
+import torch
+from tiny_models import write_config
+
+from longretr.config import load_config
+from longretr.embedder import Embedder
+from longretr.train.data import Triplet, longdoc_triplets, write_jsonl
+from longretr.train.losses import diffusion_loss, info_nce, mask_tokens
+from longretr.train.trainer import TrainConfig, Trainer
+
+WORDS = "the quick brown fox jumps over a lazy dog while parsing command line arguments".split()
+
+
+def _triplets(n=24):
+    rows = []
+    for i in range(n):
+        a, b = WORDS[i % len(WORDS)], WORDS[(i * 7 + 3) % len(WORDS)]
+        rows.append(Triplet(f"{a}", f"{a} {a} {a} archive", [f"{b} {b} digest"], "Find it", "toy"))
+    return rows
+
+
+def _cfg(tmp_path, tiny_gemma, **kw):
+    data = tmp_path / "toy.jsonl"
+    write_jsonl(data, _triplets())
+    model = write_config(tmp_path, tiny_gemma, dtype="float32")
+    values = dict(model=str(model), data=[str(data)], output=str(tmp_path / "run"), steps=12, batch_size=6,
+                  warmup=2, lr=5e-3, max_doc_tokens=32, max_query_tokens=16, save_every=4,
+                  gradient_checkpointing=True, dtype="float32", lora_dropout=0.0)
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def test_info_nce_prefers_aligned_pairs():
+    q = torch.nn.functional.normalize(torch.randn(4, 8), dim=1)
+    assert info_nce(q, q) < info_nce(q, q.flip(0))
+
+
+def test_masking_and_diffusion_loss():
+    ids = torch.arange(4, 104).reshape(2, 50)
+    mask = torch.ones_like(ids)
+    mask[1, 30:] = 0
+    noisy, masked, t = mask_tokens(ids, mask, mask_id=1, generator=torch.Generator().manual_seed(0))
+    assert not masked[:, 0].any() and not masked[1, 30:].any()
+    assert (noisy[masked] == 1).all() and (noisy[~masked] == ids[~masked]).all()
+    emb = torch.randn(110, 8)
+    hidden = torch.randn(2, 50, 8)
+    assert diffusion_loss(hidden, emb, ids, masked, t).item() > 0
+
+
+def test_contrastive_training_lowers_loss_and_resumes(tmp_path, tiny_gemma):
+    cfg = _cfg(tmp_path, tiny_gemma)
+    Trainer(cfg).train(progress=False)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 12
+    first, last = sum(r["loss"] for r in log[:3]) / 3, sum(r["loss"] for r in log[-3:]) / 3
+    assert last < first * 0.8, (first, last)
+    out = tmp_path / "run"
+    assert (out / "adapter" / "adapter_model.safetensors").exists() and (out / "loss.png").exists()
+    # the adapter's model config loads through the normal path and changes the vectors
+    trained = Embedder(str(out / "adapter" / "model.toml"))
+    plain = Embedder(cfg.model)
+    assert trained.config.adapter and not torch.allclose(
+        torch.from_numpy(trained.encode_queries(["fox"])), torch.from_numpy(plain.encode_queries(["fox"])))
+    # resume continues from the checkpoint to a longer schedule without repeating steps
+    Trainer(_cfg(tmp_path, tiny_gemma, steps=16)).train(resume=True, progress=False)
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 17))
+    with pytest.raises(FileExistsError):
+        Trainer(cfg).train(progress=False)
+
+
+def test_diffusion_objective_runs(tmp_path, tiny_gemma):
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text("".join(json.dumps({"id": i, "text": " ".join(WORDS * 60)}) + "\n" for i in range(3)))
+    from tiny_models import make_tokenizer
+
+    make_tokenizer(tmp_path / "tok")  # the toy tokenizer has no mask token: add one
+    cfg = _cfg(tmp_path, tiny_gemma, objective="diffusion", data=[str(raw)], steps=3, batch_size=2)
+    trainer = Trainer(cfg)
+    trainer.tokenizer.add_special_tokens({"mask_token": "<unk>"})
+    trainer.train(progress=False)
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 3
+
+
+def test_longdoc_triplets_split_documents():
+    body = "This is a longer sentence about topic %d that says something real about the subject. "
+    docs = [(f"dir{i % 3}/doc{i}", f"The title of {i}\n==============\n\n" + body % i * 40) for i in range(40)]
+    train, val = longdoc_triplets(docs, seed=1)
+    train_pos = {t.positive for t in train}
+    assert train and val and not train_pos & {t.positive for t in val}
+    assert all(t.negatives[0] != t.positive for t in train + val)
+    assert {t.query for t in train} >= {"The title of 5", "The title of 7"} - {t.query for t in val}
+
+
+def test_default_config_loads():
+    assert load_config("default").pooling == "mean"
