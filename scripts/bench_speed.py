@@ -476,11 +476,14 @@ def plot(result: dict, path: Path) -> None:
                          label=method)
             axes[1].plot([int(r["case"]) for r in ok], [r["peak_rss"] / GIB for r in ok], "o-", color=f"C{k}",
                          label=method)
-        for r in pts:
-            if r["status"] != "ok":
-                for ax in axes[:2]:
-                    ax.annotate(f"{method}: {r['status']}", (int(r["case"]), 0), xycoords=("data", "axes fraction"),
-                                rotation=90, fontsize=7, va="bottom", ha="right")
+    failed: dict[int, list[str]] = {}
+    for r in rows:
+        if r["case"].isdigit() and r["status"] != "ok":
+            failed.setdefault(int(r["case"]), []).append(f"{r['method']}: {r['status']}")
+    for length, notes in failed.items():
+        for ax in axes[:2]:
+            ax.annotate("\n".join(notes), (length, 0.02), xycoords=("data", "axes fraction"), rotation=90,
+                        fontsize=7, va="bottom", ha="right")
     for ax, label in zip(axes[:2], ("tokens/s", "peak RSS of the process (GiB)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("document length (tokens)")
@@ -531,7 +534,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench-speed")
     ap.add_argument("--case", type=Path, help=argparse.SUPPRESS)  # internal: run one case in this process
     ap.add_argument("--peaks", type=Path, help=argparse.SUPPRESS)  # internal: measure the peaks into this file
+    ap.add_argument("--report", type=Path, metavar="BENCH_JSON", help="print the table and redraw the PNG of an "
+                                                                       "earlier run's bench.json, run nothing")
     args = ap.parse_args()
+    if args.report:
+        result = json.loads(args.report.read_text())
+        plot(result, args.report.with_name("bench.png"))
+        print_report(result)
+        return
     if args.case:
         spec = json.loads(args.case.read_text())
         Path(spec["result"]).write_text(json.dumps(run_case(spec)))

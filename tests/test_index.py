@@ -40,7 +40,7 @@ def test_index_then_search_finds_copied_passage(corpus, tmp_path, embedder):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["count"] == 4 and manifest["dim"] == 32 and manifest["model"]["name"] == "tiny"
     for name, text in TEXTS.items():
-        hits = Searcher(folder, embedder).search([text.split("\n")[-1]], k=4)[0]
+        hits = Searcher(folder, embedder).search([text.split("\n")[-1]], k=4, mode="dense")[0]
         assert len(hits) == 4 and [h.rank for h in hits] == [1, 2, 3, 4]
         assert hits[0].id == name  # a passage copied from a document ranks it first
     docs = store.load(folder).docs.to_pylist()
@@ -119,7 +119,7 @@ def test_cli_index_and_search(corpus, tmp_path, tiny_gemma):
     r = runner.invoke(app, ["index", str(corpus), "--index", str(folder), "--model", str(cfg)])
     assert r.exit_code == 0, r.output
     assert "4 documents in index" in r.output and "0 truncated" in r.output
-    r = runner.invoke(app, ["search", "lazy dog", "--index", str(folder), "-k", "2", "--json"])
+    r = runner.invoke(app, ["search", "lazy dog", "--index", str(folder), "-k", "2", "--json", "--mode", "dense"])
     assert r.exit_code == 0, r.output
     hits = json.loads(r.output)
     assert len(hits) == 2 and {"id", "score", "title", "path", "snippet"} <= set(hits[0])
@@ -127,10 +127,10 @@ def test_cli_index_and_search(corpus, tmp_path, tiny_gemma):
     queries.write_text("q1\tlazy dog\nq2\tjson csv\n")
     run = tmp_path / "run.trec"
     r = runner.invoke(app, ["search", "--queries", str(queries), "--index", str(folder), "-k", "3",
-                            "--output", str(run)])
+                            "--output", str(run), "--mode", "dense"])
     assert r.exit_code == 0, r.output
     lines = run.read_text().splitlines()
-    assert len(lines) == 6 and lines[0].startswith("q1 Q0 ") and lines[0].endswith(" longretr")
+    assert len(lines) == 6 and lines[0].startswith("q1 Q0 ") and lines[0].endswith(" longretr-dense")
     r = runner.invoke(app, ["search", "x", "--index", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "no index here" in r.output
     causal = write_config(tmp_path, tiny_gemma, name="causal", attention="causal")

@@ -44,7 +44,7 @@ def embedder(tiny_gemma, tmp_path_factory):
 def index_folder(embedder, tmp_path_factory):
     base = tmp_path_factory.mktemp("srv")
     corpus = write_corpus(base / "corpus")
-    index_corpus(corpus, base / "idx", embedder, progress=False)
+    index_corpus(corpus, base / "idx", embedder, progress=False, ranking={"mode": "dense"})
     return base / "idx"
 
 
@@ -262,13 +262,13 @@ def test_queue_limit_and_timeout_answer_503_and_504(index_folder, embedder, monk
 def test_index_reload_on_new_version(tmp_path, embedder):
     corpus = write_corpus(tmp_path / "corpus", dict(list(TEXTS.items())[:3]))
     folder = tmp_path / "idx"
-    index_corpus(corpus, folder, embedder, progress=False)
+    index_corpus(corpus, folder, embedder, progress=False, ranking={"mode": "dense"})
     svc = SearchService(folder, embedder, reload_interval=0.05)
     try:
         with TestClient(create_app(svc)) as client:
             assert client.get("/health").json()["documents"] == 3
             write_corpus(corpus, {"new/arch.txt": "computing a digest of every file in the archive"})
-            index_corpus(corpus, folder, embedder, progress=False)
+            index_corpus(corpus, folder, embedder, progress=False, ranking={"mode": "dense"})
             deadline = time.monotonic() + 10
             while client.get("/health").json()["index_version"] != 2 and time.monotonic() < deadline:
                 time.sleep(0.05)

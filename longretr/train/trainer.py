@@ -139,11 +139,12 @@ class Trainer:
         noisy, masked, t = mask_tokens(ids, mask, self.tokenizer.mask_token_id, generator)
         with torch.autocast(self.device.split(":")[0], dtype=self.dtype, enabled=self.dtype != torch.float32):
             hidden = self.model(input_ids=noisy, attention_mask=mask).last_hidden_state
-        emb = self.model.get_input_embeddings().weight
+        emb = self.model.get_input_embeddings().weight.clone()  # never an inference tensor from an earlier encode
         return diffusion_loss(hidden, emb, ids, masked, t), int(mask.sum())
 
     # ---- loop --------------------------------------------------------------------------------
 
+    @torch.inference_mode(False)
     def train(self, resume: bool = False, progress: bool = True) -> dict:
         cfg = self.cfg
         rng = random.Random(cfg.seed)

@@ -1,0 +1,84 @@
+"""Validation scores for the training card: a model config before/after training, measured the
+same way. Three query sets:
+  reasonaug-q2c  held-out ReasonAug concepts: problem -> its concept's definition (among all held-out definitions)
+  longdoc        held-out kernel/Debian documents: title or copied sentence -> the document
+  demo           tests/data/demo_queries.jsonl: plain-language queries -> stdlib module page (demo corpus)
+Documents are truncated to --doc-tokens here to keep the card cheap on a CPU; the numbers say so.
+
+    python scripts/train_card.py --model default --model runs/pilot/adapter/model.toml --out runs/pilot/val.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from longretr.config import load_config
+from longretr.democorpus import build as build_demo
+from longretr.embedder import Embedder
+from longretr.train.data import read_triplets
+
+
+def mrr_top(scores: np.ndarray, relevant: list[int], k: int = 10) -> dict:
+    ranks = [int((row > row[r]).sum()) + 1 for row, r in zip(scores, relevant)]
+    return {"mrr@10": float(np.mean([1 / r if r <= k else 0 for r in ranks])),
+            "top1": float(np.mean([r == 1 for r in ranks])), "top3": float(np.mean([r <= 3 for r in ranks])),
+            "queries": len(ranks)}
+
+
+def query_sets(data: Path, demo_corpus: Path, limit: int) -> dict:
+    sets = {}
+    rows = [t for t in read_triplets(data / "reasonaug-val.jsonl") if t.dataset == "reasonaug-q2c"][:limit]
+    docs = sorted({t.positive for t in rows} | {n for t in rows for n in t.negatives})
+    sets["reasonaug-q2c"] = ([(t.instruction, t.query) for t in rows], docs, [docs.index(t.positive) for t in rows])
+    rows = read_triplets(data / "longdoc-val.jsonl")[:limit]
+    docs = sorted({t.positive for t in rows} | {n for t in rows for n in t.negatives})
+    sets["longdoc"] = ([(t.instruction, t.query) for t in rows], docs, [docs.index(t.positive) for t in rows])
+    queries = [json.loads(line) for line in Path("tests/data/demo_queries.jsonl").read_text().splitlines()]
+    if not demo_corpus.exists():
+        build_demo(demo_corpus)
+    names = sorted(p.name for p in demo_corpus.glob("*.txt"))
+    docs = [(demo_corpus / n).read_text() for n in names]
+    sets["demo"] = ([(None, q["text"]) for q in queries], docs, [names.index(q["relevant"]) for q in queries])
+    return sets
+
+
+def evaluate(model: str, sets: dict, doc_tokens: int) -> dict:
+    cfg = load_config(model)
+    emb = Embedder(replace(cfg, max_tokens=doc_tokens))
+    out = {}
+    for name, (queries, docs, relevant) in sets.items():
+        start = time.perf_counter()
+        d = emb.encode_documents(docs, progress=False).vectors
+        qv = []
+        for instruction, text in queries:  # a set's own instruction where it has one, else the model's
+            if instruction is not None:
+                emb.config = replace(emb.config, query_instruction=instruction)
+            else:
+                emb.config = replace(emb.config, query_instruction=cfg.query_instruction)
+            qv.append(emb.encode_queries([text])[0])
+        out[name] = {**mrr_top(np.stack(qv) @ d.T, relevant), "documents": len(docs),
+                     "seconds": round(time.perf_counter() - start, 1)}
+        print(model, name, out[name], flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", required=True)
+    ap.add_argument("--data", type=Path, default=Path("data/train"))
+    ap.add_argument("--demo-corpus", type=Path, default=Path("corpus"))
+    ap.add_argument("--doc-tokens", type=int, default=1024)
+    ap.add_argument("--limit", type=int, default=150)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    sets = query_sets(args.data, args.demo_corpus, args.limit)
+    results = {"doc_tokens": args.doc_tokens, "models": {m: evaluate(m, sets, args.doc_tokens) for m in args.model}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
