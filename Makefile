@@ -39,8 +39,8 @@ bench-serve: install
 	$(BIN)/python scripts/bench_serve.py $(BENCH_SERVE_ARGS)
 
 # Long-context engine vs plain transformers vs sentence-transformers on the real default model, 512 to 32k
-# tokens + a mixed corpus, into results/bench-speed/<time>/ (README, Speed). Over an hour on a 2-core CPU;
-# BENCH_SPEED_ARGS="--quick" (512/2k/8k, a small mixed corpus) takes about 15 minutes.
+# tokens + mixed corpora, into results/bench-speed/<time>/ (README, Speed). 14 min on the lightly loaded
+# 2-core CPU, 35 min under load; BENCH_SPEED_ARGS="--quick" (512/2k/8k, small mixed corpus): 15 min under load.
 .PHONY: bench-speed
 bench-speed: install
 	$(BIN)/python scripts/bench_speed.py $(BENCH_SPEED_ARGS)

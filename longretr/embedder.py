@@ -30,15 +30,15 @@ class EncodedDocuments:
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CPUINFO = Path("/proc/cpuinfo")
-# Tokens per chunk of a feed-forward block (see chunk_feed_forward); 0 turns chunking off.
-FEED_FORWARD_CHUNK = 4096
+# Rows (tokens, or head vectors) per chunk of a token-wise module (see chunk_token_wise); 0 turns chunking off.
+TOKEN_WISE_CHUNK = 4096
 
 
 def pick_device_dtype(requested: str = "auto", device: str | None = None) -> tuple[str, torch.dtype]:
     """`auto`: bf16 on CUDA and on CPUs with native bf16 units, else fp32; any of DTYPES overrides it.
 
-    On a CPU with AMX-BF16 a bf16 matmul measured ~5x the fp32 rate (scripts/bench_speed.py prints both);
-    without native units bf16 is emulated and slower than fp32."""
+    On this project's 2-core AMX-BF16 CPU a bf16 matmul measured 4-12x the fp32 rate, depending on load
+    (scripts/bench_speed.py prints both); without native units bf16 is emulated and slower than fp32."""
     if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but this torch build sees no CUDA device")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -93,7 +93,7 @@ class Embedder:
         self.config = load_config(config) if isinstance(config, str) else config
         self.device, self.dtype = pick_device_dtype(dtype or self.config.dtype, device)
         self.model, self.tokenizer = load_backbone(self.config, self.dtype, self.device)
-        chunk_feed_forward(self.model, FEED_FORWARD_CHUNK)
+        chunk_token_wise(self.model, TOKEN_WISE_CHUNK)
         self.token_budget = token_budget
         self.dim = int(self.model.config.hidden_size)
 
@@ -168,39 +168,41 @@ class Embedder:
         return pool(hidden, mask, self.config.pooling, self.config.normalize).float().cpu().numpy()
 
 
-def chunk_feed_forward(model: torch.nn.Module, chunk_tokens: int) -> int:
-    """Run every decoder layer's feed-forward block (the module named `mlp`, as in Gemma, LLaMA, Qwen2) on at most
-    `chunk_tokens` tokens at a time; returns how many blocks were wrapped.
+def chunk_token_wise(model: torch.nn.Module, chunk_rows: int) -> int:
+    """Run the modules that act on each token (or head vector) alone in chunks of at most `chunk_rows` rows:
+    every feed-forward block (the module named `mlp`, as in Gemma, LLaMA, Qwen2) and every RMSNorm. Returns how
+    many modules were wrapped.
 
-    The block acts on each token alone, so chunking changes no result, but its intermediates (gate, up and their
-    product: L x intermediate_size each) are the largest tensors of a long forward: at 32k tokens of Gemma 3 270M
-    they were the peak RSS of the whole pass. Blocks that return anything but one tensor (e.g. MoE routers
-    returning logits) are run whole."""
-    if chunk_tokens <= 0:
+    Chunking rows changes no result, but these modules make the largest temporaries of a long forward pass: the
+    feed-forward's gate, up and product (L x intermediate_size each) and the norms' float32 copies (Gemma 3
+    normalises q and k in float32: 4 copies of L x heads x head_dim). At 32k tokens of Gemma 3 270M they set the
+    peak RSS of the pass. Modules that return anything but one tensor (e.g. MoE routers) are run whole."""
+    if chunk_rows <= 0:
         return 0
     wrapped = 0
     for name, module in model.named_modules():
-        if name.rsplit(".", 1)[-1] == "mlp" and not getattr(module, "_longretr_chunked", False):
-            module.forward = _chunked(module.forward, chunk_tokens)
+        token_wise = name.rsplit(".", 1)[-1] == "mlp" or type(module).__name__.endswith("RMSNorm")
+        if token_wise and not getattr(module, "_longretr_chunked", False):
+            module.forward = _chunked(module.forward, chunk_rows)
             module._longretr_chunked = True
             wrapped += 1
     return wrapped
 
 
-def _chunked(forward, chunk_tokens: int):
-    def run(hidden, *args, **kwargs):
-        if args or kwargs or hidden.dim() != 3 or hidden.shape[0] * hidden.shape[1] <= chunk_tokens:
-            return forward(hidden, *args, **kwargs)
-        flat = hidden.reshape(-1, hidden.shape[-1])
-        first = forward(flat[:chunk_tokens])
-        if not isinstance(first, torch.Tensor) or first.shape[0] != chunk_tokens:
-            return forward(hidden)
-        out = first.new_empty(flat.shape[0], *first.shape[1:])
-        out[:chunk_tokens] = first
+def _chunked(forward, chunk_rows: int):
+    def run(x, *args, **kwargs):
+        if args or kwargs or x.dim() < 2 or x.numel() // x.shape[-1] <= chunk_rows:
+            return forward(x, *args, **kwargs)
+        flat = x.reshape(-1, x.shape[-1])
+        first = forward(flat[:chunk_rows])
+        if not isinstance(first, torch.Tensor) or first.dim() != 2 or first.shape[0] != chunk_rows:
+            return forward(x)
+        out = first.new_empty(flat.shape[0], first.shape[1])
+        out[:chunk_rows] = first
         del first
-        for start in range(chunk_tokens, flat.shape[0], chunk_tokens):
-            out[start:start + chunk_tokens] = forward(flat[start:start + chunk_tokens])
-        return out.view(*hidden.shape[:2], *out.shape[1:])
+        for start in range(chunk_rows, flat.shape[0], chunk_rows):
+            out[start:start + chunk_rows] = forward(flat[start:start + chunk_rows])
+        return out.view(*x.shape[:-1], out.shape[1])
 
     return run
 

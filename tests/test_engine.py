@@ -1,13 +1,13 @@
 """The encoding engine around the attention: OOM split-and-retry, token-budget packing, dtype/device
-choice, progress reporting. Tiny random-weight models only."""
+choice, token-wise chunking, progress reporting. Tiny random-weight models only."""
 
 import numpy as np
 import pytest
 import torch
-from tiny_models import write_config
+from tiny_models import WORDS, write_config
 
 from longretr import embedder as embedder_module
-from longretr.embedder import Embedder, pack_batches, pick_device_dtype
+from longretr.embedder import Embedder, chunk_token_wise, pack_batches, pick_device_dtype
 
 # Token lengths of the demo corpus (300 stdlib pydoc pages, Gemma 3 tokenizer) are close to
 # log-normal: median 2.8k, 5th-95th percentile 207-18k, max 83k. Fitted parameters of log(length):
@@ -100,6 +100,36 @@ def test_progress_bar_shows_documents_tokens_per_second_and_padding(embedder, ca
     err = capsys.readouterr().err
     assert f"docs={len(TEXTS)}/{len(TEXTS)}" in err
     assert "tok/s" in err and "pad=" in err
+
+
+def test_token_wise_modules_run_in_chunks_with_unchanged_results(embedder, monkeypatch):
+    monkeypatch.setattr(embedder_module, "TOKEN_WISE_CHUNK", 5)
+    chunked = Embedder(embedder.config, token_budget=4096)
+    layers = chunked.model.config.num_hidden_layers
+    assert all(getattr(m, "_longretr_chunked", False) for n, m in chunked.model.named_modules()
+               if n.endswith("mlp") or n.endswith("norm"))
+    calls = []
+    chunked.model.layers[0].mlp.down_proj.register_forward_hook(lambda *_: calls.append(1))
+    # Equal lengths (no padding) and 3 x 41 rows, not a multiple of 5: every row, the last chunk's too, counts.
+    texts = [" ".join((WORDS * 2)[i: i + 40]) for i in range(3)]
+    rows = sum(len(ids) for ids in chunked.tokenize(texts)[0])
+    assert rows == 123
+    assert np.allclose(chunked.encode_documents(texts, progress=False).vectors,
+                       embedder.encode_documents(texts, progress=False).vectors, atol=1e-6)
+    assert len(calls) == -(-rows // 5) and layers > 0  # the feed-forward really ran 5 rows at a time
+
+
+def test_modules_that_do_not_return_one_tensor_run_whole():
+    class Router(torch.nn.Module):  # like an MoE block: (states, router logits)
+        def forward(self, x):
+            return x * 2, x.sum(-1)
+
+    block = torch.nn.Module()
+    block.mlp = Router()
+    assert chunk_token_wise(block, 4) == 1
+    x = torch.randn(2, 10, 3)
+    states, logits = block.mlp(x)
+    assert torch.equal(states, x * 2) and torch.equal(logits, x.sum(-1))
 
 
 def test_pick_device_dtype_explicit_and_errors(monkeypatch):
