@@ -41,6 +41,11 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def to_toml(self) -> str:
+        """The config as a TOML file that `load_config` reads back to an equal config."""
+        return "".join(f"{k} = {str(v).lower() if isinstance(v, bool) else json.dumps(v)}\n"
+                       for k, v in self.to_dict().items())
+
     def fingerprint(self) -> str:
         """Hash of everything that changes a vector; an index is only searched with the same one."""
         keys = ("backbone", "attention", "pooling", "normalize", "max_tokens", "query_instruction", "adapter")

@@ -14,17 +14,18 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
-import tomllib
 from tqdm.auto import tqdm
 
+from longretr.config import load_config
+from longretr.machine import describe
 from longretr.server import percentiles
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,22 +42,10 @@ QUERIES = [
 ]
 
 
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    import torch
-
-    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.cuda.is_available(),
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
-
-
 def bench_config(out: Path, max_tokens: int) -> Path:
-    data = tomllib.loads((ROOT / "configs" / "default.toml").read_text())
-    data.update(name=f"{data['name']}-{max_tokens}", max_tokens=max_tokens)
-    lines = [f"{k} = {str(v).lower() if isinstance(v, bool) else json.dumps(v)}" for k, v in data.items()]
+    base = load_config(ROOT / "configs" / "default.toml")
     path = out / f"model-{max_tokens}.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(replace(base, name=f"{base.name}-{max_tokens}", max_tokens=max_tokens).to_toml())
     return path
 
 
@@ -172,7 +161,7 @@ def main() -> None:
     if min(args.docs, args.clients, args.requests, args.single, args.k) < 1:
         ap.error("--docs, --clients, --requests, --single and -k must be >= 1")
     args.out.mkdir(parents=True, exist_ok=True)
-    info = machine()
+    info = describe()
     print("machine:", json.dumps(info), flush=True)
 
     index = build_index(args.out, args.docs, args.max_tokens, args.threads)
@@ -205,7 +194,7 @@ def main() -> None:
              f"{info['cpu']} x{info['cores']}, torch threads {args.threads or 'default'}")
     plot(phases, args.out / "bench_serve.png", title)
 
-    print(f"\nmachine: {info['cpu']}, {info['cores']} cores, load average {info['load_average_at_start']} at start")
+    print(f"\nmachine: {info['cpu']}, {info['cores']} cores, load average {info['load_average']} at start")
     print(f"index: {stats['documents']} documents, model {stats['model']}, {stats['index_type']}")
     for name, p in phases.items():
         lat = p["latency_ms"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -46,19 +45,12 @@ TARGET_MIXED_SPEEDUP = 2.0
 
 def machine() -> dict:
     import sentence_transformers
-    import torch
     import transformers
 
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-               platform.processor())
-    flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
-    mem = _meminfo()
-    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "native_bf16": [f for f in ("avx512_bf16", "amx_bf16") if f in flags.split()],
-            "memory_gib": round(mem.get("MemTotal", 0) / GIB, 1), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "sentence_transformers": sentence_transformers.__version__, "platform": platform.platform()}
+    from longretr.machine import describe
+
+    return {**describe(), "transformers": transformers.__version__,
+            "sentence_transformers": sentence_transformers.__version__}
 
 
 def _meminfo() -> dict:

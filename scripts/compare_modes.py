@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from longretr.machine import describe  # noqa: E402
 from longretr.search import Searcher  # noqa: E402
 
 WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7)
@@ -85,21 +84,6 @@ def evaluate(searcher: Searcher, queries: list[dict], k: int = 10) -> dict:
     return runs
 
 
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch_threads": torch.get_num_threads(),
-            "load_average": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
-            "platform": platform.platform()}
-
-
 def table(runs: dict) -> str:
     lines = ["| mode | fusion | MRR@10 | top-1 | top-3 | ms/query |", "|---|---|---|---|---|---|"]
     for name, r in runs.items():
@@ -160,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
     missing = sorted({q["relevant"] for q in queries} - known)
     if missing:
         raise SystemExit(f"{args.queries}: relevant documents not in {args.index}: {', '.join(missing[:10])}")
-    info = machine()
+    info = describe()
     print(f"machine: {info['cpu']}, {info['cores']} cores, GPU {info['gpu'] or 'none'}, "
           f"torch threads {info['torch_threads']}, load average {info['load_average']}")
     runs = evaluate(searcher, queries)

@@ -35,16 +35,16 @@ def query_sets(data: Path, demo_corpus: Path, limit: int) -> dict:
     sets = {}
     rows = [t for t in read_triplets(data / "reasonaug-val.jsonl") if t.dataset == "reasonaug-q2c"][:limit]
     docs = sorted({t.positive for t in rows} | {n for t in rows for n in t.negatives})
-    sets["reasonaug-q2c"] = ([(t.instruction, t.query) for t in rows], docs, [docs.index(t.positive) for t in rows])
+    sets["reasonaug-q2c"] = (rows[0].instruction, [t.query for t in rows], docs, [docs.index(t.positive) for t in rows])
     rows = read_triplets(data / "longdoc-val.jsonl")[:limit]
     docs = sorted({t.positive for t in rows} | {n for t in rows for n in t.negatives})
-    sets["longdoc"] = ([(t.instruction, t.query) for t in rows], docs, [docs.index(t.positive) for t in rows])
+    sets["longdoc"] = (rows[0].instruction, [t.query for t in rows], docs, [docs.index(t.positive) for t in rows])
     queries = [json.loads(line) for line in Path("tests/data/demo_queries.jsonl").read_text().splitlines()]
     if not demo_corpus.exists():
         build_demo(demo_corpus)
     names = sorted(p.name for p in demo_corpus.glob("*.txt"))
     docs = [(demo_corpus / n).read_text() for n in names]
-    sets["demo"] = ([(None, q["text"]) for q in queries], docs, [names.index(q["relevant"]) for q in queries])
+    sets["demo"] = (None, [q["text"] for q in queries], docs, [names.index(q["relevant"]) for q in queries])
     return sets
 
 
@@ -52,17 +52,12 @@ def evaluate(model: str, sets: dict, doc_tokens: int) -> dict:
     cfg = load_config(model)
     emb = Embedder(replace(cfg, max_tokens=doc_tokens))
     out = {}
-    for name, (queries, docs, relevant) in sets.items():
+    for name, (instruction, queries, docs, relevant) in sets.items():
         start = time.perf_counter()
         d = emb.encode_documents(docs, progress=False).vectors
-        qv = []
-        for instruction, text in queries:  # a set's own instruction where it has one, else the model's
-            if instruction is not None:
-                emb.config = replace(emb.config, query_instruction=instruction)
-            else:
-                emb.config = replace(emb.config, query_instruction=cfg.query_instruction)
-            qv.append(emb.encode_queries([text])[0])
-        out[name] = {**mrr_top(np.stack(qv) @ d.T, relevant), "documents": len(docs),
+        # a set's own instruction (the one it was trained with) where it has one, else the model's
+        emb.config = replace(emb.config, query_instruction=instruction or cfg.query_instruction)
+        out[name] = {**mrr_top(emb.encode_queries(queries) @ d.T, relevant), "documents": len(docs),
                      "seconds": round(time.perf_counter() - start, 1)}
         print(model, name, out[name], flush=True)
     return out

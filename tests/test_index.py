@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from tiny_models import write_config
+from tiny_models import write_config, write_corpus
 from typer.testing import CliRunner
 
 from longretr import store
@@ -21,16 +21,7 @@ TEXTS = {
 
 @pytest.fixture()
 def corpus(tmp_path):
-    root = tmp_path / "corpus"
-    root.mkdir()
-    for name, text in TEXTS.items():
-        (root / name).write_text(text)
-    return root
-
-
-@pytest.fixture(scope="module")
-def embedder(tiny_gemma, tmp_path_factory):
-    return Embedder(str(write_config(tmp_path_factory.mktemp("cfg"), tiny_gemma)))
+    return write_corpus(tmp_path / "corpus", TEXTS)
 
 
 def test_index_then_search_finds_copied_passage(corpus, tmp_path, embedder):

@@ -5,12 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import write_config
+from tiny_models import write_config, write_corpus
 from typer.testing import CliRunner
 
 from longretr import store
 from longretr.cli import app
-from longretr.embedder import Embedder
 from longretr.fusion import DEFAULT_RANKING
 from longretr.indexer import index_corpus
 from longretr.lexical import LexicalIndex, LexicalIndexError, tokenize
@@ -28,16 +27,7 @@ TEXTS = {
 
 @pytest.fixture()
 def corpus(tmp_path):
-    root = tmp_path / "corpus"
-    root.mkdir()
-    for name, text in TEXTS.items():
-        (root / name).write_text(text)
-    return root
-
-
-@pytest.fixture(scope="module")
-def embedder(tiny_gemma, tmp_path_factory):
-    return Embedder(str(write_config(tmp_path_factory.mktemp("cfg"), tiny_gemma)))
+    return write_corpus(tmp_path / "corpus", TEXTS)
 
 
 def test_tokenizer_drops_stopwords_and_case_without_stemming():

@@ -8,12 +8,11 @@ import time
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from tiny_models import write_config
+from tiny_models import write_corpus
 from typer.testing import CliRunner
 
 from longretr import store
 from longretr.cli import app as cli_app
-from longretr.embedder import Embedder
 from longretr.indexer import index_corpus
 from longretr.search import Searcher
 from longretr.server import Limits, SearchService, create_app
@@ -28,22 +27,10 @@ TEXTS = {
 }
 
 
-def write_corpus(root, texts=TEXTS):
-    for name, text in texts.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    return root
-
-
-@pytest.fixture(scope="module")
-def embedder(tiny_gemma, tmp_path_factory):
-    return Embedder(str(write_config(tmp_path_factory.mktemp("cfg"), tiny_gemma)))
-
-
 @pytest.fixture(scope="module")
 def index_folder(embedder, tmp_path_factory):
     base = tmp_path_factory.mktemp("srv")
-    corpus = write_corpus(base / "corpus")
+    corpus = write_corpus(base / "corpus", TEXTS)
     index_corpus(corpus, base / "idx", embedder, progress=False, ranking={"mode": "dense"})
     return base / "idx"
 

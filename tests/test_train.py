@@ -58,6 +58,7 @@ def test_contrastive_training_lowers_loss_and_resumes(tmp_path, tiny_gemma):
     assert last < first * 0.8, (first, last)
     out = tmp_path / "run"
     assert (out / "adapter" / "adapter_model.safetensors").exists() and (out / "loss.png").exists()
+    assert "steps: 12 x batch 6" in (out / "card.md").read_text()
     # the adapter's model config loads through the normal path and changes the vectors
     trained = Embedder(str(out / "adapter" / "model.toml"))
     plain = Embedder(cfg.model)

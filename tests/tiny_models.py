@@ -8,6 +8,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import Gemma3TextConfig, Gemma3TextModel, PreTrainedTokenizerFast
 
+from longretr.config import ModelConfig
+
 WORDS = (
     "the quick brown fox jumps over a lazy dog while parsing command line arguments and computing "
     "a digest of every file in the archive with json csv regular expressions dates times threads"
@@ -46,8 +48,14 @@ def make_gemma3(out: Path, layer_types: list[str], sliding_window: int = 8, seed
 def write_config(folder: Path, backbone: Path, **overrides) -> Path:
     values = {"name": "tiny", "backbone": str(backbone), "attention": "bidirectional", "pooling": "mean",
               "max_tokens": 64, "dtype": "float32", "query_instruction": "Find it", **overrides}
-    lines = [f"{k} = {v!r}".replace("'", '"') if isinstance(v, str) else f"{k} = {str(v).lower()}"
-             for k, v in values.items()]
     path = folder / f"{values['name']}.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(ModelConfig(**values).to_toml())
     return path
+
+
+def write_corpus(folder: Path, texts: dict[str, str]) -> Path:
+    """A corpus folder with one file per (name, text)."""
+    for name, text in texts.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return folder

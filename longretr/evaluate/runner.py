@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import re
 import time
 from collections.abc import Callable
@@ -13,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..config import load_config
+from ..machine import describe, load_average
 from .baselines import BASELINES, DenseScorer, Scorer
 from .data import LENGTHS, TASKS, RetrievalSet, load_task, resolve_data, subsample
 from .metrics import acc_at_1, mean, ndcg_at_k, rank
@@ -67,36 +66,6 @@ class Settings:
             raise ValueError("nothing to evaluate: give at least one --model or baseline")
         for m in self.models:  # a typo should fail now, not after the sets are built
             load_config(m)
-
-
-def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError, AttributeError):
-        mem = None
-    cores = os.cpu_count()
-    summary = f"{cpu or platform.machine()}, {cores} cores" + (f", GPU {gpu}" if gpu else ", no GPU")
-    return {"summary": summary, "cpu": cpu, "cores": cores, "memory_gib": round(mem, 1) if mem else None,
-            "gpu": gpu, "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
-
-
-def _load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def build_sets(st: Settings) -> tuple[list[RetrievalSet], dict]:
@@ -170,7 +139,7 @@ def evaluate(st: Settings, log=print, progress: bool = True) -> tuple[dict, dict
     for line in plan_lines(st, sets, info):
         log(line)
     results = {"run": run_name, "created": created.isoformat(timespec="seconds"), "units": "percent",
-               "machine": machine(), "load_average_start": _load_average(), "settings": _settings_dict(st),
+               "machine": describe(), "load_average_start": load_average(), "settings": _settings_dict(st),
                "data": info, "systems": {}}
     systems: list[tuple[str, Callable[[], Scorer]]] = [
         (m, lambda m=m: DenseScorer(m, dtype=st.dtype)) for m in st.models]
@@ -203,7 +172,7 @@ def evaluate(st: Settings, log=print, progress: bool = True) -> tuple[dict, dict
             entry["tokens_per_second"] = round(tokens / max(entry["seconds"], 1e-9), 1)
         entry["scores"], entry["summary"] = summarise(entry["sets"])
         results["systems"][name] = entry
-    results["load_average_end"] = _load_average()
+    results["load_average_end"] = load_average()
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     return results, write_outputs(results, folder)
 

@@ -5,13 +5,13 @@ A run folder holds:
     loss.png         the loss curve
     checkpoint/      the latest resumable state (adapter, optimizer, scheduler, step, RNG)
     adapter/         the final LoRA adapter (safetensors) + model.toml that applies it + NOTICE
-    card.md          data, steps, time, hardware, validation before/after
+    card.md          data, steps, time, hardware, final loss; validation before/after is added by
+                     scripts/train_card.py (see there)
 """
 
 from __future__ import annotations
 
 import json
-import platform
 import random
 import shutil
 import time
@@ -23,8 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..backbone import load_backbone, notice_file
-from ..config import ModelConfig, load_config
+from ..config import load_config
 from ..embedder import pick_device_dtype, pool
+from ..machine import describe
 from .data import Triplet, read_triplets
 from .losses import diffusion_loss, distillation, info_nce, mask_tokens
 
@@ -112,17 +113,18 @@ class Trainer:
         enc = self.tokenizer(texts, truncation=True, max_length=limit, padding=True, return_tensors="pt")
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
-    def _embed(self, texts: list[str], limit: int) -> torch.Tensor:
+    def _embed(self, texts: list[str], limit: int) -> tuple[torch.Tensor, int]:
+        """Pooled, normalised vectors and the number of real tokens they cover."""
         ids, mask = self._tokens(texts, limit)
         with torch.autocast(self.device.split(":")[0], dtype=self.dtype, enabled=self.dtype != torch.float32):
             hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        return pool(hidden, mask, self.model_cfg.pooling, True)
+        return pool(hidden, mask, self.model_cfg.pooling, True), int(mask.sum())
 
     def _contrastive_loss(self, batch: list[Triplet]) -> tuple[torch.Tensor, int]:
         queries = [f"{t.instruction}; {t.query}" if t.instruction else t.query for t in batch]
         docs = [t.positive for t in batch] + [n for t in batch for n in t.negatives[:1]]
-        q = self._embed(queries, self.cfg.max_query_tokens)
-        d = self._embed(docs, self.cfg.max_doc_tokens)
+        q, q_tokens = self._embed(queries, self.cfg.max_query_tokens)
+        d, d_tokens = self._embed(docs, self.cfg.max_doc_tokens)
         loss = info_nce(q, d, self.cfg.scale)
         if self.teacher is not None:
             with torch.no_grad():
@@ -130,9 +132,7 @@ class Trainer:
                 td = self.teacher.encode(docs, convert_to_tensor=True, normalize_embeddings=True)
             loss = loss + self.cfg.distill_weight * distillation(q, d, tq.to(q), td.to(d), self.cfg.scale,
                                                                  self.cfg.distill_temperature)
-        n_tokens = sum(len(x) for x in self.tokenizer(queries + docs, truncation=True,
-                                                      max_length=self.cfg.max_doc_tokens)["input_ids"])
-        return loss, n_tokens
+        return loss, q_tokens + d_tokens
 
     def _diffusion_loss(self, texts: list[str], generator: torch.Generator) -> tuple[torch.Tensor, int]:
         ids, mask = self._tokens(texts, self.cfg.max_doc_tokens)
@@ -195,6 +195,7 @@ class Trainer:
         self.model.eval()
         self._save_adapter()
         plot_loss(self.out)
+        write_card(self.out, cfg, step, elapsed)
         return {"steps": step, "seconds": elapsed}
 
     def _save_checkpoint(self, opt, sched, sampler, gen, step: int, elapsed: float) -> None:
@@ -238,17 +239,9 @@ class Trainer:
         if notice is not None:
             shutil.copy(notice, tmp / notice.name)
         cfg = self.model_cfg
-        (tmp / "model.toml").write_text(model_toml(replace(cfg, name=f"{cfg.name}-{self.out.name}"), "."))
+        (tmp / "model.toml").write_text(replace(cfg, name=f"{cfg.name}-{self.out.name}", adapter=".").to_toml())
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
-
-
-def model_toml(cfg: ModelConfig, adapter: str) -> str:
-    values = {**cfg.to_dict(), "adapter": adapter}
-    lines = []
-    for k, v in values.items():
-        lines.append(f"{k} = {json.dumps(v)}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}")
-    return "\n".join(lines) + "\n"
 
 
 class _Sampler:
@@ -359,18 +352,21 @@ def plot_loss(out: Path) -> Path | None:
     return out / "loss.png"
 
 
-def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
-
-
+def write_card(out: Path, cfg: TrainConfig, steps: int, seconds: float) -> Path:
+    rows = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines() if ln.strip()]
+    tail = rows[-10:]
+    lines = [
+        f"# Training card: {out.name}", "",
+        f"- model: `{cfg.model}`, objective: {cfg.objective}",
+        f"- data: {', '.join(f'`{d}`' for d in cfg.data)}",
+        f"- steps: {steps} x batch {cfg.batch_size} x accumulation {cfg.grad_accum}; "
+        f"{sum(r['tokens'] for r in rows):,} tokens; {seconds / 60:.1f} min of training",
+        f"- LoRA r {cfg.lora_r}, alpha {cfg.lora_alpha}, layers {cfg.lora_layers or 'all'}; "
+        f"lr {cfg.lr}, warm-up {cfg.warmup}",
+        f"- mean loss of the last {len(tail)} steps: {sum(r['loss'] for r in tail) / max(1, len(tail)):.4f}",
+        f"- hardware: {describe()['summary']}", "",
+        "Validation before/after: `python scripts/train_card.py --model "
+        f"{cfg.model} --model {out}/adapter/model.toml --out {out}/val.json`.",
+    ]
+    (out / "card.md").write_text("\n".join(lines) + "\n")
+    return out / "card.md"
