@@ -9,6 +9,7 @@ adapter tensor must land on a module: PEFT on its own would leave mismatched one
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -51,7 +52,9 @@ def merge_adapter(model: torch.nn.Module, adapter: str | Path, family: Family) -
                 raise CheckpointError(f"{path}: rank/alpha pattern {pattern!r} names no module of this "
                                       f"{family.name} backbone after renaming")
     config.inference_mode = True
-    peft_model = PeftModel(model, config)
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question; not the user's concern
+        warnings.simplefilter("ignore", FutureWarning)
+        peft_model = PeftModel(model, config)
     result = set_peft_model_state_dict(peft_model, weights)
     unexpected = sorted(result.unexpected_keys)
     missing = sorted(k for k in result.missing_keys if ".lora_" in k)

@@ -80,7 +80,8 @@ def _windowed(q, k, v, keep, causal, scaling, dropout, window):
         end = min(start + QUERY_BLOCK, length)
         k_start = max(0, start - window + 1)
         k_end = end if causal else min(length, end + window - 1)
-        mask = _band(end - start, start - k_start, k_end - k_start, window, causal, q.dtype, q.device)
+        mask = _band(end - start, start - k_start, k_end - k_start, window, causal, q.dtype, q.device,
+                     torch.is_inference_mode_enabled())
         if pad is not None:
             mask = mask + pad[:, :, :, k_start:k_end]
         block = _sdpa(q[:, :, start:end], k[:, :, k_start:k_end], v[:, :, k_start:k_end], mask, False, scaling,
@@ -91,12 +92,13 @@ def _windowed(q, k, v, keep, causal, scaling, dropout, window):
 
 @lru_cache(maxsize=64)
 def _band(q_len: int, offset: int, k_len: int, window: int, causal: bool, dtype: torch.dtype,
-          device: torch.device) -> torch.Tensor:
+          device: torch.device, inference: bool) -> torch.Tensor:
     """Additive [q_len, k_len] mask of one query block (query i sits at key offset + i).
 
     All interior blocks share one shape, so a forward builds only a few of these and every layer reuses
     them; built per call, mask arithmetic cost as much as the attention itself. The diagonal is always
-    allowed, so no row is fully masked (no NaN)."""
+    allowed, so no row is fully masked (no NaN). `inference` is part of the key: a mask made under
+    inference mode cannot be saved for a later backward pass (training after encoding)."""
     qi = torch.arange(offset, offset + q_len, device=device)[:, None]
     kj = torch.arange(k_len, device=device)[None, :]
     blocked = (qi - kj).abs() >= window

@@ -249,7 +249,9 @@ def train(
     steps: int = typer.Option(None, help="Override the number of steps."),
     output: Path = typer.Option(None, help="Override the run folder."),
 ) -> None:
-    """Train a LoRA adapter: contrastive (DiffEmbed recipe) or masked-diffusion adaptation."""
+    """Train a LoRA adapter: contrastive (DiffEmbed recipe) or masked-diffusion adaptation.
+
+    Exits with 75 when the config's max_minutes stopped the run before its last step; --resume continues it."""
     from dataclasses import replace
 
     from .train.trainer import TrainConfig, Trainer
@@ -262,6 +264,11 @@ def train(
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         _fail(str(e))
     typer.echo(f"{cfg.output}: {result['steps']} steps in {result['seconds']:.0f}s; adapter in {cfg.output}/adapter")
+    if not result["finished"]:  # stopped by max_minutes: a script can tell "continue later" from "done"
+        raise typer.Exit(code=TRAIN_UNFINISHED)
+
+
+TRAIN_UNFINISHED = 75  # EX_TEMPFAIL: the run stopped at its time limit; --resume continues it
 
 
 @app.command()

@@ -39,7 +39,7 @@ class TrainConfig:
     data: list[str] = field(default_factory=list)
     val: list[str] = field(default_factory=list)
     output: str = "runs/train"
-    init_adapter: str = ""  # start from this adapter (e.g. the diffusion stage's), merged before training
+    init_adapter: str = ""  # continue training this adapter (e.g. the diffusion stage's); same LoRA shape
     steps: int = 100
     batch_size: int = 8
     grad_accum: int = 1
@@ -59,6 +59,7 @@ class TrainConfig:
     distill_weight: float = 0.0  # weight of the all-MiniLM-L6-v2 distillation term
     distill_temperature: float = 0.05
     save_every: int = 25
+    max_minutes: float = 0.0  # stop (checkpointed, resumable) after this much training in one run; 0 = no limit
     log_every: int = 1
     val_queries: int = 200
     seed: int = 0
@@ -85,10 +86,14 @@ class Trainer:
         self.model_cfg = load_config(cfg.model)
         if cfg.objective == "diffusion" and self.model_cfg.attention != "bidirectional":
             raise ValueError("the diffusion objective needs a bidirectional model config")
+        if self.model_cfg.adapter:  # its adapter would be merged, and the new one would not say so
+            raise ValueError(f"model config {cfg.model!r} already has an adapter; train the plain backbone and pass "
+                             "the adapter as init_adapter to continue training it")
         self.device, self.dtype = pick_device_dtype(cfg.dtype, device)
-        base_cfg = replace(self.model_cfg, adapter=cfg.init_adapter or self.model_cfg.adapter)
-        model, self.tokenizer = load_backbone(base_cfg, self.dtype, self.device)
+        model, self.tokenizer = load_backbone(self.model_cfg, self.dtype, self.device)
         self.model = self._add_lora(model)
+        if cfg.init_adapter:
+            self._load_lora(Path(cfg.init_adapter))
         self.teacher = _minilm(self.device) if cfg.distill_weight > 0 else None
 
     def _add_lora(self, model):
@@ -106,6 +111,18 @@ class Trainer:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
         return model
+
+    def _load_lora(self, folder: Path) -> None:
+        """Start from an earlier stage's adapter: one adapter holds every stage, so one model.toml applies it."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        weights = load_file(folder / "adapter_model.safetensors", device=str(self.device))
+        result = set_peft_model_state_dict(self.model, weights)
+        missing = [k for k in result.missing_keys if ".lora_" in k]
+        if result.unexpected_keys or missing:
+            raise ValueError(f"{folder}: adapter does not match this run's LoRA shape (r, targets, layers): "
+                             f"{len(result.unexpected_keys)} unexpected, {len(missing)} missing tensors")
 
     # ---- batches -----------------------------------------------------------------------------
 
@@ -165,7 +182,11 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"train {cfg.objective}",
                    unit="step", dynamic_ncols=True)
         log = open(self.out / "log.jsonl", "a")
+        session, stopped = 0.0, False
         while step < cfg.steps:
+            if cfg.max_minutes and session >= cfg.max_minutes * 60:
+                stopped = True
+                break
             start = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             total, tokens = 0.0, 0
@@ -183,6 +204,7 @@ class Trainer:
             step += 1
             seconds = time.perf_counter() - start
             elapsed += seconds
+            session += seconds
             log.write(json.dumps({"step": step, "loss": round(total, 5), "lr": sched.get_last_lr()[0],
                                   "tokens": tokens, "seconds": round(seconds, 2)}) + "\n")
             log.flush()
@@ -190,13 +212,17 @@ class Trainer:
             bar.update(1)
             if step % cfg.save_every == 0 or step == cfg.steps:
                 self._save_checkpoint(opt, sched, sampler, gen, step, elapsed)
+        if stopped:
+            self._save_checkpoint(opt, sched, sampler, gen, step, elapsed)
+            print(f"longretr train: time limit ({cfg.max_minutes} min) reached at step {step} of {cfg.steps}; "
+                  f"the adapter so far is in {self.out / 'adapter'}; continue with --resume", flush=True)
         bar.close()
         log.close()
         self.model.eval()
         self._save_adapter()
         plot_loss(self.out)
         write_card(self.out, cfg, step, elapsed)
-        return {"steps": step, "seconds": elapsed}
+        return {"steps": step, "seconds": elapsed, "finished": not stopped}
 
     def _save_checkpoint(self, opt, sched, sampler, gen, step: int, elapsed: float) -> None:
         tmp = self.out / ".checkpoint.tmp"
@@ -359,7 +385,7 @@ def write_card(out: Path, cfg: TrainConfig, steps: int, seconds: float) -> Path:
         f"# Training card: {out.name}", "",
         f"- model: `{cfg.model}`, objective: {cfg.objective}",
         f"- data: {', '.join(f'`{d}`' for d in cfg.data)}",
-        f"- steps: {steps} x batch {cfg.batch_size} x accumulation {cfg.grad_accum}; "
+        f"- steps: {steps} of {cfg.steps} x batch {cfg.batch_size} x accumulation {cfg.grad_accum}; "
         f"{sum(r['tokens'] for r in rows):,} tokens; {seconds / 60:.1f} min of training",
         f"- LoRA r {cfg.lora_r}, alpha {cfg.lora_alpha}, layers {cfg.lora_layers or 'all'}; "
         f"lr {cfg.lr}, warm-up {cfg.warmup}",
