@@ -213,7 +213,10 @@ def eval_longembed(
     minilm_chunk: int = typer.Option(256, help="Chunk size in word pieces for the MiniLM baseline (its window is "
                                      "256)."),
 ) -> None:
-    """LongEmbed-style evaluation of longretr models beside BM25 and chunked MiniLM (JSON, table, plot, TREC)."""
+    """LongEmbed-style evaluation of longretr models beside BM25 and chunked MiniLM (JSON, table, plot, TREC).
+
+    Each model is reported in dense mode and in hybrid mode (its ranking fused with BM25's, as `longretr search
+    --mode hybrid` does); the bm25 baseline is the lexical mode."""
     from .evaluate.data import DataError, parse_lengths, parse_tasks
     from .evaluate.runner import DEFAULT_MODELS, PROFILES, Settings, evaluate
     from .evaluate.synth import FillerError

@@ -146,3 +146,30 @@ def test_cli_eval_checks_model_configs_first(tmp_path):
     r = CliRunner().invoke(app, ["eval", "--model", "nonexistent-config", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "model config 'nonexistent-config' not found" in r.output
     assert not (tmp_path / "home").exists()
+
+
+def _read_trec(path):
+    run = {}
+    for line in path.read_text().splitlines():
+        qid, _, doc, _, score, _ = line.split()
+        run.setdefault(qid, []).append((doc, float(score)))
+    return run
+
+
+def test_every_model_also_gets_a_hybrid_row_fusing_it_with_bm25(tmp_path, tiny_config, filler):
+    from longretr.fusion import DEFAULT_RANKING, fuse
+
+    st = Settings(models=[str(tiny_config)], baselines=["bm25"], tasks=["passkey"], lengths=(256,),
+                  candidates=4, queries=4, filler=str(filler), out=str(tmp_path / "out"), run="modes")
+    results, paths = evaluate(st, log=lambda *_: None, progress=False)
+    assert list(results["systems"]) == ["tiny", "tiny+hybrid", "bm25"]
+    hybrid = results["systems"]["tiny+hybrid"]
+    assert hybrid["describe"]["kind"] == "hybrid" and hybrid["describe"]["fusion"] == DEFAULT_RANKING["fusion"]
+    runs = paths["json"].parent / "runs"
+    dense, lexical = _read_trec(runs / "tiny" / "passkey.trec"), _read_trec(runs / "bm25" / "passkey.trec")
+    expected = {q: fuse(dense[q], lexical[q], 100, DEFAULT_RANKING["fusion"], DEFAULT_RANKING["weight"],
+                        DEFAULT_RANKING["rrf_k"]) for q in dense}
+    written = _read_trec(runs / "tiny+hybrid" / "passkey.trec")
+    assert {q: [d for d, _ in hits] for q, hits in written.items()} == {q: [d for d, _ in hits]
+                                                                         for q, hits in expected.items()}
+    assert "tiny+hybrid" in paths["table"].read_text()

@@ -11,10 +11,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..config import load_config
+from ..fusion import DEFAULT_RANKING, fuse
 from ..machine import describe, load_average
 from .baselines import BASELINES, DenseScorer, Scorer
 from .data import LENGTHS, TASKS, RetrievalSet, load_task, resolve_data, subsample
-from .metrics import acc_at_1, mean, ndcg_at_k, rank
+from .metrics import Run, acc_at_1, mean, ndcg_at_k, rank
 from .report import write_outputs, write_trec
 from .synth import synthetic_sets
 
@@ -143,6 +144,7 @@ def evaluate(st: Settings, log=print, progress: bool = True) -> tuple[dict, dict
                "data": info, "systems": {}}
     systems: list[tuple[str, Callable[[], Scorer]]] = [
         (m, lambda m=m: DenseScorer(m, dtype=st.dtype)) for m in st.models]
+    lexical = _LexicalRuns()  # every model is also scored in hybrid mode: its ranking fused with BM25's
     systems += [(b, lambda b=b: BASELINES[b](st.minilm_chunk) if b == "minilm" else BASELINES[b]())
                 for b in st.baselines]
     for label, make in systems:
@@ -152,18 +154,24 @@ def evaluate(st: Settings, log=print, progress: bool = True) -> tuple[dict, dict
         name = _unique(scorer.name, results["systems"])
         entry = {"requested": label, "describe": scorer.describe(),
                  "load_seconds": round(time.perf_counter() - t0, 1), "sets": []}
-        for s in sets:
+        is_model = label in st.models
+        hybrid_name = _unique(f"{name}+hybrid", results["systems"])
+        hybrid = {"requested": label, "describe": {"kind": "hybrid", "dense": name, "lexical": "bm25",
+                                                   **{k: DEFAULT_RANKING[k] for k in ("fusion", "weight", "rrf_k")}},
+                  "sets": []}
+        for i, s in enumerate(sets):
             scored = scorer.score(s, progress=progress)
             run = rank(scored.scores, s.doc_ids, list(s.queries), depth=TREC_DEPTH)
-            synthetic = TASKS[s.task].synthetic
-            value = 100 * (acc_at_1(run, s.qrels) if synthetic else ndcg_at_k(run, s.qrels, 10))
-            write_trec(folder / "runs" / name / f"{s.task}.trec", run, name, append=s is not _first(sets, s.task))
-            entry["sets"].append({"task": s.task, "split": s.split, "context_length": s.context_length,
-                                  "metric": "acc@1" if synthetic else "ndcg@10", "value": round(value, 2),
-                                  "queries": len(s.queries), "documents": len(s.corpus),
-                                  "seconds": round(scored.seconds, 2), **scored.stats})
-            log(f"   {s.task:<15} {s.split:<10} {'Acc@1' if synthetic else 'nDCG@10'} {value:5.1f}  "
+            row = _record(folder, name, run, s, sets, {"seconds": round(scored.seconds, 2), **scored.stats})
+            entry["sets"].append(row)
+            log(f"   {s.task:<15} {s.split:<10} {row['metric']:<7} {row['value']:5.1f}  "
                 f"({len(s.queries)} q, {len(s.corpus)} docs, {scored.seconds:.1f}s)")
+            if is_model:
+                lex = lexical.run(i, s)
+                fused = {q: fuse(run[q], lex[q], TREC_DEPTH, DEFAULT_RANKING["fusion"], DEFAULT_RANKING["weight"],
+                                 DEFAULT_RANKING["rrf_k"]) for q in run}
+                hybrid["sets"].append(_record(folder, hybrid_name, fused, s, sets, {"seconds": row["seconds"]}))
+                log(f"   {'':<15} {'':<10} hybrid  {hybrid['sets'][-1]['value']:5.1f}")
         scorer.close()
         entry["seconds"] = round(sum(x["seconds"] for x in entry["sets"]), 1)
         tokens = sum(x.get("doc_tokens_total", 0) for x in entry["sets"])
@@ -172,9 +180,37 @@ def evaluate(st: Settings, log=print, progress: bool = True) -> tuple[dict, dict
             entry["tokens_per_second"] = round(tokens / max(entry["seconds"], 1e-9), 1)
         entry["scores"], entry["summary"] = summarise(entry["sets"])
         results["systems"][name] = entry
+        if is_model:
+            hybrid["scores"], hybrid["summary"] = summarise(hybrid["sets"])
+            results["systems"][hybrid_name] = hybrid
     results["load_average_end"] = load_average()
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     return results, write_outputs(results, folder)
+
+
+class _LexicalRuns:
+    """BM25's ranking of each set, computed once, for the hybrid rows."""
+
+    def __init__(self) -> None:
+        self.scorer: Scorer | None = None
+        self.runs: dict[int, Run] = {}
+
+    def run(self, i: int, s: RetrievalSet) -> Run:
+        if i not in self.runs:
+            self.scorer = self.scorer or BASELINES["bm25"]()
+            scores = self.scorer.score(s, progress=False).scores
+            self.runs[i] = rank(scores, s.doc_ids, list(s.queries), depth=TREC_DEPTH)
+        return self.runs[i]
+
+
+def _record(folder: Path, system: str, run: Run, s: RetrievalSet, sets: list[RetrievalSet], extra: dict) -> dict:
+    """Score one system's run on one set (Acc@1 for synthetic tasks, nDCG@10 for real ones); write its TREC file."""
+    synthetic = TASKS[s.task].synthetic
+    value = 100 * (acc_at_1(run, s.qrels) if synthetic else ndcg_at_k(run, s.qrels, 10))
+    write_trec(folder / "runs" / system / f"{s.task}.trec", run, system, append=s is not _first(sets, s.task))
+    return {"task": s.task, "split": s.split, "context_length": s.context_length,
+            "metric": "acc@1" if synthetic else "ndcg@10", "value": round(value, 2), "queries": len(s.queries),
+            "documents": len(s.corpus), **extra}
 
 
 def _first(sets: list[RetrievalSet], task: str) -> RetrievalSet:
