@@ -31,9 +31,11 @@ def test_index_then_search_finds_copied_passage(corpus, tmp_path, embedder):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["count"] == 4 and manifest["dim"] == 32 and manifest["model"]["name"] == "tiny"
     for name, text in TEXTS.items():
-        hits = Searcher(folder, embedder).search([text.split("\n")[-1]], k=4, mode="dense")[0]
+        # A document's own text finds it (the random tiny model separates little else reliably; the real model's
+        # copied-passage test is in test_default_model.py).
+        hits = Searcher(folder, embedder).search([text], k=4, mode="dense")[0]
         assert len(hits) == 4 and [h.rank for h in hits] == [1, 2, 3, 4]
-        assert hits[0].id == name  # a passage copied from a document ranks it first
+        assert hits[0].id == name and hits[0].score > hits[1].score + 0.02, hits
     docs = store.load(folder).docs.to_pylist()
     assert {d["title"] for d in docs} == {"Fox", "JSON", "zip", "Times"}
 
