@@ -190,7 +190,7 @@ def test_compare_modes_script_scores_each_mode(corpus, tmp_path, embedder):
     out = tmp_path / "out"
     result = compare.main(["--index", str(folder), "--queries", str(queries), "--out", str(out)])
     assert result["runs"]["lexical"]["ranks"] == [1, 1] and result["runs"]["lexical"]["mrr@10"] == 1.0
-    assert {"dense", "lexical", "hybrid", "hybrid-convex-w0.5"} <= set(result["runs"])
+    assert {"dense", "lexical", "hybrid", "hybrid-rrf-w0.5", "hybrid-convex-w0.3"} <= set(result["runs"])
     assert (out / "compare_modes.png").stat().st_size > 1000
     written = json.loads((out / "compare_modes.json").read_text())
     assert written["runs"][written["best_mode"]]["mrr@10"] == max(written["runs"][m]["mrr@10"]
