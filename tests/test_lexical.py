@@ -188,8 +188,10 @@ def test_compare_modes_script_scores_each_mode(corpus, tmp_path, embedder):
     queries.write_text('{"id": "1", "text": "SHA-256 digests", "relevant": "hashlib.txt"}\n'
                        '{"id": "2", "text": "a pool of worker threads", "relevant": "threading.txt"}\n')
     out = tmp_path / "out"
-    result = compare.main(["--index", str(folder), "--queries", str(queries), "--out", str(out)])
+    result = compare.main(["--index", str(folder), "--corpus", str(corpus), "--queries", str(queries),
+                           "--out", str(out)])
     assert result["runs"]["lexical"]["ranks"] == [1, 1] and result["runs"]["lexical"]["mrr@10"] == 1.0
+    assert len(result["runs"]["minilm-chunked"]["ranks"]) == 2  # the reference baseline on the same queries
     assert {"dense", "lexical", "hybrid", "hybrid-rrf-w0.5", "hybrid-convex-w0.3"} <= set(result["runs"])
     assert (out / "compare_modes.png").stat().st_size > 1000
     written = json.loads((out / "compare_modes.json").read_text())

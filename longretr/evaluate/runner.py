@@ -20,12 +20,12 @@ from .report import write_outputs, write_trec
 from .synth import synthetic_sets
 
 # quick: what `make bench-longembed` runs, sized for 30 minutes on this project's 2-core CPU with both
-# longretr configs and both baselines (16 candidates took 56 min, 8 took 35 min, both while other jobs kept
-# the load average at 3-9): lengths up to 8k, so there is a >4k column, and every candidate the target of
-# one query (queries are nearly free, candidates are what costs; about 0.25M tokens per longretr model).
+# longretr configs and both baselines. Lengths up to 8k took 6.8 min at load 1-2; 16k roughly doubles
+# the tokens (about 0.5M per longretr model), so >4k has two columns. Every candidate is the target of one
+# query: queries are nearly free, and candidates are what costs.
 # full: LongEmbed as published (100 candidates, 50 queries, lengths up to 32k).
 PROFILES = {
-    "quick": {"lengths": (256, 512, 1024, 2048, 4096, 8192), "candidates": 8, "queries": 8},
+    "quick": {"lengths": (256, 512, 1024, 2048, 4096, 8192, 16384), "candidates": 8, "queries": 8},
     "full": {"lengths": LENGTHS, "candidates": 100, "queries": 50},
 }
 DEFAULT_MODELS = ("default", "gemma3-270m-causal")
