@@ -4,6 +4,8 @@ same way. Three query sets:
   longdoc        held-out kernel/Debian documents: title or copied sentence -> the document
   demo           tests/data/demo_queries.jsonl: plain-language queries -> stdlib module page (demo corpus)
 Documents are truncated to --doc-tokens here to keep the card cheap on a CPU; the numbers say so.
+Each set is scored in the three search modes: dense (the model), lexical (BM25 over the whole documents, the
+same for every model) and hybrid (the two rankings fused with the index default, longretr.fusion.DEFAULT_RANKING).
 
     python scripts/train_card.py --model default --model runs/pilot/adapter/model.toml --out runs/pilot/val.json
 """
@@ -21,14 +23,30 @@ import numpy as np
 from longretr.config import load_config
 from longretr.democorpus import build as build_demo
 from longretr.embedder import Embedder
+from longretr.evaluate.baselines import BM25Scorer
+from longretr.evaluate.data import RetrievalSet
+from longretr.evaluate.metrics import rank
+from longretr.fusion import DEFAULT_RANKING, fuse
 from longretr.train.data import read_triplets
 
 
-def mrr_top(scores: np.ndarray, relevant: list[int], k: int = 10) -> dict:
-    ranks = [int((row > row[r]).sum()) + 1 for row, r in zip(scores, relevant)]
-    return {"mrr@10": float(np.mean([1 / r if r <= k else 0 for r in ranks])),
-            "top1": float(np.mean([r == 1 for r in ranks])), "top3": float(np.mean([r <= 3 for r in ranks])),
-            "queries": len(ranks)}
+def metrics(ranked: list[list[int]], relevant: list[int], k: int = 10) -> dict:
+    """MRR@k, top-1, top-3 from ranked document indices per query."""
+    ranks = [row[:k].index(r) + 1 if r in row[:k] else None for row, r in zip(ranked, relevant)]
+    return {"mrr@10": float(np.mean([1 / r if r else 0 for r in ranks])),
+            "top1": float(np.mean([r == 1 for r in ranks])),
+            "top3": float(np.mean([bool(r and r <= 3) for r in ranks])), "queries": len(ranks)}
+
+
+def ranked_lists(scores: np.ndarray, depth: int = 100) -> list[list[tuple[int, float]]]:
+    run = rank(scores, list(range(scores.shape[1])), list(range(scores.shape[0])), depth)
+    return [run[q] for q in range(scores.shape[0])]
+
+
+def lexical_lists(queries: list[str], docs: list[str]) -> list[list[tuple[int, float]]]:
+    s = RetrievalSet("card", "val", {str(i): d for i, d in enumerate(docs)},
+                     {str(i): q for i, q in enumerate(queries)}, {})
+    return ranked_lists(BM25Scorer().score(s, progress=False).scores)
 
 
 def query_sets(data: Path, demo_corpus: Path, limit: int) -> dict:
@@ -48,7 +66,7 @@ def query_sets(data: Path, demo_corpus: Path, limit: int) -> dict:
     return sets
 
 
-def evaluate(model: str, sets: dict, doc_tokens: int) -> dict:
+def evaluate(model: str, sets: dict, doc_tokens: int, lexical: dict) -> dict:
     cfg = load_config(model)
     emb = Embedder(replace(cfg, max_tokens=doc_tokens))
     out = {}
@@ -57,9 +75,14 @@ def evaluate(model: str, sets: dict, doc_tokens: int) -> dict:
         d = emb.encode_documents(docs, progress=False).vectors
         # a set's own instruction (the one it was trained with) where it has one, else the model's
         emb.config = replace(emb.config, query_instruction=instruction or cfg.query_instruction)
-        out[name] = {**mrr_top(emb.encode_queries(queries) @ d.T, relevant), "documents": len(docs),
+        dense = ranked_lists(emb.encode_queries(queries) @ d.T)
+        hybrid = [fuse(a, b, 100, DEFAULT_RANKING["fusion"], DEFAULT_RANKING["weight"], DEFAULT_RANKING["rrf_k"])
+                  for a, b in zip(dense, lexical[name])]
+        ids = lambda lists: [[i for i, _ in row] for row in lists]  # noqa: E731
+        out[name] = {"dense": metrics(ids(dense), relevant), "lexical": metrics(ids(lexical[name]), relevant),
+                     "hybrid": metrics(ids(hybrid), relevant), "documents": len(docs),
                      "seconds": round(time.perf_counter() - start, 1)}
-        print(model, name, out[name], flush=True)
+        print(model, name, {m: round(out[name][m]["mrr@10"], 3) for m in ("dense", "lexical", "hybrid")}, flush=True)
     return out
 
 
@@ -70,10 +93,15 @@ if __name__ == "__main__":
     ap.add_argument("--demo-corpus", type=Path, default=Path("corpus"))
     ap.add_argument("--doc-tokens", type=int, default=1024)
     ap.add_argument("--limit", type=int, default=150)
+    ap.add_argument("--sets", default="", help="Comma list of reasonaug-q2c, longdoc, demo (default: all).")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     sets = query_sets(args.data, args.demo_corpus, args.limit)
-    results = {"doc_tokens": args.doc_tokens, "models": {m: evaluate(m, sets, args.doc_tokens) for m in args.model}}
+    if args.sets:
+        sets = {k: v for k, v in sets.items() if k in args.sets.split(",")}
+    lexical = {name: lexical_lists(queries, docs) for name, (_, queries, docs, _) in sets.items()}
+    results = {"doc_tokens": args.doc_tokens, "ranking": DEFAULT_RANKING,
+               "models": {m: evaluate(m, sets, args.doc_tokens, lexical) for m in args.model}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
