@@ -62,6 +62,11 @@ longembed-filler:
 
 # Dense vs lexical vs hybrid on the demo corpus (README, Search modes). indexes/demo-cmp is built once
 # from corpus/ (written if missing; ~15-20 min of 2-core CPU with the default model) and reused.
+# Training tokens/s of the default backbone per LoRA placement and document length (needs data/train).
+.PHONY: bench-train
+bench-train: install
+	$(BIN)/python scripts/bench_train.py
+
 .PHONY: compare-modes
 compare-modes: install
 	$(BIN)/python scripts/compare_modes.py --index indexes/demo-cmp --corpus corpus
