@@ -72,6 +72,12 @@ def minmax(ranked: Ranked) -> list[float]:
     return [1.0 if hi == lo else (s - lo) / (hi - lo) for s in scores]
 
 
+def fuse_ranked(dense: Ranked, lexical: Ranked, k: int,
+                ranking: dict = DEFAULT_RANKING) -> list[tuple[Hashable, float]]:
+    """`fuse` with the method, weight and rrf_k of a ranking config (an index manifest's, or the default)."""
+    return fuse(dense, lexical, k, ranking["fusion"], ranking["weight"], ranking["rrf_k"])
+
+
 def fuse(dense: Ranked, lexical: Ranked, k: int, method: str = "rrf", weight: float = 0.5,
          rrf_k: float = 60) -> list[tuple[Hashable, float]]:
     """The top k of the union of both lists under the fused score, best first."""

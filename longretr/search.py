@@ -16,7 +16,7 @@ import numpy as np
 from . import index_types, store
 from .config import ModelConfig
 from .embedder import Embedder
-from .fusion import check_mode, fuse, ranking_config
+from .fusion import check_mode, fuse_ranked, ranking_config
 
 HYBRID_DEPTH = 100  # candidates taken from each list before fusing (at least k)
 
@@ -93,8 +93,7 @@ class Searcher:
         if mode == "dense":
             return self._hits(dense, queries)
         lexical = self.snapshot.lexical.search(queries, depth)
-        r = self.ranking
-        fused = [fuse(d, lx, k, r["fusion"], r["weight"], r["rrf_k"]) for d, lx in zip(dense, lexical)]
+        fused = [fuse_ranked(d, lx, k, self.ranking) for d, lx in zip(dense, lexical)]
         return self._hits(fused, queries)
 
     def search_vectors(self, vectors: np.ndarray, queries: list[str], k: int) -> list[list[Hit]]:

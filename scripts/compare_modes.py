@@ -21,6 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from longretr.evaluate.metrics import known_item  # noqa: E402
 from longretr.machine import describe  # noqa: E402
 from longretr.search import Searcher  # noqa: E402
 
@@ -45,13 +46,7 @@ def read_known_items(path: Path) -> list[dict]:
 
 def score(ranked_ids: list[list[str]], queries: list[dict], k: int = 10) -> dict:
     """MRR@k, top-1 and top-3 accuracy, and each query's rank of its document (None: not in top k)."""
-    ranks = []
-    for ids, q in zip(ranked_ids, queries):
-        ids = ids[:k]
-        ranks.append(ids.index(q["relevant"]) + 1 if q["relevant"] in ids else None)
-    n = len(queries)
-    return {"mrr@10": sum(1 / r for r in ranks if r) / n, "top1": sum(r == 1 for r in ranks) / n,
-            "top3": sum(bool(r and r <= 3) for r in ranks) / n, "ranks": ranks}
+    return known_item(ranked_ids, [q["relevant"] for q in queries], k)
 
 
 def evaluate(searcher: Searcher, queries: list[dict], k: int = 10) -> dict:

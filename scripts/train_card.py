@@ -25,17 +25,14 @@ from longretr.democorpus import build as build_demo
 from longretr.embedder import Embedder
 from longretr.evaluate.baselines import BM25Scorer
 from longretr.evaluate.data import RetrievalSet
-from longretr.evaluate.metrics import rank
-from longretr.fusion import DEFAULT_RANKING, fuse
+from longretr.evaluate.metrics import known_item, rank
+from longretr.fusion import DEFAULT_RANKING, fuse_ranked
 from longretr.train.data import read_triplets
 
 
-def metrics(ranked: list[list[int]], relevant: list[int], k: int = 10) -> dict:
-    """MRR@k, top-1, top-3 from ranked document indices per query."""
-    ranks = [row[:k].index(r) + 1 if r in row[:k] else None for row, r in zip(ranked, relevant)]
-    return {"mrr@10": float(np.mean([1 / r if r else 0 for r in ranks])),
-            "top1": float(np.mean([r == 1 for r in ranks])),
-            "top3": float(np.mean([bool(r and r <= 3) for r in ranks])), "queries": len(ranks)}
+def metrics(ranked: list[list[tuple[int, float]]], relevant: list[int]) -> dict:
+    scores = known_item([[i for i, _ in row] for row in ranked], relevant)
+    return {**{k: v for k, v in scores.items() if k != "ranks"}, "queries": len(relevant)}
 
 
 def ranked_lists(scores: np.ndarray, depth: int = 100) -> list[list[tuple[int, float]]]:
@@ -76,11 +73,9 @@ def evaluate(model: str, sets: dict, doc_tokens: int, lexical: dict) -> dict:
         # a set's own instruction (the one it was trained with) where it has one, else the model's
         emb.config = replace(emb.config, query_instruction=instruction or cfg.query_instruction)
         dense = ranked_lists(emb.encode_queries(queries) @ d.T)
-        hybrid = [fuse(a, b, 100, DEFAULT_RANKING["fusion"], DEFAULT_RANKING["weight"], DEFAULT_RANKING["rrf_k"])
-                  for a, b in zip(dense, lexical[name])]
-        ids = lambda lists: [[i for i, _ in row] for row in lists]  # noqa: E731
-        out[name] = {"dense": metrics(ids(dense), relevant), "lexical": metrics(ids(lexical[name]), relevant),
-                     "hybrid": metrics(ids(hybrid), relevant), "documents": len(docs),
+        hybrid = [fuse_ranked(a, b, 100) for a, b in zip(dense, lexical[name])]
+        out[name] = {"dense": metrics(dense, relevant), "lexical": metrics(lexical[name], relevant),
+                     "hybrid": metrics(hybrid, relevant), "documents": len(docs),
                      "seconds": round(time.perf_counter() - start, 1)}
         print(model, name, {m: round(out[name][m]["mrr@10"], 3) for m in ("dense", "lexical", "hybrid")}, flush=True)
     return out

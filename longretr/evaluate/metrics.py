@@ -47,3 +47,12 @@ def ndcg_at_k(run: Run, qrels: Qrels, k: int = 10) -> float:
 def mean(values: list[float]) -> float | None:
     values = [v for v in values if v is not None and not math.isnan(v)]
     return sum(values) / len(values) if values else None
+
+
+def known_item(ranked: list[list], relevant: list, k: int = 10) -> dict:
+    """Known-item search (one relevant document per query): MRR@k, top-1 and top-3 accuracy, and each query's rank
+    of its document (None: not in the top k). `ranked` holds each query's document ids, best first."""
+    ranks = [row[:k].index(r) + 1 if r in row[:k] else None for row, r in zip(ranked, relevant)]
+    n = len(ranks)
+    return {"mrr@10": sum(1 / r for r in ranks if r) / n, "top1": sum(r == 1 for r in ranks) / n,
+            "top3": sum(bool(r and r <= 3) for r in ranks) / n, "ranks": ranks}

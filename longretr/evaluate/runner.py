@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..config import load_config
-from ..fusion import DEFAULT_RANKING, fuse
+from ..fusion import DEFAULT_RANKING, fuse_ranked
 from ..machine import describe, load_average
 from .baselines import BASELINES, DenseScorer, Scorer
 from .data import LENGTHS, TASKS, RetrievalSet, load_task, resolve_data, subsample
@@ -154,11 +154,12 @@ def evaluate(st: Settings, log=print, progress: bool = True) -> tuple[dict, dict
         name = _unique(scorer.name, results["systems"])
         entry = {"requested": label, "describe": scorer.describe(),
                  "load_seconds": round(time.perf_counter() - t0, 1), "sets": []}
-        is_model = label in st.models
-        hybrid_name = _unique(f"{name}+hybrid", results["systems"])
-        hybrid = {"requested": label, "describe": {"kind": "hybrid", "dense": name, "lexical": "bm25",
-                                                   **{k: DEFAULT_RANKING[k] for k in ("fusion", "weight", "rrf_k")}},
-                  "sets": []}
+        hybrid = None
+        if label in st.models:
+            hybrid_name = _unique(f"{name}+hybrid", results["systems"])
+            hybrid = {"requested": label, "sets": [], "describe": {
+                "kind": "hybrid", "dense": name, "lexical": "bm25",
+                **{k: DEFAULT_RANKING[k] for k in ("fusion", "weight", "rrf_k")}}}
         for i, s in enumerate(sets):
             scored = scorer.score(s, progress=progress)
             run = rank(scored.scores, s.doc_ids, list(s.queries), depth=TREC_DEPTH)
@@ -166,10 +167,9 @@ def evaluate(st: Settings, log=print, progress: bool = True) -> tuple[dict, dict
             entry["sets"].append(row)
             log(f"   {s.task:<15} {s.split:<10} {row['metric']:<7} {row['value']:5.1f}  "
                 f"({len(s.queries)} q, {len(s.corpus)} docs, {scored.seconds:.1f}s)")
-            if is_model:
+            if hybrid is not None:
                 lex = lexical.run(i, s)
-                fused = {q: fuse(run[q], lex[q], TREC_DEPTH, DEFAULT_RANKING["fusion"], DEFAULT_RANKING["weight"],
-                                 DEFAULT_RANKING["rrf_k"]) for q in run}
+                fused = {q: fuse_ranked(run[q], lex[q], TREC_DEPTH) for q in run}
                 hybrid["sets"].append(_record(folder, hybrid_name, fused, s, sets, {"seconds": row["seconds"]}))
                 log(f"   {'':<15} {'':<10} hybrid  {hybrid['sets'][-1]['value']:5.1f}")
         scorer.close()
@@ -180,7 +180,7 @@ def evaluate(st: Settings, log=print, progress: bool = True) -> tuple[dict, dict
             entry["tokens_per_second"] = round(tokens / max(entry["seconds"], 1e-9), 1)
         entry["scores"], entry["summary"] = summarise(entry["sets"])
         results["systems"][name] = entry
-        if is_model:
+        if hybrid is not None:
             hybrid["scores"], hybrid["summary"] = summarise(hybrid["sets"])
             results["systems"][hybrid_name] = hybrid
     results["load_average_end"] = load_average()

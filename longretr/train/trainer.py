@@ -113,7 +113,8 @@ class Trainer:
         return model
 
     def _load_lora(self, folder: Path) -> None:
-        """Start from an earlier stage's adapter: one adapter holds every stage, so one model.toml applies it."""
+        """LoRA weights saved by a run of the same shape: an earlier stage's adapter (one adapter then holds every
+        stage, so one model.toml applies it) or this run's checkpoint."""
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
@@ -239,13 +240,10 @@ class Trainer:
         shutil.rmtree(old, ignore_errors=True)
 
     def _load_checkpoint(self, opt, sched, sampler, gen) -> tuple[int, float]:
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
         ckpt = self.out / "checkpoint"
         if not ckpt.exists() and (self.out / ".checkpoint.old").exists():
             (self.out / ".checkpoint.old").rename(ckpt)
-        set_peft_model_state_dict(self.model, load_file(ckpt / "adapter_model.safetensors", device=self.device))
+        self._load_lora(ckpt)
         blob = torch.load(ckpt / "trainer.pt", weights_only=False)
         opt.load_state_dict(blob["optimizer"])
         sched.load_state_dict(blob["scheduler"])
