@@ -60,13 +60,19 @@ longembed-filler:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -q jargon-text; }
 	@test -f $(JARGON) && echo "needle filler: $(JARGON)"
 
-# Dense vs lexical vs hybrid on the demo corpus (README, Search modes). indexes/demo-cmp is built once
-# from corpus/ (written if missing; ~15-20 min of 2-core CPU with the default model) and reused.
 # Training tokens/s of the default backbone per LoRA placement and document length (needs data/train).
 .PHONY: bench-train
 bench-train: install
 	$(BIN)/python scripts/bench_train.py
 
+# Retrieval quality per CPU-minute of training, per choice (rank, layers, length, distillation); README, Training.
+# 5 cases x (10 min training + 2 min scoring) + the untrained backbone: about 65 min. BENCH_TRAIN_QUALITY_ARGS to tune.
+.PHONY: bench-train-quality
+bench-train-quality: install
+	$(BIN)/python scripts/bench_train_quality.py $(BENCH_TRAIN_QUALITY_ARGS)
+
+# Dense vs lexical vs hybrid on the demo corpus (README, Search modes). indexes/demo-cmp is built once
+# from corpus/ (written if missing; ~15-20 min of 2-core CPU with the default model) and reused.
 .PHONY: compare-modes
 compare-modes: install
 	$(BIN)/python scripts/compare_modes.py --index indexes/demo-cmp --corpus corpus

@@ -58,6 +58,7 @@ def test_contrastive_training_lowers_loss_and_resumes(tmp_path, tiny_gemma):
     assert last < first * 0.8, (first, last)
     out = tmp_path / "run"
     assert (out / "adapter" / "adapter_model.safetensors").exists() and (out / "loss.png").exists()
+    assert _trained_layers(out) == {0, 1, 2, 3}  # under gradient checkpointing, every layer's LoRA learns
     assert "steps: 12 of 12 x batch 6" in (out / "card.md").read_text()
     # the adapter's model config loads through the normal path and changes the vectors
     trained = Embedder(str(out / "adapter" / "model.toml"))
@@ -70,6 +71,21 @@ def test_contrastive_training_lowers_loss_and_resumes(tmp_path, tiny_gemma):
     assert steps == list(range(1, 17))
     with pytest.raises(FileExistsError):
         Trainer(cfg).train(progress=False)
+
+
+def _trained_layers(run) -> set[int]:
+    """Layers whose LoRA B matrices (zero at the start) moved."""
+    from safetensors.torch import load_file
+
+    weights = load_file(run / "adapter" / "adapter_model.safetensors")
+    return {int(k.split(".layers.")[1].split(".")[0])
+            for k, v in weights.items() if "lora_B" in k and v.abs().sum() > 0}
+
+
+def test_top_layers_only_train_those_layers(tmp_path, tiny_gemma):
+    cfg = _cfg(tmp_path, tiny_gemma, steps=3, lora_layers=[2, 3])
+    Trainer(cfg).train(progress=False)
+    assert _trained_layers(tmp_path / "run") == {2, 3}
 
 
 def test_diffusion_then_contrastive_continues_the_adapter(tmp_path, tiny_gemma, embedder):
@@ -139,3 +155,20 @@ def test_cli_train_exits_75_at_time_limit_and_resumes(tmp_path, tiny_gemma):
     second = runner.invoke(app, ["train", "--config", str(path), "--resume"])
     assert second.exit_code == 0, second.output
     assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 3
+
+
+def test_shipped_training_configs_load():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parent.parent / "configs" / "train").glob("*.toml"))
+    assert configs
+    for path in configs:
+        cfg = TrainConfig.from_toml(path)
+        assert load_config(cfg.model).attention == "bidirectional" or cfg.objective == "contrastive", path
+
+
+def test_training_config_names_the_bad_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('model = "default"\nlearning_rate = 1e-4\n')
+    with pytest.raises(ValueError, match=r"bad\.toml.*learning_rate"):
+        TrainConfig.from_toml(bad)

@@ -108,8 +108,9 @@ class Trainer:
                           layers_pattern="layers" if self.cfg.lora_layers else None)
         model = get_peft_model(model, lora)
         if self.cfg.gradient_checkpointing:
+            # Non-reentrant checkpointing needs no input that requires grad. Asking for one (enable_input_require_grads)
+            # made backward also run through the frozen layers below the LoRA ones, for nothing.
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()
         return model
 
     def _load_lora(self, folder: Path) -> None:
