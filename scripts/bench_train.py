@@ -21,6 +21,15 @@ sys.path.insert(0, str(REPO))
 from longretr.machine import describe, load_average  # noqa: E402
 from longretr.train.trainer import TrainConfig, Trainer  # noqa: E402
 
+TRAIN_DATA = ["data/train/reasonaug-train.jsonl", "data/train/longdoc-train.jsonl"]
+
+
+def require_data(paths: list[str]) -> None:
+    missing = [d for d in paths if not Path(d).exists()]
+    if missing:
+        raise SystemExit(f"missing training data {missing}: run scripts/build_train_data.py first")
+
+
 # (name, LoRA layers, max document tokens, gradient checkpointing). At 1024 tokens the batch needs checkpointing:
 # without it the all-layers case was killed for memory on this 24 GiB machine.
 CASES = [
@@ -47,13 +56,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=4, help="Steps per case (the first is not timed).")
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--data", nargs="+", default=["data/train/reasonaug-train.jsonl", "data/train/longdoc-train.jsonl"])
+    ap.add_argument("--data", nargs="+", default=TRAIN_DATA)
     ap.add_argument("--only", default="", help="Run only the cases whose name contains this text.")
     ap.add_argument("--out", type=Path, default=Path("results/bench_train"))
     args = ap.parse_args()
-    missing = [d for d in args.data if not Path(d).exists()]
-    if missing:
-        raise SystemExit(f"missing training data {missing}: run scripts/build_train_data.py first")
+    require_data(args.data)
     machine = describe()
     print(f"machine: {machine['summary']}; load average {load_average()}", flush=True)
     results = {"machine": machine, "load_average_start": load_average(), "batch": args.batch, "cases": {}}

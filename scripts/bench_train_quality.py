@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
+from bench_train import TRAIN_DATA, require_data  # noqa: E402
 from train_card import evaluate, lexical_lists, query_sets  # noqa: E402
 
 from longretr.machine import describe, load_average  # noqa: E402
@@ -89,12 +90,10 @@ def main() -> None:
     ap.add_argument("--doc-tokens", type=int, default=512, help="Document length when scoring.")
     ap.add_argument("--limit", type=int, default=150, help="Queries per validation set.")
     ap.add_argument("--case", action="append", choices=list(CASES), help="Run only this case (repeatable).")
-    ap.add_argument("--data", nargs="+", default=["data/train/reasonaug-train.jsonl", "data/train/longdoc-train.jsonl"])
+    ap.add_argument("--data", nargs="+", default=TRAIN_DATA)
     ap.add_argument("--out", type=Path, default=Path("results/bench_train_quality") / time.strftime("%Y%m%d-%H%M%S"))
     args = ap.parse_args()
-    missing = [d for d in args.data if not Path(d).exists()]
-    if missing:
-        raise SystemExit(f"missing training data {missing}: run scripts/build_train_data.py first")
+    require_data(args.data)
     machine = describe()
     print(f"machine: {machine['summary']}; load average {load_average()}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
