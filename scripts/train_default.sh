@@ -3,7 +3,7 @@
 # card. Each stage stops after its max_minutes and exits 75; running this script again continues where it stopped.
 #   scripts/train_default.sh        the shipped recipe (configs/train/default-*.toml), sized for a GPU
 #   scripts/train_default.sh cpu    the 2-core CPU recipe (configs/train/cpu-*.toml): 15 + 90 minutes
-# Copy runs/<recipe>-2-contrastive/adapter over longretr/weights/gemma3-270m-diffembed to use the result.
+# Ship the result: scripts/ship_adapter.py longretr/weights/NAME runs/<recipe>-1-diffusion runs/<recipe>-2-contrastive
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
 RECIPE=${1:-default}

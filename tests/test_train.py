@@ -1,4 +1,6 @@
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +21,14 @@ def _triplets(n=24):
         a, b = WORDS[i % len(WORDS)], WORDS[(i * 7 + 3) % len(WORDS)]
         rows.append(Triplet(f"{a}", f"{a} {a} {a} archive", [f"{b} {b} digest"], "Find it", "toy"))
     return rows
+
+
+def _script(name):
+    path = Path(__file__).parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _cfg(tmp_path, tiny_gemma, **kw):
@@ -113,6 +123,31 @@ def test_diffusion_then_contrastive_continues_the_adapter(tmp_path, tiny_gemma, 
         assert len(match) == 1 and torch.equal(match[0], value), key
     second.train(progress=False)
     assert (tmp_path / "run2" / "adapter" / "model.toml").exists()
+    # shipping both stages: the last adapter in bf16, each stage's log under its objective, vectors kept
+    shipped = tmp_path / "shipped"
+    _script("ship_adapter").ship(shipped, [tmp_path / "run", tmp_path / "run2"])
+    assert {p.name for p in (shipped / "training").iterdir()} == {
+        f"{o}-{f}" for o in ("diffusion", "contrastive") for f in ("log.jsonl", "loss.png", "train.json")}
+    assert {v.dtype for v in load_file(shipped / "adapter_model.safetensors").values()} == {torch.bfloat16}
+    run2 = Embedder(str(tmp_path / "run2" / "adapter" / "model.toml"))
+    ours = Embedder(str(write_config(tmp_path, tiny_gemma, name="shipped", adapter=str(shipped))))
+    a, b = run2.encode_queries(["fox", "dog"]), ours.encode_queries(["fox", "dog"])
+    assert (a * b).sum(axis=1).min() > 0.999
+
+
+def test_shipped_adapters_fit_the_same_backbone():
+    """Every committed adapter has the default's LoRA tensors (the default's end-to-end tests load that shape)."""
+    from safetensors import safe_open
+
+    def shapes(folder):
+        with safe_open(folder / "adapter_model.safetensors", "pt") as f:
+            return {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+
+    default = Path(load_config("default").adapter)
+    folders = [p for p in default.parent.iterdir() if (p / "adapter_model.safetensors").exists()]
+    assert len(folders) >= 2 and all((p / "GEMMA_NOTICE.txt").exists() for p in folders)
+    for folder in folders:
+        assert shapes(folder) == shapes(default), folder
 
 
 def test_longdoc_triplets_split_documents():
@@ -158,8 +193,6 @@ def test_cli_train_exits_75_at_time_limit_and_resumes(tmp_path, tiny_gemma):
 
 
 def test_shipped_training_configs_load():
-    from pathlib import Path
-
     configs = sorted((Path(__file__).parent.parent / "configs" / "train").glob("*.toml"))
     assert configs
     for path in configs:

@@ -1,0 +1,41 @@
+"""Copy a trained run into longretr/weights/NAME/: the final adapter stored as bf16 (half the size, what the shipped
+adapters hold), its config and Gemma notice, and each stage's log, loss curve and settings under training/.
+
+    python scripts/ship_adapter.py longretr/weights/gemma3-270m-diffembed-cpu \
+        runs/cpu-1-diffusion runs/cpu-2-contrastive
+The last run's adapter is shipped; its val.json, if any, goes in as training/val.json. The card is written by hand.
+"""
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+
+def ship(dest: Path, runs: list[Path]) -> None:
+    adapter = runs[-1] / "adapter"
+    dest.mkdir(parents=True, exist_ok=True)
+    weights = load_file(adapter / "adapter_model.safetensors")
+    save_file({k: v.bfloat16().contiguous() for k, v in weights.items()}, dest / "adapter_model.safetensors")
+    for name in ("adapter_config.json", "GEMMA_NOTICE.txt"):
+        if (adapter / name).exists():
+            shutil.copy(adapter / name, dest / name)
+    training = dest / "training"
+    training.mkdir(exist_ok=True)
+    for run in runs:
+        objective = json.loads((run / "train.json").read_text())["objective"]
+        for src, suffix in (("log.jsonl", "log.jsonl"), ("loss.png", "loss.png"), ("train.json", "train.json")):
+            shutil.copy(run / src, training / f"{objective}-{suffix}")
+    if (runs[-1] / "val.json").exists():
+        shutil.copy(runs[-1] / "val.json", training / "val.json")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dest", type=Path)
+    ap.add_argument("runs", type=Path, nargs="+", help="the stages' run folders, in order")
+    args = ap.parse_args()
+    ship(args.dest, args.runs)
+    print(f"wrote {args.dest}")
