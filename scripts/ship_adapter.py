@@ -1,13 +1,13 @@
 """Copy a trained run into longretr/weights/NAME/: the final adapter stored as bf16 (half the size, what the shipped
-adapters hold), its config and Gemma notice, and each stage's log, loss curve and settings under training/.
+adapters hold), its config and Gemma notice, and each stage's log, loss curve and settings under training/, named
+after the stage's run folder (training/cpu-1-diffusion-log.jsonl, ...).
 
     python scripts/ship_adapter.py longretr/weights/gemma3-270m-diffembed-cpu \
-        runs/cpu-1-diffusion runs/cpu-2-contrastive
+        runs/cpu-1-diffusion runs/cpu-2-contrastive runs/cpu-3-longdoc
 The last run's adapter is shipped; its val.json, if any, goes in as training/val.json. The card is written by hand.
 """
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
@@ -24,10 +24,11 @@ def ship(dest: Path, runs: list[Path]) -> None:
             shutil.copy(adapter / name, dest / name)
     training = dest / "training"
     training.mkdir(exist_ok=True)
+    if len({run.name for run in runs}) < len(runs):
+        raise ValueError(f"run folders need distinct names, their logs are named after them: {runs}")
     for run in runs:
-        objective = json.loads((run / "train.json").read_text())["objective"]
-        for src, suffix in (("log.jsonl", "log.jsonl"), ("loss.png", "loss.png"), ("train.json", "train.json")):
-            shutil.copy(run / src, training / f"{objective}-{suffix}")
+        for name in ("log.jsonl", "loss.png", "train.json"):
+            shutil.copy(run / name, training / f"{run.name}-{name}")
     if (runs[-1] / "val.json").exists():
         shutil.copy(runs[-1] / "val.json", training / "val.json")
 

@@ -123,11 +123,11 @@ def test_diffusion_then_contrastive_continues_the_adapter(tmp_path, tiny_gemma, 
         assert len(match) == 1 and torch.equal(match[0], value), key
     second.train(progress=False)
     assert (tmp_path / "run2" / "adapter" / "model.toml").exists()
-    # shipping both stages: the last adapter in bf16, each stage's log under its objective, vectors kept
+    # shipping both stages: the last adapter in bf16, each stage's log under its run's name, vectors kept
     shipped = tmp_path / "shipped"
     _script("ship_adapter").ship(shipped, [tmp_path / "run", tmp_path / "run2"])
     assert {p.name for p in (shipped / "training").iterdir()} == {
-        f"{o}-{f}" for o in ("diffusion", "contrastive") for f in ("log.jsonl", "loss.png", "train.json")}
+        f"{r}-{f}" for r in ("run", "run2") for f in ("log.jsonl", "loss.png", "train.json")}
     assert {v.dtype for v in load_file(shipped / "adapter_model.safetensors").values()} == {torch.bfloat16}
     run2 = Embedder(str(tmp_path / "run2" / "adapter" / "model.toml"))
     ours = Embedder(str(write_config(tmp_path, tiny_gemma, name="shipped", adapter=str(shipped))))
