@@ -3,7 +3,7 @@ adapters hold), its config and Gemma notice, and each stage's log, loss curve an
 after the stage's run folder (training/cpu-1-diffusion-log.jsonl, ...).
 
     python scripts/ship_adapter.py longretr/weights/gemma3-270m-diffembed-cpu \
-        runs/cpu-1-diffusion runs/cpu-2-contrastive runs/cpu-3-longdoc
+        runs/cpu-1-diffusion runs/cpu-2-contrastive
 The last run's adapter is shipped; its val.json, if any, goes in as training/val.json. The card is written by hand.
 """
 
@@ -15,6 +15,8 @@ from safetensors.torch import load_file, save_file
 
 
 def ship(dest: Path, runs: list[Path]) -> None:
+    if len({run.name for run in runs}) < len(runs):  # checked before anything is written
+        raise ValueError(f"run folders need distinct names, their logs are named after them: {runs}")
     adapter = runs[-1] / "adapter"
     dest.mkdir(parents=True, exist_ok=True)
     weights = load_file(adapter / "adapter_model.safetensors")
@@ -24,8 +26,6 @@ def ship(dest: Path, runs: list[Path]) -> None:
             shutil.copy(adapter / name, dest / name)
     training = dest / "training"
     training.mkdir(exist_ok=True)
-    if len({run.name for run in runs}) < len(runs):
-        raise ValueError(f"run folders need distinct names, their logs are named after them: {runs}")
     for run in runs:
         for name in ("log.jsonl", "loss.png", "train.json"):
             shutil.copy(run / name, training / f"{run.name}-{name}")

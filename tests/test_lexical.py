@@ -1,11 +1,10 @@
 """The BM25 index: ranking, persistence inside the index folder, its place in each version, and the modes."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import write_config, write_corpus
+from tiny_models import load_script, write_config, write_corpus
 from typer.testing import CliRunner
 
 from longretr import store
@@ -15,7 +14,6 @@ from longretr.indexer import index_corpus
 from longretr.lexical import LexicalIndex, LexicalIndexError, tokenize
 from longretr.search import Searcher
 
-REPO = Path(__file__).resolve().parent.parent
 TEXTS = {
     "argparse.txt": "Command-line parsing: define options and positional parameters for a program.",
     "hashlib.txt": "Secure hashes and message digests: SHA-256, SHA-1 and MD5 of bytes.",
@@ -173,11 +171,7 @@ def test_cli_modes_and_ranking_options(corpus, tmp_path, tiny_gemma):
 
 
 def test_compare_modes_script_scores_each_mode(corpus, tmp_path, embedder):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("compare_modes", REPO / "scripts" / "compare_modes.py")
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
+    compare = load_script("compare_modes")
     assert compare.score([["a", "b", "c"], ["c", "d"], ["x"]], [{"relevant": "b"}, {"relevant": "c"},
                                                                {"relevant": "y"}]) == \
         {"mrr@10": pytest.approx((1 / 2 + 1) / 3), "top1": pytest.approx(1 / 3), "top3": pytest.approx(2 / 3),

@@ -1,10 +1,9 @@
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import write_config
+from tiny_models import load_script, write_config
 
 from longretr.config import load_config
 from longretr.embedder import Embedder
@@ -21,14 +20,6 @@ def _triplets(n=24):
         a, b = WORDS[i % len(WORDS)], WORDS[(i * 7 + 3) % len(WORDS)]
         rows.append(Triplet(f"{a}", f"{a} {a} {a} archive", [f"{b} {b} digest"], "Find it", "toy"))
     return rows
-
-
-def _script(name):
-    path = Path(__file__).parent.parent / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _cfg(tmp_path, tiny_gemma, **kw):
@@ -125,7 +116,7 @@ def test_diffusion_then_contrastive_continues_the_adapter(tmp_path, tiny_gemma, 
     assert (tmp_path / "run2" / "adapter" / "model.toml").exists()
     # shipping both stages: the last adapter in bf16, each stage's log under its run's name, vectors kept
     shipped = tmp_path / "shipped"
-    _script("ship_adapter").ship(shipped, [tmp_path / "run", tmp_path / "run2"])
+    load_script("ship_adapter").ship(shipped, [tmp_path / "run", tmp_path / "run2"])
     assert {p.name for p in (shipped / "training").iterdir()} == {
         f"{r}-{f}" for r in ("run", "run2") for f in ("log.jsonl", "loss.png", "train.json")}
     assert {v.dtype for v in load_file(shipped / "adapter_model.safetensors").values()} == {torch.bfloat16}
