@@ -74,6 +74,41 @@ def test_contrastive_training_lowers_loss_and_resumes(tmp_path, tiny_gemma):
         Trainer(cfg).train(progress=False)
 
 
+def test_accumulation_widens_the_batch_with_exact_gradients(tmp_path, tiny_gemma):
+    """grad_accum 3 x batch 2 gives the gradient of one batch of 6 (every query against all 12 documents), with the
+    dropout masks of a single pass, while only one micro-batch holds activations at a time."""
+    from longretr.train.trainer import _texts
+
+    torch.manual_seed(0)
+    trainer = Trainer(_cfg(tmp_path, tiny_gemma, batch_size=2, grad_accum=3, lora_dropout=0.3))
+    with torch.no_grad():
+        for name, p in trainer.model.named_parameters():
+            if "lora_B" in name:  # zero at init, which would leave lora_A without gradient
+                p.normal_(0, 0.05)
+    params = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
+    batch = _triplets(6)
+    trainer.model.train()
+
+    torch.manual_seed(1)
+    loss, tokens = trainer._contrastive_step(batch)
+    cached = {n: p.grad.clone() for n, p in params.items()}
+    trainer.model.zero_grad()
+
+    torch.manual_seed(1)  # the reference: one graph over the same micro-batches, in the same order
+    parts = [_texts(batch[i:i + 2]) for i in range(0, 6, 2)]
+    reps = [trainer._embed_part(*part) for part in parts]
+    q = torch.cat([r[0] for r in reps])
+    d = torch.cat([r[1][:2] for r in reps] + [r[1][2:] for r in reps])
+    queries, docs = _texts(batch)
+    reference = trainer._loss(q, d, queries, docs)
+    reference.backward()
+    assert tokens == sum(r[2] for r in reps)
+    assert d.shape[0] == 12 and abs(loss - reference.item()) < 1e-5
+    assert any(g.abs().sum() > 0 for n, g in cached.items() if "lora_A" in n)
+    for n, p in params.items():
+        torch.testing.assert_close(cached[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
 def _trained_layers(run) -> set[int]:
     """Layers whose LoRA B matrices (zero at the start) moved."""
     from safetensors.torch import load_file

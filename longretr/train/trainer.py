@@ -139,11 +139,47 @@ class Trainer:
             hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
         return pool(hidden, mask, self.model_cfg.pooling, True), int(mask.sum())
 
-    def _contrastive_loss(self, batch: list[Triplet]) -> tuple[torch.Tensor, int]:
-        queries = [f"{t.instruction}; {t.query}" if t.instruction else t.query for t in batch]
-        docs = [t.positive for t in batch] + [n for t in batch for n in t.negatives[:1]]
+    def _contrastive_step(self, batch: list[Triplet]) -> tuple[float, int]:
+        """InfoNCE over the whole batch, backward in micro-batches of batch_size (GradCache, Gao et al. 2021):
+        every query meets all batch_size x grad_accum positives and hard negatives, while activations are kept for
+        one micro-batch at a time. Costs one extra forward without gradients when grad_accum > 1."""
+        size = self.cfg.batch_size
+        parts = [_texts(batch[i:i + size]) for i in range(0, len(batch), size)]
+        if len(parts) == 1:
+            q, d, tokens = self._embed_part(*parts[0])
+            loss = self._loss(q, d, *parts[0])
+            loss.backward()
+            return loss.item(), tokens
+        states, reps, tokens = [], [], 0
+        with torch.no_grad():
+            for part in parts:
+                states.append(_rng_state(self.device))
+                q, d, n = self._embed_part(*part)
+                reps.append((q.detach().requires_grad_(), d.detach().requires_grad_()))
+                tokens += n
+        # one batch: all queries, then all positives, then all hard negatives (each part's docs are its positives,
+        # then its negatives)
+        n_pos = [len(part[0]) for part in parts]
+        queries = [t for part in parts for t in part[0]]
+        docs = [t for part, n in zip(parts, n_pos) for t in part[1][:n]] + \
+               [t for part, n in zip(parts, n_pos) for t in part[1][n:]]
+        d = torch.cat([d[:n] for (_, d), n in zip(reps, n_pos)] + [d[n:] for (_, d), n in zip(reps, n_pos)])
+        loss = self._loss(torch.cat([q for q, _ in reps]), d, queries, docs)
+        loss.backward()
+        for part, state, (q0, d0) in zip(parts, states, reps):
+            _set_rng_state(self.device, state)  # same dropout masks as the cached pass
+            q, d, _ = self._embed_part(*part)
+            torch.autograd.backward([q, d], [q0.grad, d0.grad])
+        return loss.item(), tokens
+
+    def _embed_part(self, queries: list[str], docs: list[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
         q, q_tokens = self._embed(queries, self.cfg.max_query_tokens)
         d, d_tokens = self._embed(docs, self.cfg.max_doc_tokens)
+        return q, d, q_tokens + d_tokens
+
+    def _loss(self, q: torch.Tensor, d: torch.Tensor, queries: list[str], docs: list[str]) -> torch.Tensor:
+        """InfoNCE, plus the distillation term where configured; docs are the positives (in query order), then
+        the hard negatives."""
         loss = info_nce(q, d, self.cfg.scale)
         if self.teacher is not None:
             with torch.no_grad():
@@ -151,7 +187,7 @@ class Trainer:
                 td = self.teacher.encode(docs, convert_to_tensor=True, normalize_embeddings=True)
             loss = loss + self.cfg.distill_weight * distillation(q, d, tq.to(q), td.to(d), self.cfg.scale,
                                                                  self.cfg.distill_temperature)
-        return loss, q_tokens + d_tokens
+        return loss
 
     def _diffusion_loss(self, texts: list[str], generator: torch.Generator) -> tuple[torch.Tensor, int]:
         ids, mask = self._tokens(texts, self.cfg.max_doc_tokens)
@@ -191,15 +227,15 @@ class Trainer:
                 break
             start = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            total, tokens = 0.0, 0
-            for _ in range(cfg.grad_accum):
-                if cfg.objective == "contrastive":
-                    loss, n = self._contrastive_loss(sampler.triplets())
-                else:
-                    loss, n = self._diffusion_loss(sampler.texts(), gen)
-                (loss / cfg.grad_accum).backward()
-                total += loss.item() / cfg.grad_accum
-                tokens += n
+            if cfg.objective == "contrastive":  # accumulation widens the batch: see _contrastive_step
+                total, tokens = self._contrastive_step(sampler.draw(cfg.batch_size * cfg.grad_accum))
+            else:
+                total, tokens = 0.0, 0
+                for _ in range(cfg.grad_accum):
+                    loss, n = self._diffusion_loss(sampler.draw(cfg.batch_size), gen)
+                    (loss / cfg.grad_accum).backward()
+                    total += loss.item() / cfg.grad_accum
+                    tokens += n
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
@@ -292,21 +328,16 @@ class _Sampler:
         self.rng.shuffle(order)
         return order
 
-    def _draw(self) -> list:
+    def draw(self, size: int) -> list:
+        """size triplets (contrastive) or texts (diffusion), all from one dataset."""
         name = self.rng.choices(self.names, weights=[len(self.sets[n]) for n in self.names])[0]
         out = []
-        for _ in range(self.cfg.batch_size):
+        for _ in range(size):
             if self.pos[name] >= len(self.orders[name]):
                 self.orders[name], self.pos[name] = self._shuffled(name), 0
             out.append(self.sets[name][self.orders[name][self.pos[name]]])
             self.pos[name] += 1
         return out
-
-    def triplets(self) -> list[Triplet]:
-        return self._draw()
-
-    def texts(self) -> list[str]:
-        return self._draw()
 
     def state(self) -> dict:
         return {"rng": self.rng.getstate(), "orders": self.orders, "pos": self.pos}
@@ -315,6 +346,22 @@ class _Sampler:
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
         self.orders, self.pos = state["orders"], state["pos"]
+
+
+def _texts(batch: list[Triplet]) -> tuple[list[str], list[str]]:
+    """Queries (with their instruction) and documents: the positives in query order, then one hard negative each."""
+    queries = [f"{t.instruction}; {t.query}" if t.instruction else t.query for t in batch]
+    return queries, [t.positive for t in batch] + [n for t in batch for n in t.negatives[:1]]
+
+
+def _rng_state(device: str) -> tuple:
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.startswith("cuda") else None
+
+
+def _set_rng_state(device: str, state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
 
 
 def _raw_texts(path: Path, chunk_chars: int = 6000) -> list[str]:
