@@ -40,6 +40,9 @@ CASES = {
     "r4, all layers, docs 256": {"lora_r": 4, "lora_alpha": 8},
     "r16, all layers, docs 256, +MiniLM distillation": {"distill_weight": 1.0},
     "r16, all layers, docs 1024": {"max_doc_tokens": 1024, "gradient_checkpointing": True},
+    # the diffusion-stage ablation: the same contrastive minutes after the CPU default's 15-minute masked-diffusion
+    # stage (longretr train --config configs/train/cpu-1-diffusion.toml makes this adapter)
+    "r16, all layers, docs 256, after diffusion": {"init_adapter": "runs/cpu-1-diffusion/adapter"},
 }
 
 
@@ -94,6 +97,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("results/bench_train_quality") / time.strftime("%Y%m%d-%H%M%S"))
     args = ap.parse_args()
     require_data(args.data)
+    for name in args.case or CASES:
+        stage = CASES[name].get("init_adapter")
+        if stage and not Path(stage, "adapter_model.safetensors").exists():
+            sys.exit(f"case {name!r} needs {stage}: run `longretr train --config configs/train/cpu-1-diffusion.toml`")
     machine = describe()
     print(f"machine: {machine['summary']}; load average {load_average()}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
