@@ -1,6 +1,7 @@
 """What a CPU-hour of training buys: the default backbone trained for the same wall-clock budget under each choice
-the training issue names (LoRA rank, top 6 vs all layers, document length, MiniLM distillation), then scored the
-same way. `scripts/bench_train.py` measures only the cost (tokens/s); this measures quality for equal time.
+the training issue names (LoRA rank, top 6 vs all layers, document length, MiniLM distillation) and more (the
+diffusion stage, BM25-mined hard negatives), then scored the same way. `scripts/bench_train.py` measures only the
+cost (tokens/s); this measures quality for equal time.
 
     .venv/bin/python scripts/bench_train_quality.py --minutes 10      # needs data/train (scripts/build_train_data.py)
     .venv/bin/python scripts/bench_train_quality.py --minutes 45 --case "r16, all layers, docs 256"
@@ -43,6 +44,10 @@ CASES = {
     # the diffusion-stage ablation: the same contrastive minutes after the CPU default's 15-minute masked-diffusion
     # stage (longretr train --config configs/train/cpu-1-diffusion.toml makes this adapter)
     "r16, all layers, docs 256, after diffusion": {"init_adapter": "runs/cpu-1-diffusion/adapter"},
+    # the same triplets, each with the negative BM25 ranks highest from another document or concept instead of a
+    # random one (longretr.train.data.mine_negatives; scripts/build_train_data.py writes the *-mined files)
+    "r16, all layers, docs 256, BM25-mined negatives": {"data": [p.replace("-train", "-train-mined")
+                                                                  for p in TRAIN_DATA]},
 }
 
 
@@ -51,7 +56,7 @@ def slug(name: str) -> str:
 
 
 def train_case(name: str, changes: dict, minutes: float, data: list[str], out: Path) -> dict:
-    cfg = TrainConfig(**{**BASE, **changes, "data": data, "output": str(out / slug(name)), "max_minutes": minutes})
+    cfg = TrainConfig(**{**BASE, "data": data, **changes, "output": str(out / slug(name)), "max_minutes": minutes})
     result = Trainer(cfg).train(progress=False)
     log = [json.loads(line) for line in (Path(cfg.output) / "log.jsonl").read_text().splitlines()]
     tail = log[-10:]
@@ -96,8 +101,9 @@ def main() -> None:
     ap.add_argument("--data", nargs="+", default=TRAIN_DATA)
     ap.add_argument("--out", type=Path, default=Path("results/bench_train_quality") / time.strftime("%Y%m%d-%H%M%S"))
     args = ap.parse_args()
-    require_data(args.data)
-    missing = {n: c["init_adapter"] for n, c in CASES.items()
+    asked = {n: c for n, c in CASES.items() if not args.case or n in args.case}
+    require_data(args.data + [d for c in asked.values() for d in c.get("data", [])])
+    missing = {n: c["init_adapter"] for n, c in asked.items()
                if c.get("init_adapter") and not Path(c["init_adapter"], "adapter_model.safetensors").exists()}
     for name, stage in missing.items():  # fatal only when asked for by name; a full run goes on without it
         message = f"case {name!r} needs {stage}: run `longretr train --config configs/train/cpu-1-diffusion.toml`"
@@ -117,8 +123,8 @@ def main() -> None:
 
     results["untrained"] = {"scores": evaluate(BASE["model"], sets, args.doc_tokens, lexical)}
     save()
-    for name, changes in CASES.items():
-        if (args.case and name not in args.case) or name in missing:
+    for name, changes in asked.items():
+        if name in missing:
             continue
         print(f"== {name}: training {args.minutes} min", flush=True)
         row = train_case(name, changes, args.minutes, args.data, args.out / "runs")

@@ -7,7 +7,14 @@ from tiny_models import load_script, write_config
 
 from longretr.config import load_config
 from longretr.embedder import Embedder
-from longretr.train.data import Triplet, longdoc_triplets, write_jsonl
+from longretr.train.data import (
+    Triplet,
+    longdoc_triplets,
+    manpage_triplets,
+    mine_negatives,
+    split_manpage,
+    write_jsonl,
+)
 from longretr.train.losses import diffusion_loss, info_nce, mask_tokens
 from longretr.train.trainer import TrainConfig, Trainer
 
@@ -184,6 +191,52 @@ def test_longdoc_triplets_split_documents():
     assert train and val and not train_pos & {t.positive for t in val}
     assert all(t.negatives[0] != t.positive for t in train + val)
     assert {t.query for t in train} >= {"The title of 5", "The title of 7"} - {t.query for t in val}
+
+
+def test_mined_negative_is_the_closest_document_of_another_group():
+    texts = {"a": "nau8825 audio codec jack detection pin",
+             "b": "nau8824 audio codec jack detection, an older part of the same family",
+             "c": "scheduler run queues and load balancing", "d": "memory barriers for smp"}
+    sibling = "audio codec jack detection pin notes"
+    rows = [Triplet("audio codec jack detection", texts["a"], [texts["d"]], "", "docs", {"name": "a"}),
+            # a sibling of the first positive (same concept / document): matches best, never a negative for it
+            Triplet("audio codec jack", sibling, [texts["c"]], "", "docs", {"name": "a"}),
+            Triplet("run queues", texts["c"], [texts["d"]], "", "docs", {"name": "c"}),
+            Triplet("codec", texts["b"], [texts["c"]], "", "docs", {"name": "b"}),
+            Triplet("load balancing", "a positive outside the pool of this dataset", ["x"], "", "other", {"name": "z"})]
+    mined = mine_negatives(rows, "name")
+    assert [t.query for t in mined] == [t.query for t in rows]  # order kept
+    assert mined[0].negatives == [texts["b"], texts["d"]]  # closest other document, old negative second
+    assert mined[1].negatives[0] == texts["b"]  # neither its positive nor that positive's sibling
+    assert mined[3].negatives[0] == texts["a"]
+    assert mined[2].negatives == [texts["d"]]  # nothing else shares a term with the query: unchanged
+    assert mined[4].negatives == ["x"]  # only its own dataset's positives are candidates
+
+
+PAGE = """getopt(3)                Library Functions Manual                getopt(3)
+
+NAME
+       getopt, getopt_long, optarg - Parse
+       command-line options
+
+SYNOPSIS
+       #include <unistd.h>
+
+DESCRIPTION
+       The getopt() function parses the command-line arguments.
+"""
+
+
+def test_manpage_summary_is_the_query_and_leaves_the_page():
+    summary, body = split_manpage(PAGE)
+    assert summary == "Parse command-line options"
+    assert "NAME\n       getopt, getopt_long, optarg\n\nSYNOPSIS" in body and "Parse" not in body
+    assert "The getopt() function parses" in body
+    assert split_manpage(PAGE.replace(" - Parse", " Parse")) is None  # no summary: not a pair
+    pages = [(f"p{i}.3", f"summary number {i}", f"page {i} " * 200) for i in range(40)]
+    train, val = manpage_triplets(pages, seed=3)
+    assert len(train) + len(val) == 40 and not {t.positive for t in train} & {t.positive for t in val}
+    assert all(t.negatives[0] != t.positive and t.query in {p[1] for p in pages} for t in train + val)
 
 
 def test_default_config_loads():

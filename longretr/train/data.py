@@ -1,5 +1,6 @@
 """Training data: triplet JSONL in the public E5 / echo-embeddings layout, plus builders that make
-triplets from ReasonAug (../shared/data/reasonaug) and long-document pairs from local raw text.
+triplets from ReasonAug (../shared/data/reasonaug), long-document pairs from local raw text, plain-language
+pairs from Debian's manual pages, and copies of each with BM25-mined hard negatives (`*-mined.jsonl`).
 
 Triplet row: {"query", "positive", "negative" | "negatives", "instruction"?, "dataset"?}.
 Python's own documentation is never a source: the demo corpus is evaluated on it.
@@ -10,13 +11,18 @@ from __future__ import annotations
 import gzip
 import html
 import json
+import os
 import random
 import re
+import subprocess
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+
+import numpy as np
 
 REASONAUG_Q2Q = "Given a problem, retrieve a problem that applies the same concept, with its solution"
 REASONAUG_Q2C = "Given a problem, retrieve the definition of the concept it applies"
@@ -150,6 +156,57 @@ def debian_reference_texts(root: Path = Path("/usr/share/debian-reference")) -> 
                 yield f"{path.stem}#{n}", section.strip()
 
 
+# Debian packages whose manual pages (C library, system calls, file formats, conventions) become plain-language
+# pairs: a page's one-line NAME summary ("sort an array") as query, the rest of the page as positive.
+MANPAGE_PACKAGES = ("manpages", "manpages-dev")
+
+
+def _render_manpage(path: str) -> str:
+    # man-db's own renderer (groff), 100 columns; col -b removes the overstrike bold/underline
+    env = {**os.environ, "MANWIDTH": "100", "MAN_KEEP_FORMATTING": "0"}
+    cmd = ["man", "--no-justification", "--no-hyphenation", "--local-file", "--encoding=UTF-8", path]
+    shown = subprocess.run(cmd, capture_output=True, text=True, env=env).stdout
+    return subprocess.run(["col", "-bx"], input=shown, capture_output=True, text=True).stdout
+
+
+def manpage_texts(packages: tuple[str, ...] = MANPAGE_PACKAGES) -> Iterator[tuple[str, str, str]]:
+    """(name, summary, text) per manual page of `packages`: the NAME section's description as summary, the page
+    without that description as text (so a query must match the body, not its copy). Aliases (.so) are skipped."""
+    listed = subprocess.run(["dpkg", "-L", *packages], capture_output=True, text=True)
+    if listed.returncode:
+        raise FileNotFoundError(f"manual pages: {listed.stderr.strip()} (apt-get install {' '.join(packages)})")
+    paths = [p for p in listed.stdout.split() if re.search(r"/man/man\d/[^/]+\.gz$", p) and not os.path.islink(p)]
+    paths = [p for p in sorted(set(paths)) if not gzip.decompress(Path(p).read_bytes()).startswith(b".so ")]
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for path, page in zip(paths, pool.map(_render_manpage, paths)):
+            if parsed := split_manpage(page):
+                yield (Path(path).name.removesuffix(".gz"), *parsed)
+
+
+def split_manpage(page: str) -> tuple[str, str] | None:
+    """(summary, page without it) from a rendered manual page; None without a `NAME: names - summary` section."""
+    found = re.search(r"^NAME\n(.*?)\n\n", page, re.S | re.M)
+    if not found or " - " not in found.group(1):
+        return None
+    names, summary = " ".join(found.group(1).split()).split(" - ", 1)
+    return summary.strip(), (page[: found.start()] + f"NAME\n       {names}\n\n" + page[found.end():]).strip()
+
+
+def manpage_triplets(pages: list[tuple[str, str, str]], val_fraction: float = 0.05,
+                     seed: int = 0) -> tuple[list, list]:
+    """Summary -> its page, another page as negative (mined later); split by page."""
+    rng = random.Random(seed)
+    pages = [p for p in pages if len(p[1]) > 8 and len(p[2]) > 1000]
+    rng.shuffle(pages)
+    n_val = max(1, int(len(pages) * val_fraction))
+
+    def build(part: list) -> list[Triplet]:
+        return [Triplet(summary, text, [part[(i + rng.randrange(1, len(part))) % len(part)][2]], LONGDOC, "manpage",
+                        {"name": name}) for i, (name, summary, text) in enumerate(part)]
+
+    return build(pages[n_val:]), build(pages[:n_val])
+
+
 def _title(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines()]
     for i, line in enumerate(lines[:80]):
@@ -199,6 +256,29 @@ def longdoc_triplets(docs: list[tuple[str, str]], per_doc: int = 2, val_fraction
     return build(list(range(n_val, len(docs)))), build(list(range(n_val)))
 
 
+# ---- mined hard negatives -------------------------------------------------------------------
+
+def mine_negatives(rows: list[Triplet], group: str) -> list[Triplet]:
+    """Put first among each triplet's negatives the text BM25 ranks highest for its query among the positives
+    of the same dataset from another `extra[group]` (concept or document), so no sibling of the positive (nor
+    a copy of it under another name) becomes a negative. The old negatives follow; the order of rows is kept.
+    A random negative is usually easy at batch 8; a lexically close one carries more signal per CPU-second."""
+    from longretr.lexical import LexicalIndex
+
+    out = list(rows)
+    for dataset in sorted({t.dataset for t in rows}):
+        at = [i for i, t in enumerate(rows) if t.dataset == dataset]
+        pool = list(dict.fromkeys((rows[i].positive, rows[i].extra[group]) for i in at))
+        index = LexicalIndex.build([text for text, _ in pool], np.arange(len(pool)))
+        for i, hits in zip(at, index.search([rows[i].query for i in at], k=10)):
+            t = rows[i]
+            pick = next((pool[v][0] for v, _ in hits if pool[v][1] != t.extra[group] and pool[v][0] != t.positive),
+                        None)
+            if pick is not None:
+                out[i] = Triplet(t.query, t.positive, [pick] + t.negatives, t.instruction, t.dataset, t.extra)
+    return out
+
+
 def build_all(out: Path, reasonaug: Path, seed: int = 0) -> dict[str, int]:
     """Write every training / validation file into `out`; return row counts."""
     ra_train, ra_val = reasonaug_triplets(reasonaug, seed=seed)
@@ -206,8 +286,13 @@ def build_all(out: Path, reasonaug: Path, seed: int = 0) -> dict[str, int]:
     if not raw:
         raise FileNotFoundError("no raw text: install the Debian packages linux-doc-6.1 and debian-reference-en")
     ld_train, ld_val = longdoc_triplets(raw, seed=seed)
+    mp_train, mp_val = manpage_triplets(list(manpage_texts()), seed=seed)
     files = {"reasonaug-train.jsonl": ra_train, "reasonaug-val.jsonl": ra_val,
-             "longdoc-train.jsonl": ld_train, "longdoc-val.jsonl": ld_val}
+             "longdoc-train.jsonl": ld_train, "longdoc-val.jsonl": ld_val,
+             "manpage-train.jsonl": mp_train, "manpage-val.jsonl": mp_val,
+             "reasonaug-train-mined.jsonl": mine_negatives(ra_train, "concept"),
+             "longdoc-train-mined.jsonl": mine_negatives(ld_train, "name"),
+             "manpage-train-mined.jsonl": mine_negatives(mp_train, "name")}
     for name, rows in files.items():
         write_jsonl(out / name, rows)
     raw_path = out / "raw-text.jsonl"
