@@ -32,6 +32,7 @@ from train_card import evaluate, lexical_lists, query_sets  # noqa: E402
 from longretr.machine import describe, load_average  # noqa: E402
 from longretr.train.trainer import TrainConfig, Trainer  # noqa: E402
 
+MINED = [p.replace("-train", "-train-mined") for p in TRAIN_DATA]
 BASE = dict(model="gemma3-270m-bidir", objective="contrastive", steps=100_000, warmup=10, batch_size=8,
             max_query_tokens=64, max_doc_tokens=256, gradient_checkpointing=False, save_every=10**6)
 # name -> changes to BASE. 1024-token documents need checkpointing on this 24 GiB machine (make bench-train).
@@ -46,8 +47,10 @@ CASES = {
     "r16, all layers, docs 256, after diffusion": {"init_adapter": "runs/cpu-1-diffusion/adapter"},
     # the same triplets, each with the negative BM25 ranks highest from another document or concept instead of a
     # random one (longretr.train.data.mine_negatives; scripts/build_train_data.py writes the *-mined files)
-    "r16, all layers, docs 256, BM25-mined negatives": {"data": [p.replace("-train", "-train-mined")
-                                                                  for p in TRAIN_DATA]},
+    "r16, all layers, docs 256, BM25-mined negatives": {"data": MINED},
+    # and with plain-language pairs from Debian's manual pages ("sort an array" -> qsort(3)) added
+    "r16, all layers, docs 256, BM25-mined negatives + man pages": {"data": [*MINED,
+                                                                            "data/train/manpage-train-mined.jsonl"]},
 }
 
 

@@ -262,7 +262,8 @@ def mine_negatives(rows: list[Triplet], group: str) -> list[Triplet]:
     """Put first among each triplet's negatives the text BM25 ranks highest for its query among the positives
     of the same dataset from another `extra[group]` (concept or document), so no sibling of the positive (nor
     a copy of it under another name) becomes a negative. The old negatives follow; the order of rows is kept.
-    A random negative is usually easy at batch 8; a lexically close one carries more signal per CPU-second."""
+    A harder negative was meant to carry more signal per CPU-second than a random one; at 35 CPU minutes it
+    changed no validation score (README, "What a CPU-hour buys")."""
     from longretr.lexical import LexicalIndex
 
     out = list(rows)
