@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..lexical import LexicalIndex
+
 REASONAUG_Q2Q = "Given a problem, retrieve a problem that applies the same concept, with its solution"
 REASONAUG_Q2C = "Given a problem, retrieve the definition of the concept it applies"
 LONGDOC = "Given a search query, retrieve the documents that answer it"
@@ -264,8 +266,6 @@ def mine_negatives(rows: list[Triplet], group: str) -> list[Triplet]:
     a copy of it under another name) becomes a negative. The old negatives follow; the order of rows is kept.
     A harder negative was meant to carry more signal per CPU-second than a random one; at 35 CPU minutes it
     changed no validation score (README, "What a CPU-hour buys")."""
-    from longretr.lexical import LexicalIndex
-
     out = list(rows)
     for dataset in sorted({t.dataset for t in rows}):
         at = [i for i, t in enumerate(rows) if t.dataset == dataset]
