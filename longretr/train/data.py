@@ -164,11 +164,9 @@ MANPAGE_PACKAGES = ("manpages", "manpages-dev")
 
 
 def _render_manpage(path: str) -> str:
-    # man-db's own renderer (groff), 100 columns; col -b removes the overstrike bold/underline
-    env = {**os.environ, "MANWIDTH": "100", "MAN_KEEP_FORMATTING": "0"}
+    # man-db's own renderer (groff), 100 columns; writing to a pipe, man already drops bold/underline overstrikes
     cmd = ["man", "--no-justification", "--no-hyphenation", "--local-file", "--encoding=UTF-8", path]
-    shown = subprocess.run(cmd, capture_output=True, text=True, env=env).stdout
-    return subprocess.run(["col", "-bx"], input=shown, capture_output=True, text=True).stdout
+    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "MANWIDTH": "100"}).stdout
 
 
 def manpage_texts(packages: tuple[str, ...] = MANPAGE_PACKAGES) -> Iterator[tuple[str, str, str]]:
