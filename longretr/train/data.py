@@ -158,9 +158,10 @@ def debian_reference_texts(root: Path = Path("/usr/share/debian-reference")) -> 
                 yield f"{path.stem}#{n}", section.strip()
 
 
-# Debian packages whose manual pages (C library, system calls, file formats, conventions) become plain-language
-# pairs: a page's one-line NAME summary ("sort an array") as query, the rest of the page as positive.
-MANPAGE_PACKAGES = ("manpages", "manpages-dev")
+# Debian packages whose manual pages (C library, system calls, file formats, conventions; Perl's core modules, the
+# nearest thing here to a standard library's reference) become plain-language pairs: a page's one-line NAME summary
+# ("sort an array", "module for manipulations of tar archives") as query, the rest of the page as positive.
+MANPAGE_PACKAGES = ("manpages", "manpages-dev", "perl-doc")
 
 
 def _render_manpage(path: str) -> str:
