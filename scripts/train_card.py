@@ -1,8 +1,11 @@
 """Validation scores for the training card: a model config before/after training, measured the
-same way. Three query sets:
+same way. Four query sets:
   reasonaug-q2c  held-out ReasonAug concepts: problem -> its concept's definition (among all held-out definitions)
   longdoc        held-out kernel/Debian documents: title or copied sentence -> the document
   demo           tests/data/demo_queries.jsonl: plain-language queries -> stdlib module page (demo corpus)
+  manpage        held-out manual pages: the page's one-line summary (taken out of the page) -> the page, among the
+                 held-out pages and the longdoc documents: a known-item task over long technical documents where,
+                 unlike longdoc, the query's words need not be in the document
 Documents are truncated to --doc-tokens here to keep the card cheap on a CPU; the numbers say so.
 Each set is scored in the three search modes: dense (the model), lexical (BM25 over the whole documents, the
 same for every model) and hybrid (the two rankings fused with the index default, longretr.fusion.DEFAULT_RANKING).
@@ -70,12 +73,18 @@ def query_sets(data: Path, demo_corpus: Path, limit: int) -> dict:
     rows = read_triplets(data / "longdoc-val.jsonl")[:limit]
     docs = sorted({t.positive for t in rows} | {n for t in rows for n in t.negatives})
     sets["longdoc"] = (rows[0].instruction, [t.query for t in rows], docs, [docs.index(t.positive) for t in rows])
+    longdocs = docs
     queries = [json.loads(line) for line in Path("tests/data/demo_queries.jsonl").read_text().splitlines()]
     if not demo_corpus.exists():
         build_demo(demo_corpus)
     names = sorted(p.name for p in demo_corpus.glob("*.txt"))
     docs = [(demo_corpus / n).read_text() for n in names]
     sets["demo"] = (None, [q["text"] for q in queries], docs, [names.index(q["relevant"]) for q in queries])
+    if (data / "manpage-val.jsonl").exists():  # data/train built before the manual pages were added has none
+        rows = read_triplets(data / "manpage-val.jsonl")[:limit]
+        docs = sorted({t.positive for t in rows} | set(longdocs))
+        sets["manpage"] = (rows[0].instruction, [t.query for t in rows], docs,
+                           [docs.index(t.positive) for t in rows])
     return sets
 
 
@@ -104,7 +113,7 @@ if __name__ == "__main__":
     ap.add_argument("--demo-corpus", type=Path, default=Path("corpus"))
     ap.add_argument("--doc-tokens", type=int, default=1024)
     ap.add_argument("--limit", type=int, default=150)
-    ap.add_argument("--sets", default="", help="Comma list of reasonaug-q2c, longdoc, demo (default: all).")
+    ap.add_argument("--sets", default="", help="Comma list of reasonaug-q2c, longdoc, demo, manpage (default: all).")
     ap.add_argument("--minilm", action="store_true", help="Add the chunked all-MiniLM-L6-v2 reference.")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()

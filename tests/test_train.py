@@ -61,7 +61,7 @@ def test_contrastive_training_lowers_loss_and_resumes(tmp_path, tiny_gemma):
     cfg = _cfg(tmp_path, tiny_gemma)
     Trainer(cfg).train(progress=False)
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert len(log) == 12
+    assert len(log) == 12 and {r["dataset"] for r in log} == {"toy"}
     first, last = sum(r["loss"] for r in log[:3]) / 3, sum(r["loss"] for r in log[-3:]) / 3
     assert last < first * 0.8, (first, last)
     out = tmp_path / "run"

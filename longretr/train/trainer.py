@@ -1,7 +1,7 @@
 """`longretr train`: LoRA fine-tuning with the DiffEmbed recipe (contrastive) or masked diffusion.
 
 A run folder holds:
-    log.jsonl        step, loss, lr, tokens, seconds per logged step
+    log.jsonl        step, loss, lr, tokens, seconds and the batch's dataset, one row per step
     loss.png         the loss curve
     checkpoint/      the latest resumable state (adapter, optimizer, scheduler, step, RNG)
     adapter/         the final LoRA adapter (safetensors) + model.toml that applies it + NOTICE
@@ -244,7 +244,7 @@ class Trainer:
             elapsed += seconds
             session += seconds
             log.write(json.dumps({"step": step, "loss": round(total, 5), "lr": sched.get_last_lr()[0],
-                                  "tokens": tokens, "seconds": round(seconds, 2)}) + "\n")
+                                  "tokens": tokens, "seconds": round(seconds, 2), "dataset": sampler.last}) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{tokens / seconds:.0f}", refresh=False)
             bar.update(1)
@@ -322,6 +322,7 @@ class _Sampler:
         self.names = sorted(self.sets)
         self.orders = {n: self._shuffled(n) for n in self.names}
         self.pos = {n: 0 for n in self.names}
+        self.last = ""  # the dataset of the latest draw, for the log
 
     def _shuffled(self, name: str) -> list[int]:
         order = list(range(len(self.sets[name])))
@@ -331,7 +332,7 @@ class _Sampler:
     def draw(self, size: int) -> list:
         """size triplets (contrastive) or texts (diffusion), all from one dataset."""
         name = self.rng.choices(self.names, weights=[len(self.sets[n]) for n in self.names])[0]
-        out = []
+        self.last, out = name, []
         for _ in range(size):
             if self.pos[name] >= len(self.orders[name]):
                 self.orders[name], self.pos[name] = self._shuffled(name), 0
