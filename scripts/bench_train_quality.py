@@ -120,9 +120,7 @@ def main() -> None:
     machine = describe()
     print(f"machine: {machine['summary']}; load average {load_average()}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    sets = query_sets(Path("data/train"), Path("corpus"), args.limit)
-    if args.sets:
-        sets = {k: v for k, v in sets.items() if k in args.sets.split(",")}
+    sets = query_sets(Path("data/train"), Path("corpus"), args.limit, args.sets)
     lexical = {name: lexical_lists(queries, docs) for name, (_, queries, docs, _) in sets.items()}
     results = {"machine": machine, "load_average_start": load_average(), "minutes": args.minutes,
                "doc_tokens": args.doc_tokens, "base": BASE, "cases": {}}

@@ -65,7 +65,8 @@ def minilm_reference(sets: dict) -> dict:
     return out
 
 
-def query_sets(data: Path, demo_corpus: Path, limit: int) -> dict:
+def query_sets(data: Path, demo_corpus: Path, limit: int, only: str = "") -> dict:
+    """The sets by name; only is a comma list of those to keep (default: all)."""
     sets = {}
     rows = [t for t in read_triplets(data / "reasonaug-val.jsonl") if t.dataset == "reasonaug-q2c"][:limit]
     docs = sorted({t.positive for t in rows} | {n for t in rows for n in t.negatives})
@@ -85,7 +86,7 @@ def query_sets(data: Path, demo_corpus: Path, limit: int) -> dict:
         docs = sorted({t.positive for t in rows} | set(longdocs))
         sets["manpage"] = (rows[0].instruction, [t.query for t in rows], docs,
                            [docs.index(t.positive) for t in rows])
-    return sets
+    return {k: v for k, v in sets.items() if not only or k in only.split(",")}
 
 
 def evaluate(model: str, sets: dict, doc_tokens: int, lexical: dict) -> dict:
@@ -117,9 +118,7 @@ if __name__ == "__main__":
     ap.add_argument("--minilm", action="store_true", help="Add the chunked all-MiniLM-L6-v2 reference.")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    sets = query_sets(args.data, args.demo_corpus, args.limit)
-    if args.sets:
-        sets = {k: v for k, v in sets.items() if k in args.sets.split(",")}
+    sets = query_sets(args.data, args.demo_corpus, args.limit, args.sets)
     lexical = {name: lexical_lists(queries, docs) for name, (_, queries, docs, _) in sets.items()}
     results = {"doc_tokens": args.doc_tokens, "ranking": DEFAULT_RANKING,
                "models": {m: evaluate(m, sets, args.doc_tokens, lexical) for m in args.model}}

@@ -1,7 +1,7 @@
 """`longretr train`: LoRA fine-tuning with the DiffEmbed recipe (contrastive) or masked diffusion.
 
 A run folder holds:
-    log.jsonl        step, loss, lr, tokens, seconds and the batch's dataset, one row per step
+    log.jsonl        step, loss, lr, tokens, seconds and the step's dataset(s), one row per step
     loss.png         the loss curve
     checkpoint/      the latest resumable state (adapter, optimizer, scheduler, step, RNG)
     adapter/         the final LoRA adapter (safetensors) + model.toml that applies it + NOTICE
@@ -243,8 +243,8 @@ class Trainer:
             seconds = time.perf_counter() - start
             elapsed += seconds
             session += seconds
-            log.write(json.dumps({"step": step, "loss": round(total, 5), "lr": sched.get_last_lr()[0],
-                                  "tokens": tokens, "seconds": round(seconds, 2), "dataset": sampler.last}) + "\n")
+            log.write(json.dumps({"step": step, "loss": round(total, 5), "lr": sched.get_last_lr()[0], "tokens": tokens,
+                                  "seconds": round(seconds, 2), "dataset": sampler.take_drawn()}) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{tokens / seconds:.0f}", refresh=False)
             bar.update(1)
@@ -322,7 +322,7 @@ class _Sampler:
         self.names = sorted(self.sets)
         self.orders = {n: self._shuffled(n) for n in self.names}
         self.pos = {n: 0 for n in self.names}
-        self.last = ""  # the dataset of the latest draw, for the log
+        self.drawn: list[str] = []  # datasets drawn since the last take_drawn(), for the log
 
     def _shuffled(self, name: str) -> list[int]:
         order = list(range(len(self.sets[name])))
@@ -332,13 +332,19 @@ class _Sampler:
     def draw(self, size: int) -> list:
         """size triplets (contrastive) or texts (diffusion), all from one dataset."""
         name = self.rng.choices(self.names, weights=[len(self.sets[n]) for n in self.names])[0]
-        self.last, out = name, []
+        self.drawn.append(name)
+        out = []
         for _ in range(size):
             if self.pos[name] >= len(self.orders[name]):
                 self.orders[name], self.pos[name] = self._shuffled(name), 0
             out.append(self.sets[name][self.orders[name][self.pos[name]]])
             self.pos[name] += 1
         return out
+
+    def take_drawn(self) -> str:
+        """The datasets drawn since the last call, comma-joined in order of first draw."""
+        names, self.drawn = ",".join(dict.fromkeys(self.drawn)), []
+        return names
 
     def state(self) -> dict:
         return {"rng": self.rng.getstate(), "orders": self.orders, "pos": self.pos}
