@@ -75,12 +75,13 @@ def query_sets(data: Path, demo_corpus: Path, limit: int, only: str = "") -> dic
     docs = sorted({t.positive for t in rows} | {n for t in rows for n in t.negatives})
     sets["longdoc"] = (rows[0].instruction, [t.query for t in rows], docs, [docs.index(t.positive) for t in rows])
     longdocs = docs
-    queries = [json.loads(line) for line in Path("tests/data/demo_queries.jsonl").read_text().splitlines()]
-    if not demo_corpus.exists():
-        build_demo(demo_corpus)
-    names = sorted(p.name for p in demo_corpus.glob("*.txt"))
-    docs = [(demo_corpus / n).read_text() for n in names]
-    sets["demo"] = (None, [q["text"] for q in queries], docs, [names.index(q["relevant"]) for q in queries])
+    if not only or "demo" in only.split(","):  # the demo corpus is built from pydoc: only when asked for
+        queries = [json.loads(line) for line in Path("tests/data/demo_queries.jsonl").read_text().splitlines()]
+        if not demo_corpus.exists():
+            build_demo(demo_corpus)
+        names = sorted(p.name for p in demo_corpus.glob("*.txt"))
+        docs = [(demo_corpus / n).read_text() for n in names]
+        sets["demo"] = (None, [q["text"] for q in queries], docs, [names.index(q["relevant"]) for q in queries])
     if (data / "manpage-val.jsonl").exists():  # data/train built before the manual pages were added has none
         rows = read_triplets(data / "manpage-val.jsonl")[:limit]
         docs = sorted({t.positive for t in rows} | set(longdocs))

@@ -284,3 +284,29 @@ def test_training_config_names_the_bad_key(tmp_path):
     bad.write_text('model = "default"\nlearning_rate = 1e-4\n')
     with pytest.raises(ValueError, match=r"bad\.toml.*learning_rate"):
         TrainConfig.from_toml(bad)
+
+
+def test_recipe_sweep_trains_and_scores_each_variant(tmp_path, tiny_gemma):
+    sweep = load_script("recipe_sweep")
+    assert sweep.parse_variant("fast:lr=2e-4,steps=9") == ("fast", {"lr": 2e-4, "steps": 9})
+    with pytest.raises(ValueError, match="unknown keys"):
+        sweep.parse_variant("x:learning_rate=1")
+    cfg = _cfg(tmp_path, tiny_gemma, steps=3)
+    base = tmp_path / "base.toml"
+    base.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in vars(cfg).items()))
+    val = tmp_path / "val"
+    val.mkdir()
+    rows = [Triplet(t.query, t.positive, t.negatives, t.instruction, "reasonaug-q2c") for t in _triplets(8)]
+    write_jsonl(val / "reasonaug-val.jsonl", rows)
+    write_jsonl(val / "longdoc-val.jsonl", rows)
+    sweep.main(["--base", str(base), "--out", str(tmp_path / "sweep"), "--data", str(val), "--sets", "reasonaug-q2c",
+                "--variant", "a", "--variant", "b:steps=2,lr=1e-3", "--baseline", cfg.model])
+    summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert list(summary["variants"]) == ["a", "b"]
+    a, b = summary["variants"]["a"], summary["variants"]["b"]
+    assert a["train"]["steps"] == 3 and b["train"]["steps"] == 2 and b["overrides"] == {"steps": 2, "lr": 1e-3}
+    assert len(a["card"]["models"]) == 2 and len(b["card"]["models"]) == 1  # the baseline is scored once
+    for card in (a["card"], b["card"]):
+        for scores in card["models"].values():
+            assert 0 < scores["reasonaug-q2c"]["dense"]["mrr@10"] <= 1
+    assert json.loads((tmp_path / "sweep" / "b" / "train.json").read_text())["lr"] == 1e-3
