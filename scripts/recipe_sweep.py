@@ -1,7 +1,7 @@
 """Recipe sweep: several variants of one training config, each trained and then scored by the training card.
 
-Made for a borrowed GPU, where a CPU recipe's hours take a minute: it says which CPU run is worth its hours before
-the CPU spends them. Each variant is the base config with some keys changed, trained into OUT/NAME, then scored
+Made for a borrowed GPU: trying a CPU recipe's variants there says which CPU run is worth its hours before the
+CPU spends them. Each variant is the base config with some keys changed, trained into OUT/NAME, then scored
 with `scripts/train_card.py` (with --baseline models beside it). A summary JSON is rewritten after every variant,
 so a run cut short keeps what it finished.
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import tomllib
 import torch
 
+from longretr.machine import describe
 from longretr.train.trainer import TrainConfig, Trainer
 
 
@@ -37,12 +37,6 @@ def parse_variant(spec: str) -> tuple[str, dict]:
     if unknown:
         raise ValueError(f"variant {spec!r}: unknown keys {sorted(unknown)}")
     return name, overrides
-
-
-def machine() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    return f"{platform.processor() or platform.machine()} CPU (torch {torch.__version__})"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     base = TrainConfig.from_toml(args.base)
     variants = [parse_variant(v) for v in args.variant]  # all parsed before any training starts
     summary_path = args.summary or args.out / "sweep.json"
-    summary = {"base": str(args.base), "machine": machine(), "doc_tokens": args.doc_tokens, "variants": {}}
+    summary = {"base": str(args.base), "machine": describe(), "doc_tokens": args.doc_tokens, "variants": {}}
     start = time.perf_counter()
     for i, (name, overrides) in enumerate(variants):
         if args.budget_minutes and time.perf_counter() - start > args.budget_minutes * 60:

@@ -67,6 +67,7 @@ def minilm_reference(sets: dict) -> dict:
 
 def query_sets(data: Path, demo_corpus: Path, limit: int, only: str = "") -> dict:
     """The sets by name; only is a comma list of those to keep (default: all)."""
+    wanted = set(only.split(",")) if only else {"reasonaug-q2c", "longdoc", "demo", "manpage"}
     sets = {}
     rows = [t for t in read_triplets(data / "reasonaug-val.jsonl") if t.dataset == "reasonaug-q2c"][:limit]
     docs = sorted({t.positive for t in rows} | {n for t in rows for n in t.negatives})
@@ -75,7 +76,7 @@ def query_sets(data: Path, demo_corpus: Path, limit: int, only: str = "") -> dic
     docs = sorted({t.positive for t in rows} | {n for t in rows for n in t.negatives})
     sets["longdoc"] = (rows[0].instruction, [t.query for t in rows], docs, [docs.index(t.positive) for t in rows])
     longdocs = docs
-    if not only or "demo" in only.split(","):  # the demo corpus is built from pydoc: only when asked for
+    if "demo" in wanted:  # the demo corpus is built from pydoc: only when asked for
         queries = [json.loads(line) for line in Path("tests/data/demo_queries.jsonl").read_text().splitlines()]
         if not demo_corpus.exists():
             build_demo(demo_corpus)
@@ -87,7 +88,7 @@ def query_sets(data: Path, demo_corpus: Path, limit: int, only: str = "") -> dic
         docs = sorted({t.positive for t in rows} | set(longdocs))
         sets["manpage"] = (rows[0].instruction, [t.query for t in rows], docs,
                            [docs.index(t.positive) for t in rows])
-    return {k: v for k, v in sets.items() if not only or k in only.split(",")}
+    return {k: v for k, v in sets.items() if k in wanted}
 
 
 def evaluate(model: str, sets: dict, doc_tokens: int, lexical: dict) -> dict:
