@@ -65,7 +65,7 @@ longembed-filler:
 bench-train: install
 	$(BIN)/python scripts/bench_train.py
 
-# Retrieval quality per CPU-minute of training, per choice (rank, layers, length, distillation); README, Training.
+# Retrieval quality per CPU-minute of training, per choice (rank, layers, length, distillation); docs/training-studies.md.
 # 5 cases x (10 min training + 2 min scoring) + the untrained backbone: about 65 min. BENCH_TRAIN_QUALITY_ARGS to tune.
 .PHONY: bench-train-quality
 bench-train-quality: install

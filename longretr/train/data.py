@@ -264,7 +264,7 @@ def mine_negatives(rows: list[Triplet], group: str) -> list[Triplet]:
     of the same dataset from another `extra[group]` (concept or document), so no sibling of the positive (nor
     a copy of it under another name) becomes a negative. The old negatives follow; the order of rows is kept.
     A harder negative was meant to carry more signal per CPU-second than a random one; at 35 CPU minutes it
-    changed no validation score (README, "What a CPU-hour buys")."""
+    changed no validation score (docs/training-studies.md, "What a CPU-hour buys")."""
     out = list(rows)
     for dataset in sorted({t.dataset for t in rows}):
         at = [i for i, t in enumerate(rows) if t.dataset == dataset]
