@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce a trained default adapter: training data, masked-diffusion adaptation, contrastive training, validation
 # card. Each stage stops after its max_minutes and exits 75; running this script again continues where it stopped.
-#   scripts/train_default.sh        the shipped recipe (configs/train/default-*.toml), sized for a GPU
-#   scripts/train_default.sh cpu    the 2-core CPU recipe (configs/train/cpu-*.toml): 15 + 90 minutes
+#   scripts/train_default.sh cpu    the shipped default's recipe (configs/train/cpu-*.toml), 2-core CPU: 15 + 90 min
+#   scripts/train_default.sh        the GPU recipe (configs/train/default-*.toml) of configs/gemma3-270m-diffembed.toml
 # Ship the result: scripts/ship_adapter.py longretr/weights/NAME runs/<recipe>-1-diffusion runs/<recipe>-2-contrastive
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
