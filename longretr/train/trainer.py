@@ -266,8 +266,8 @@ class Trainer:
         tmp = self.out / ".checkpoint.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         self.model.save_pretrained(tmp)
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                    "torch_rng": torch.get_rng_state()}, tmp / "trainer.pt")
+        torch.save({"optimizer": _bf16_moments(opt.state_dict()), "scheduler": sched.state_dict(),
+                    "generator": gen.get_state(), "torch_rng": torch.get_rng_state()}, tmp / "trainer.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, "elapsed": elapsed, "sampler": sampler.state()}))
         final = self.out / "checkpoint"
         old = self.out / ".checkpoint.old"
@@ -303,6 +303,13 @@ class Trainer:
         (tmp / "model.toml").write_text(replace(cfg, name=f"{cfg.name}-{self.out.name}", adapter=".").to_toml())
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
+
+
+def _bf16_moments(state: dict) -> dict:
+    """AdamW's moments in bf16, so a checkpoint is a third smaller (commit-sized across sessions); bf16 keeps fp32's
+    exponent range, and Optimizer.load_state_dict casts them back to the parameters' dtype on resume."""
+    return {**state, "state": {i: {k: v.to(torch.bfloat16) if k != "step" and v.is_floating_point() else v
+                                   for k, v in s.items()} for i, s in state["state"].items()}}
 
 
 class _Sampler:
