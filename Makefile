@@ -71,8 +71,8 @@ bench-train: install
 bench-train-quality: install
 	$(BIN)/python scripts/bench_train_quality.py $(BENCH_TRAIN_QUALITY_ARGS)
 
-# Dense vs lexical vs hybrid on the demo corpus (README, Search modes). indexes/demo-cmp is built once
-# from corpus/ (written if missing; ~15-20 min of 2-core CPU with the default model) and reused.
+# Dense vs lexical vs hybrid on the demo corpus (README, Search modes). indexes/demo-cmp is built once from corpus/
+# (written if missing; default model on 2 CPU cores: ~20 min with AMX-BF16, ~1 h 45 min without) and reused.
 .PHONY: compare-modes
 compare-modes: install
 	$(BIN)/python scripts/compare_modes.py --index indexes/demo-cmp --corpus corpus

@@ -7,7 +7,8 @@ weights) so the index's default can be chosen on evidence. Writes JSON + a PNG u
     .venv/bin/python scripts/compare_modes.py --index indexes/demo-cmp --corpus corpus
 
 A missing index is built first from --corpus (the demo corpus is written there if the folder does
-not exist): with the default model that takes 15-20 minutes of 2-core CPU, so it is reused.
+not exist): with the default model that takes about 20 minutes on 2 cores with AMX-BF16 and 1 h 45 min
+without (fp32), so it is reused.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def ensure_index(index: Path, corpus: Path | None, model: str) -> None:
     if (index / "manifest.json").exists():
         return
     if corpus is None:
-        raise SystemExit(f"{index}: no index; pass --corpus to build it (15-20 min with the default model on CPU)")
+        raise SystemExit(f"{index}: no index; pass --corpus to build it (20 min to 2 h on 2 CPU cores)")
     if not corpus.exists():
         from longretr.democorpus import build
 
