@@ -68,7 +68,7 @@ def test_contrastive_training_lowers_loss_and_resumes(tmp_path, tiny_gemma):
     assert (out / "adapter" / "adapter_model.safetensors").exists() and (out / "loss.png").exists()
     assert _trained_layers(out) == {0, 1, 2, 3}  # under gradient checkpointing, every layer's LoRA learns
     assert "steps: 12 of 12 x batch 6" in (out / "card.md").read_text()
-    # AdamW moments are checkpointed in bf16 (a third smaller to commit); resume below casts them back
+    # AdamW moments are checkpointed in bf16 (a third smaller); resume below casts them back
     moments = torch.load(out / "checkpoint" / "trainer.pt", weights_only=False)["optimizer"]["state"]
     assert {v["exp_avg"].dtype for v in moments.values()} == {torch.bfloat16}
     # the adapter's model config loads through the normal path and changes the vectors

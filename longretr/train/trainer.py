@@ -306,8 +306,8 @@ class Trainer:
 
 
 def _bf16_moments(state: dict) -> dict:
-    """AdamW's moments in bf16, so a checkpoint is a third smaller (commit-sized across sessions); bf16 keeps fp32's
-    exponent range, and Optimizer.load_state_dict casts them back to the parameters' dtype on resume."""
+    """AdamW's moments in bf16, so a checkpoint is a third smaller; bf16 keeps fp32's exponent range, and
+    Optimizer.load_state_dict casts them back to the parameters' dtype on resume."""
     return {**state, "state": {i: {k: v.to(torch.bfloat16) if k != "step" and v.is_floating_point() else v
                                    for k, v in s.items()} for i, s in state["state"].items()}}
 
