@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -68,9 +69,14 @@ def test_contrastive_training_lowers_loss_and_resumes(tmp_path, tiny_gemma):
     assert (out / "adapter" / "adapter_model.safetensors").exists() and (out / "loss.png").exists()
     assert _trained_layers(out) == {0, 1, 2, 3}  # under gradient checkpointing, every layer's LoRA learns
     assert "steps: 12 of 12 x batch 6" in (out / "card.md").read_text()
-    # AdamW moments are checkpointed in bf16 (a third smaller); resume below casts them back
-    moments = torch.load(out / "checkpoint" / "trainer.pt", weights_only=False)["optimizer"]["state"]
-    assert {v["exp_avg"].dtype for v in moments.values()} == {torch.bfloat16}
+    # the checkpoint is bf16 files (small enough to commit); resume below casts them back
+    from safetensors.torch import load_file
+
+    for name in ("adapter_model", "exp_avg", "exp_avg_sq"):
+        tensors = load_file(out / "checkpoint" / f"{name}.safetensors")
+        assert tensors and {v.dtype for v in tensors.values()} == {torch.bfloat16}, name
+    assert load_file(out / "checkpoint" / "exp_avg.safetensors").keys() == \
+        load_file(out / "checkpoint" / "exp_avg_sq.safetensors").keys()
     # the adapter's model config loads through the normal path and changes the vectors
     trained = Embedder(str(out / "adapter" / "model.toml"))
     plain = Embedder(cfg.model)
@@ -82,6 +88,26 @@ def test_contrastive_training_lowers_loss_and_resumes(tmp_path, tiny_gemma):
     assert steps == list(range(1, 17))
     with pytest.raises(FileExistsError):
         Trainer(cfg).train(progress=False)
+
+
+def test_resume_from_the_bf16_checkpoint_follows_the_uninterrupted_run(tmp_path, tiny_gemma):
+    """A run stopped after every step of its first four and resumed gives the losses of a run that never stopped,
+    up to bf16 rounding of the checkpointed weights and moments. The stopped run goes first, so the straight one
+    also checks that LoRA's random init comes from the config's seed, not from whatever ran before."""
+    def losses(out: Path) -> list[float]:
+        return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+
+    straight = _cfg(tmp_path, tiny_gemma, steps=8, output=str(tmp_path / "straight"), gradient_checkpointing=False,
+                    lr=1e-3)
+    stopped = replace(straight, output=str(tmp_path / "stopped"), max_minutes=1e-9)
+    for _ in range(4):  # the time limit stops each run after one step
+        Trainer(stopped).train(resume=True, progress=False)
+    Trainer(replace(stopped, max_minutes=0)).train(resume=True, progress=False)
+    torch.manual_seed(123)
+    Trainer(straight).train(progress=False)
+    a, b = losses(tmp_path / "straight"), losses(tmp_path / "stopped")
+    assert len(b) == 8 and b[:1] == a[:1]
+    assert b == pytest.approx(a, rel=1e-2, abs=1e-4), (a, b)
 
 
 def test_accumulation_widens_the_batch_with_exact_gradients(tmp_path, tiny_gemma):
@@ -253,6 +279,14 @@ def test_time_limit_stops_resumably(tmp_path, tiny_gemma):
     cfg = _cfg(tmp_path, tiny_gemma, steps=6)
     assert Trainer(cfg).train(resume=True, progress=False)["steps"] == 6
     assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 6
+
+
+def test_resume_refuses_changed_training_data(tmp_path, tiny_gemma):
+    cfg = _cfg(tmp_path, tiny_gemma, steps=6, max_minutes=1e-9)
+    Trainer(cfg).train(progress=False)
+    write_jsonl(Path(cfg.data[0]), _triplets()[::-1])  # same rows, another order: the saved orders would lie
+    with pytest.raises(ValueError, match=r"training data differs .*\['toy'\]"):
+        Trainer(cfg).train(resume=True, progress=False)
 
 
 def test_cli_train_exits_75_at_time_limit_and_resumes(tmp_path, tiny_gemma):
