@@ -1,5 +1,5 @@
-"""Copy a trained run into longretr/weights/NAME/: the final adapter stored as bf16 (half the size, what the shipped
-adapters hold), its config and Gemma notice, and each stage's log, loss curve and settings under training/, named
+"""Copy a trained run into longretr/weights/NAME/: the final adapter (bf16, as `longretr train` saves it), its
+config and Gemma notice, and each stage's log, loss curve and settings under training/, named
 after the stage's run folder (training/cpu-1-diffusion-log.jsonl, ...).
 
     python scripts/ship_adapter.py longretr/weights/gemma3-270m-diffembed-cpu \
@@ -11,17 +11,13 @@ import argparse
 import shutil
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
-
 
 def ship(dest: Path, runs: list[Path]) -> None:
     if len({run.name for run in runs}) < len(runs):  # checked before anything is written
         raise ValueError(f"run folders need distinct names, their logs are named after them: {runs}")
     adapter = runs[-1] / "adapter"
     dest.mkdir(parents=True, exist_ok=True)
-    weights = load_file(adapter / "adapter_model.safetensors")
-    save_file({k: v.bfloat16().contiguous() for k, v in weights.items()}, dest / "adapter_model.safetensors")
-    for name in ("adapter_config.json", "GEMMA_NOTICE.txt"):
+    for name in ("adapter_model.safetensors", "adapter_config.json", "GEMMA_NOTICE.txt"):  # longretr train saves bf16
         if (adapter / name).exists():
             shutil.copy(adapter / name, dest / name)
     training = dest / "training"

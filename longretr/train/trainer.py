@@ -311,11 +311,8 @@ class Trainer:
 
     def _save_lora(self, folder: Path) -> None:
         """The LoRA weights in bf16, what the shipped adapters hold: half the size, and bf16 keeps fp32's range."""
-        from safetensors.torch import load_file, save_file
-
-        self.model.save_pretrained(folder)
-        path = folder / "adapter_model.safetensors"
-        save_file({k: v.to(torch.bfloat16).contiguous() for k, v in load_file(path).items()}, path)
+        lora = {k: v.to(torch.bfloat16) for k, v in self.model.state_dict().items() if ".lora_" in k}
+        self.model.save_pretrained(folder, state_dict=lora)
 
     def _save_adapter(self) -> None:
         folder = self.out / "adapter"
@@ -349,6 +346,9 @@ class _Sampler:
         else:
             self.sets = {Path(p).stem: _raw_texts(Path(p)) for p in cfg.data}
         self.names = sorted(self.sets)
+        # per dataset, a hash of its rows: the saved orders index them, so a resume must see the same rows in order
+        self.fingerprint = {n: hashlib.sha256(json.dumps([str(r) for r in self.sets[n]]).encode()).hexdigest()[:16]
+                            for n in self.names}
         self.orders = {n: self._shuffled(n) for n in self.names}
         self.pos = {n: 0 for n in self.names}
         self.drawn: list[str] = []  # datasets drawn since the last take_drawn(), for the log
@@ -376,17 +376,11 @@ class _Sampler:
         return names
 
     def state(self) -> dict:
-        return {"rng": self.rng.getstate(), "orders": self.orders, "pos": self.pos, "fingerprint": self.fingerprint()}
-
-    def fingerprint(self) -> dict[str, str]:
-        """Per dataset, a hash of its rows: the saved orders index them, so a resume on rebuilt data must see the
-        same rows in the same order."""
-        return {n: hashlib.sha256(json.dumps([str(row) for row in self.sets[n]]).encode()).hexdigest()[:16]
-                for n in self.names}
+        return {"rng": self.rng.getstate(), "orders": self.orders, "pos": self.pos, "fingerprint": self.fingerprint}
 
     def load(self, state: dict) -> None:
-        saved, now = state.get("fingerprint"), self.fingerprint()
-        if saved is not None and saved != now:
+        saved, now = state["fingerprint"], self.fingerprint
+        if saved != now:
             changed = sorted(n for n in set(saved) | set(now) if saved.get(n) != now.get(n))
             raise ValueError(f"training data differs from the checkpoint's in {changed} ({self.cfg.data}): "
                              "rebuild it as it was (scripts/build_train_data.py) or start a new run")
