@@ -8,6 +8,7 @@ from tiny_models import load_script, write_config
 
 from longretr.config import load_config
 from longretr.embedder import Embedder
+from longretr.machine import describe
 from longretr.train.data import (
     Triplet,
     longdoc_triplets,
@@ -279,6 +280,8 @@ def test_time_limit_stops_resumably(tmp_path, tiny_gemma):
     cfg = _cfg(tmp_path, tiny_gemma, steps=6)
     assert Trainer(cfg).train(resume=True, progress=False)["steps"] == 6
     assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 6
+    card = (tmp_path / "run" / "card.md").read_text()  # each run of the command, with its machine
+    assert "steps 1-1, " in card and "steps 2-6, " in card and card.count(describe()["summary"]) == 2, card
 
 
 def test_resume_refuses_changed_training_data(tmp_path, tiny_gemma):

@@ -212,9 +212,9 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_linear(cfg.warmup, cfg.steps))
-        step, elapsed = 0, 0.0
+        step, elapsed, sessions = 0, 0.0, []
         if resume and (self.out / "checkpoint" / "state.json").exists():
-            step, elapsed = self._load_checkpoint(opt, sched, sampler, gen)
+            step, elapsed, sessions = self._load_checkpoint(opt, sched, sampler, gen)
         elif self.out.exists() and (self.out / "log.jsonl").exists() and not resume:
             raise FileExistsError(f"{self.out}: a run is already here; pass --resume, or choose another output")
         self.out.mkdir(parents=True, exist_ok=True)
@@ -223,6 +223,8 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"train {cfg.objective}",
                    unit="step", dynamic_ncols=True)
         log = open(self.out / "log.jsonl", "a")
+        # one entry per run of the command: a resumed run may span machines, and its card says which did what
+        sessions.append({"steps": [step + 1, step], "minutes": 0.0, "hardware": describe()["summary"]})
         session, stopped = 0.0, False
         while step < cfg.steps:
             if cfg.max_minutes and session >= cfg.max_minutes * 60:
@@ -251,10 +253,11 @@ class Trainer:
             log.flush()
             bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{tokens / seconds:.0f}", refresh=False)
             bar.update(1)
+            sessions[-1].update(steps=[sessions[-1]["steps"][0], step], minutes=round(session / 60, 1))
             if step % cfg.save_every == 0 or step == cfg.steps:
-                self._save_checkpoint(opt, sched, sampler, gen, step, elapsed)
+                self._save_checkpoint(opt, sched, sampler, gen, step, elapsed, sessions)
         if stopped:
-            self._save_checkpoint(opt, sched, sampler, gen, step, elapsed)
+            self._save_checkpoint(opt, sched, sampler, gen, step, elapsed, sessions)
             print(f"longretr train: time limit ({cfg.max_minutes} min) reached at step {step} of {cfg.steps}; "
                   f"the adapter so far is in {self.out / 'adapter'}; continue with --resume", flush=True)
         bar.close()
@@ -262,10 +265,10 @@ class Trainer:
         self.model.eval()
         self._save_adapter()
         plot_loss(self.out)
-        write_card(self.out, cfg, step, elapsed)
+        write_card(self.out, cfg, step, elapsed, sessions)
         return {"steps": step, "seconds": elapsed, "finished": not stopped}
 
-    def _save_checkpoint(self, opt, sched, sampler, gen, step: int, elapsed: float) -> None:
+    def _save_checkpoint(self, opt, sched, sampler, gen, step: int, elapsed: float, sessions: list[dict]) -> None:
         """Every file in bf16 and under 10 MB at r16 on Gemma 3 270M (about 7.6 MB each), so a checkpoint can be
         committed and a run outlives the machine: LoRA weights, AdamW's two moments, then the small rest."""
         from safetensors.torch import save_file
@@ -280,7 +283,8 @@ class Trainer:
         small = {i: {k: v for k, v in s.items() if k not in _MOMENTS} for i, s in state["state"].items()}
         torch.save({"optimizer": {**state, "state": small}, "scheduler": sched.state_dict(),
                     "generator": gen.get_state(), "torch_rng": torch.get_rng_state()}, tmp / "trainer.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step, "elapsed": elapsed, "sampler": sampler.state()}))
+        (tmp / "state.json").write_text(json.dumps({"step": step, "elapsed": elapsed, "sessions": sessions,
+                                                    "sampler": sampler.state()}))
         final = self.out / "checkpoint"
         old = self.out / ".checkpoint.old"
         if final.exists():
@@ -288,7 +292,7 @@ class Trainer:
         tmp.rename(final)  # a kill between the renames leaves .checkpoint.old, picked up on resume
         shutil.rmtree(old, ignore_errors=True)
 
-    def _load_checkpoint(self, opt, sched, sampler, gen) -> tuple[int, float]:
+    def _load_checkpoint(self, opt, sched, sampler, gen) -> tuple[int, float, list[dict]]:
         from safetensors.torch import load_file
 
         ckpt = self.out / "checkpoint"
@@ -307,7 +311,10 @@ class Trainer:
         state = json.loads((ckpt / "state.json").read_text())
         sampler.load(state["sampler"])
         _truncate_log(self.out / "log.jsonl", state["step"])
-        return state["step"], state["elapsed"]
+        # checkpoints from before sessions were recorded: their steps ran on a machine nobody wrote down
+        sessions = state.get("sessions") or [{"steps": [1, state["step"]], "minutes": round(state["elapsed"] / 60, 1),
+                                              "hardware": "not recorded"}]
+        return state["step"], state["elapsed"], sessions
 
     def _save_lora(self, folder: Path) -> None:
         """The LoRA weights in bf16, what the shipped adapters hold: half the size, and bf16 keeps fp32's range."""
@@ -465,7 +472,7 @@ def plot_loss(out: Path) -> Path | None:
     return out / "loss.png"
 
 
-def write_card(out: Path, cfg: TrainConfig, steps: int, seconds: float) -> Path:
+def write_card(out: Path, cfg: TrainConfig, steps: int, seconds: float, sessions: list[dict]) -> Path:
     rows = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines() if ln.strip()]
     tail = rows[-10:]
     lines = [
@@ -477,7 +484,9 @@ def write_card(out: Path, cfg: TrainConfig, steps: int, seconds: float) -> Path:
         f"- LoRA r {cfg.lora_r}, alpha {cfg.lora_alpha}, layers {cfg.lora_layers or 'all'}; "
         f"lr {cfg.lr}, warm-up {cfg.warmup}",
         f"- mean loss of the last {len(tail)} steps: {sum(r['loss'] for r in tail) / max(1, len(tail)):.4f}",
-        f"- hardware: {describe()['summary']}", "",
+        "- runs (hardware per run of the command; `--resume` continues on whatever machine it is given):",
+        *[f"  - steps {s['steps'][0]}-{s['steps'][1]}, {s['minutes']} min: {s['hardware']}"
+          for s in sessions if s["steps"][1] >= s["steps"][0]], "",
         "Validation before/after: `python scripts/train_card.py --model "
         f"{cfg.model} --model {out}/adapter/model.toml --out {out}/val.json`.",
     ]
