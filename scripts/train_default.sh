@@ -2,7 +2,8 @@
 # Reproduce a trained default adapter: training data, masked-diffusion adaptation, contrastive training, validation
 # card. Each stage stops after its max_minutes and exits 75; running this script again continues where it stopped.
 #   scripts/train_default.sh cpu    the shipped default's recipe (cpu-1-diffusion, cpu-2f-long), 2-core CPU: 15 min
-#                                   + 450 steps (1.5-2.7 hours: one or two runs of at most 110 minutes)
+#                                   + 450 steps, about 2 hours in all on an AMD EPYC, 3.3 on an Intel Xeon (runs of
+#                                   at most 110 minutes)
 #   scripts/train_default.sh        the GPU recipe (configs/train/default-*.toml) of configs/gemma3-270m-diffembed.toml
 # Ship the result: scripts/ship_adapter.py longretr/weights/NAME runs/<stage 1> runs/<stage 2>
 set -euo pipefail
