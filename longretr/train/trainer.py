@@ -212,9 +212,9 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_linear(cfg.warmup, cfg.steps))
-        step, elapsed, sessions = 0, 0.0, []
+        step, elapsed, earlier = 0, 0.0, []
         if resume and (self.out / "checkpoint" / "state.json").exists():
-            step, elapsed, sessions = self._load_checkpoint(opt, sched, sampler, gen)
+            step, elapsed, earlier = self._load_checkpoint(opt, sched, sampler, gen)
         elif self.out.exists() and (self.out / "log.jsonl").exists() and not resume:
             raise FileExistsError(f"{self.out}: a run is already here; pass --resume, or choose another output")
         self.out.mkdir(parents=True, exist_ok=True)
@@ -223,9 +223,13 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"train {cfg.objective}",
                    unit="step", dynamic_ncols=True)
         log = open(self.out / "log.jsonl", "a")
-        # one entry per run of the command: a resumed run may span machines, and its card says which did what
-        sessions.append({"steps": [step + 1, step], "minutes": 0.0, "hardware": describe()["summary"]})
-        session, stopped = 0.0, False
+        session, stopped, first, hardware = 0.0, False, step + 1, describe()["summary"]
+
+        def sessions() -> list[dict]:
+            """One entry per run of the command that took a step: a resumed run may span machines."""
+            now = {"steps": [first, step], "minutes": round(session / 60, 1), "hardware": hardware}
+            return earlier + ([now] if step >= first else [])
+
         while step < cfg.steps:
             if cfg.max_minutes and session >= cfg.max_minutes * 60:
                 stopped = True
@@ -253,11 +257,10 @@ class Trainer:
             log.flush()
             bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{tokens / seconds:.0f}", refresh=False)
             bar.update(1)
-            sessions[-1].update(steps=[sessions[-1]["steps"][0], step], minutes=round(session / 60, 1))
             if step % cfg.save_every == 0 or step == cfg.steps:
-                self._save_checkpoint(opt, sched, sampler, gen, step, elapsed, sessions)
+                self._save_checkpoint(opt, sched, sampler, gen, step, elapsed, sessions())
         if stopped:
-            self._save_checkpoint(opt, sched, sampler, gen, step, elapsed, sessions)
+            self._save_checkpoint(opt, sched, sampler, gen, step, elapsed, sessions())
             print(f"longretr train: time limit ({cfg.max_minutes} min) reached at step {step} of {cfg.steps}; "
                   f"the adapter so far is in {self.out / 'adapter'}; continue with --resume", flush=True)
         bar.close()
@@ -265,7 +268,7 @@ class Trainer:
         self.model.eval()
         self._save_adapter()
         plot_loss(self.out)
-        write_card(self.out, cfg, step, elapsed, sessions)
+        write_card(self.out, cfg, step, elapsed, sessions())
         return {"steps": step, "seconds": elapsed, "finished": not stopped}
 
     def _save_checkpoint(self, opt, sched, sampler, gen, step: int, elapsed: float, sessions: list[dict]) -> None:
@@ -485,8 +488,7 @@ def write_card(out: Path, cfg: TrainConfig, steps: int, seconds: float, sessions
         f"lr {cfg.lr}, warm-up {cfg.warmup}",
         f"- mean loss of the last {len(tail)} steps: {sum(r['loss'] for r in tail) / max(1, len(tail)):.4f}",
         "- runs (hardware per run of the command; `--resume` continues on whatever machine it is given):",
-        *[f"  - steps {s['steps'][0]}-{s['steps'][1]}, {s['minutes']} min: {s['hardware']}"
-          for s in sessions if s["steps"][1] >= s["steps"][0]], "",
+        *[f"  - steps {s['steps'][0]}-{s['steps'][1]}, {s['minutes']} min: {s['hardware']}" for s in sessions], "",
         "Validation before/after: `python scripts/train_card.py --model "
         f"{cfg.model} --model {out}/adapter/model.toml --out {out}/val.json`.",
     ]
