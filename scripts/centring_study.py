@@ -1,0 +1,105 @@
+"""Would centring document vectors on their corpus mean help? A study, not a search option.
+
+Mean-pooled document vectors share a large common direction (on the demo index the corpus mean has norm 0.91,
+and longer documents sit closer to it), so a plain cosine ranks by small residuals whose size shrinks with
+length. Centring replaces each document vector d by (d - mean) / |d - mean| over the corpus being searched
+(no queries involved, like BM25's IDF). This script scores plain against centred vectors on train_card.py's
+query sets, in dense and hybrid mode (index default fusion), with documents cut to 512 tokens and whole.
+
+    .venv/bin/python scripts/centring_study.py --model default --demo-index indexes/demo-cmp-cpu2 \
+        --cache /tmp/centring --out results/centring.json
+
+The demo set's vectors are read from a whole-document demo index built with the same model (compare_modes.py
+builds one); the other sets are encoded here (about 30 minutes on 2 CPU cores) and cached under --cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from train_card import lexical_lists, metrics, query_sets, ranked_lists  # noqa: E402
+
+from longretr import store  # noqa: E402
+from longretr.config import load_config  # noqa: E402
+from longretr.embedder import Embedder  # noqa: E402
+from longretr.fusion import fuse_ranked  # noqa: E402
+from longretr.machine import describe  # noqa: E402
+
+PLAN = [("demo", 32768), ("reasonaug-q2c", 512), ("longdoc", 512), ("manpage", 512), ("longdoc", 32768),
+        ("manpage", 32768)]
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def demo_vectors(index: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The index's vectors and token counts, in the order of names."""
+    snap = store.load(index)
+    rows = {i: (int(v), n) for i, v, n in zip(*(snap.docs.column(c).to_pylist() for c in ("id", "vid", "n_tokens")))}
+    return (np.stack([snap.index.reconstruct(rows[n][0]) for n in names]), np.array([rows[n][1] for n in names]))
+
+
+def cos_to_mean_by_length(D: np.ndarray, tokens: np.ndarray) -> list[dict]:
+    """Mean cosine of each fifth of the documents (shortest first) to the corpus mean."""
+    mean = D.mean(0) / np.linalg.norm(D.mean(0))
+    return [{"tokens": [int(tokens[f].min()), int(tokens[f].max())], "cos": float((D[f] @ mean).mean())}
+            for f in np.array_split(np.argsort(tokens), 5)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--demo-index", type=Path, required=True)
+    ap.add_argument("--corpus", type=Path, default=Path("corpus"))
+    ap.add_argument("--cache", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    cfg = load_config(args.model)
+    sets = query_sets(Path("data/train"), args.corpus, 150, "reasonaug-q2c,longdoc,demo,manpage")
+    lexical = {name: lexical_lists(queries, docs) for name, (_, queries, docs, _) in sets.items()}
+    queries_emb = Embedder(cfg)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    results = {"model": cfg.name, "machine": describe(), "sets": {}}
+    for name, tokens in PLAN:
+        instruction, queries, docs, relevant = sets[name]
+        if name == "demo":
+            D, doc_tokens = demo_vectors(args.demo_index, sorted(p.name for p in args.corpus.glob("*.txt")))
+            results["demo_cos_to_mean_by_length"] = fifths = cos_to_mean_by_length(D, doc_tokens)
+            print("demo, cosine to the corpus mean by length fifth:",
+                  ", ".join(f"{f['tokens'][0]}-{f['tokens'][1]} tokens {f['cos']:.3f}" for f in fifths))
+        else:
+            cache = args.cache / f"{cfg.name}-{name}-{tokens}.npy"
+            if not cache.exists():
+                emb = Embedder(replace(cfg, max_tokens=tokens))
+                np.save(cache, emb.encode_documents(docs, progress=True).vectors)
+                del emb
+            D = np.load(cache)
+        queries_emb.config = replace(cfg, query_instruction=instruction or cfg.query_instruction)
+        Q = queries_emb.encode_queries(queries)
+        row = {"bm25": metrics(lexical[name], relevant)["mrr@10"], "mean_norm": float(np.linalg.norm(D.mean(0)))}
+        for variant, vectors in (("plain", D), ("centred", unit(D - D.mean(0)))):
+            dense = ranked_lists(Q @ vectors.T)
+            hybrid = [fuse_ranked(a, b, 100) for a, b in zip(dense, lexical[name])]
+            row[variant] = {"dense": metrics(dense, relevant), "hybrid": metrics(hybrid, relevant)}
+        results["sets"][f"{name}-{tokens}"] = row
+        print(f"{name:14s} {tokens:>6}  BM25 {row['bm25']:.3f}  |mean| {row['mean_norm']:.2f}  " + "  ".join(
+            f"{v} dense {row[v]['dense']['mrr@10']:.3f} (top-3 {row[v]['dense']['top3']:.3f}) "
+            f"hybrid {row[v]['hybrid']['mrr@10']:.3f}" for v in ("plain", "centred")), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}; machine: {results['machine']['summary']}")
+
+
+if __name__ == "__main__":
+    main()
