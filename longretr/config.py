@@ -29,6 +29,10 @@ class ModelConfig:
     dtype: str = "auto"
     query_instruction: str = ""
     adapter: str = ""  # path to a PEFT/LoRA adapter folder, "" for none
+    # > 0: a document longer than this many tokens is also encoded cut to them, and its vector is the normalised
+    # sum of the whole-document and the lead vectors, so its title and summary weigh more than their share of the
+    # mean (docs/training-studies.md: it helped dense retrieval on every long-document set). 0: off.
+    lead_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.attention not in ("bidirectional", "causal"):
@@ -37,6 +41,9 @@ class ModelConfig:
             raise ValueError(f"config {self.name}: pooling must be mean or last, got {self.pooling!r}")
         if self.max_tokens < 8:
             raise ValueError(f"config {self.name}: max_tokens must be >= 8, got {self.max_tokens}")
+        if self.lead_tokens and not 8 <= self.lead_tokens < self.max_tokens:
+            raise ValueError(f"config {self.name}: lead_tokens must be 0 or between 8 and max_tokens "
+                             f"({self.max_tokens}), got {self.lead_tokens}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,6 +57,8 @@ class ModelConfig:
         """Hash of everything that changes a vector; an index is only searched with the same one."""
         keys = ("backbone", "attention", "pooling", "normalize", "max_tokens", "query_instruction", "adapter")
         values = {k: getattr(self, k) for k in keys}
+        if self.lead_tokens:  # only when on, so indexes built before the setting existed keep their fingerprint
+            values["lead_tokens"] = self.lead_tokens
         if self.adapter:  # by content, so the same adapter matches wherever it is checked out
             values["adapter"] = _hash_folder(Path(self.adapter))
         payload = json.dumps(values, sort_keys=True)

@@ -113,8 +113,18 @@ class Embedder:
     def encode_documents(self, texts: list[str], progress: bool = True) -> EncodedDocuments:
         start = time.perf_counter()
         ids, truncated = self.tokenize(texts)
-        vectors, waste = self._encode_ids(ids, progress=progress)
-        return EncodedDocuments(vectors, [len(x) for x in ids], truncated, waste, time.perf_counter() - start)
+        lead = self.config.lead_tokens
+        longer = [i for i, x in enumerate(ids) if lead and len(x) > lead]
+        # The leads go through the same packed batches as the documents (and the progress bar counts them).
+        vectors, waste = self._encode_ids(ids + [ids[i][:lead] for i in longer], progress=progress)
+        out = vectors[: len(ids)]
+        if longer:
+            out[longer] += vectors[len(ids):]
+            if self.config.normalize:
+                out[longer] /= np.linalg.norm(out[longer], axis=1, keepdims=True)
+            else:
+                out[longer] /= 2
+        return EncodedDocuments(out, [len(x) for x in ids], truncated, waste, time.perf_counter() - start)
 
     def _encode_ids(self, ids: list[list[int]], progress: bool) -> tuple[np.ndarray, float]:
         out = np.zeros((len(ids), self.dim), dtype=np.float32)

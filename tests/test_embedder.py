@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -67,3 +69,29 @@ def test_default_config_is_bidirectional_gemma():
     cfg = load_config("default")
     assert cfg.attention == "bidirectional" and cfg.max_tokens == 32768 and cfg.pooling == "mean"
     assert cfg.fingerprint() != load_config("gemma3-270m-causal").fingerprint()
+
+
+def test_lead_tokens_add_a_long_documents_lead_to_its_vector(embedder):
+    cfg = embedder.config
+    long, short = "the archive index " + " ".join(["fox jumps"] * 20), "the fox"
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    try:
+        whole = embedder.encode_documents([long, short]).vectors
+        embedder.config = replace(cfg, max_tokens=16)
+        head = embedder.encode_documents([long]).vectors[0]
+        embedder.config = replace(cfg, lead_tokens=16)
+        mixed = embedder.encode_documents([long, short]).vectors
+    finally:
+        embedder.config = cfg
+    assert not np.allclose(whole[0], head, atol=1e-3)
+    assert np.allclose(mixed[0], unit(whole[0] + head), atol=1e-5)
+    assert np.allclose(mixed[1], whole[1], atol=1e-6)  # not longer than the lead: unchanged
+
+
+def test_lead_tokens_change_the_fingerprint_only_when_on(embedder):
+    cfg = replace(embedder.config, lead_tokens=0)
+    assert replace(cfg, lead_tokens=16).fingerprint() != cfg.fingerprint()
+    # Off, the fingerprint is the one from before the setting existed, so those indexes still open.
+    assert load_config("gemma3-270m-bidir").fingerprint() == "3a78f14778956eff"
+    with pytest.raises(ValueError, match="lead_tokens"):
+        replace(cfg, lead_tokens=cfg.max_tokens)

@@ -1,16 +1,21 @@
-"""Would centring document vectors on their corpus mean help? A study, not a search option.
+"""Ways to make one vector of a long document, scored side by side on train_card.py's query sets.
 
 Mean-pooled document vectors share a large common direction (on the demo index the corpus mean has norm 0.91,
-and longer documents sit closer to it), so a plain cosine ranks by small residuals whose size shrinks with
-length. Centring replaces each document vector d by (d - mean) / |d - mean| over the corpus being searched
-(no queries involved, like BM25's IDF). This script scores plain against centred vectors on train_card.py's
-query sets, in dense and hybrid mode (index default fusion), with documents cut to 512 tokens and whole.
+and longer documents sit closer to it), so a plain cosine ranks long documents by small residuals. Variants:
 
-    .venv/bin/python scripts/centring_study.py --model default --demo-index indexes/demo-cmp-cpu2 \
-        --cache /tmp/centring --out results/centring.json
+    plain    the whole document's vector, as `longretr index` made it before lead_tokens
+    centred  (d - mean) / |d - mean| over the corpus being searched (query-free, like BM25's IDF)
+    lead     the normalised sum of the whole document's vector and its first 512 tokens' vector
+             (ModelConfig.lead_tokens = 512); the same as plain for documents of at most 512 tokens
 
-The demo set's vectors are read from a whole-document demo index built with the same model (compare_modes.py
-builds one); the other sets are encoded here (about 30 minutes on 2 CPU cores) and cached under --cache.
+Dense and hybrid mode (index default fusion), documents cut to 512 tokens and whole.
+
+    .venv/bin/python scripts/doc_vector_study.py --model default --demo-index indexes/demo-cmp-cpu2 \
+        --cache /tmp/doc-vectors --out results/doc-vectors.json
+
+The demo set's whole-document vectors are read from a demo index built with the same model and without
+lead_tokens (compare_modes.py builds one); the rest are encoded here (about 40 minutes on 2 CPU cores) and cached
+under --cache.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from longretr.embedder import Embedder  # noqa: E402
 from longretr.fusion import fuse_ranked  # noqa: E402
 from longretr.machine import describe  # noqa: E402
 
-PLAN = [("demo", 32768), ("reasonaug-q2c", 512), ("longdoc", 512), ("manpage", 512), ("longdoc", 32768),
-        ("manpage", 32768)]
+WHOLE, LEAD = 32768, 512
+PLAN = [("demo", LEAD), ("demo", WHOLE), ("reasonaug-q2c", LEAD), ("longdoc", LEAD), ("manpage", LEAD),
+        ("longdoc", WHOLE), ("manpage", WHOLE)]
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -71,9 +77,10 @@ def main() -> None:
     queries_emb = Embedder(cfg)
     args.cache.mkdir(parents=True, exist_ok=True)
     results = {"model": cfg.name, "machine": describe(), "sets": {}}
+    vectors: dict[tuple[str, int], np.ndarray] = {}
     for name, tokens in PLAN:
         instruction, queries, docs, relevant = sets[name]
-        if name == "demo":
+        if (name, tokens) == ("demo", WHOLE):
             D, doc_tokens = demo_vectors(args.demo_index, sorted(p.name for p in args.corpus.glob("*.txt")))
             results["demo_cos_to_mean_by_length"] = fifths = cos_to_mean_by_length(D, doc_tokens)
             print("demo, cosine to the corpus mean by length fifth:",
@@ -81,21 +88,25 @@ def main() -> None:
         else:
             cache = args.cache / f"{cfg.name}-{name}-{tokens}.npy"
             if not cache.exists():
-                emb = Embedder(replace(cfg, max_tokens=tokens))
+                emb = Embedder(replace(cfg, max_tokens=tokens, lead_tokens=0))
                 np.save(cache, emb.encode_documents(docs, progress=True).vectors)
                 del emb
             D = np.load(cache)
+        vectors[name, tokens] = D
         queries_emb.config = replace(cfg, query_instruction=instruction or cfg.query_instruction)
         Q = queries_emb.encode_queries(queries)
         row = {"bm25": metrics(lexical[name], relevant)["mrr@10"], "mean_norm": float(np.linalg.norm(D.mean(0)))}
-        for variant, vectors in (("plain", D), ("centred", unit(D - D.mean(0)))):
-            dense = ranked_lists(Q @ vectors.T)
+        variants = {"plain": D, "centred": unit(D - D.mean(0))}
+        if tokens == WHOLE:
+            variants["lead"] = unit(D + vectors[name, LEAD])
+        for variant, V in variants.items():
+            dense = ranked_lists(Q @ V.T)
             hybrid = [fuse_ranked(a, b, 100) for a, b in zip(dense, lexical[name])]
             row[variant] = {"dense": metrics(dense, relevant), "hybrid": metrics(hybrid, relevant)}
         results["sets"][f"{name}-{tokens}"] = row
         print(f"{name:14s} {tokens:>6}  BM25 {row['bm25']:.3f}  |mean| {row['mean_norm']:.2f}  " + "  ".join(
             f"{v} dense {row[v]['dense']['mrr@10']:.3f} (top-3 {row[v]['dense']['top3']:.3f}) "
-            f"hybrid {row[v]['hybrid']['mrr@10']:.3f}" for v in ("plain", "centred")), flush=True)
+            f"hybrid {row[v]['hybrid']['mrr@10']:.3f}" for v in variants), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}; machine: {results['machine']['summary']}")
