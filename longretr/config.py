@@ -31,7 +31,8 @@ class ModelConfig:
     adapter: str = ""  # path to a PEFT/LoRA adapter folder, "" for none
     # > 0: a document longer than this many tokens is also encoded cut to them, and its vector is the normalised
     # sum of the whole-document and the lead vectors, so its title and summary weigh more than their share of the
-    # mean (docs/training-studies.md: it helped dense retrieval on every long-document set). 0: off.
+    # mean (docs/training-studies.md: it helped dense retrieval on long documents, and cost needles placed
+    # anywhere in filler). 0: off.
     lead_tokens: int = 0
 
     def __post_init__(self) -> None:
