@@ -119,11 +119,7 @@ class Embedder:
         vectors, waste = self._encode_ids(ids + [ids[i][:lead] for i in longer], progress=progress)
         out = vectors[: len(ids)]
         if longer:
-            out[longer] += vectors[len(ids):]
-            if self.config.normalize:
-                out[longer] /= np.linalg.norm(out[longer], axis=1, keepdims=True)
-            else:
-                out[longer] /= 2
+            out[longer] = add_lead(out[longer], vectors[len(ids):], self.config.normalize)
         return EncodedDocuments(out, [len(x) for x in ids], truncated, waste, time.perf_counter() - start)
 
     def _encode_ids(self, ids: list[list[int]], progress: bool) -> tuple[np.ndarray, float]:
@@ -215,6 +211,12 @@ def _chunked(forward, chunk_rows: int):
         return out.view(*x.shape[:-1], out.shape[1])
 
     return run
+
+
+def add_lead(whole: np.ndarray, lead: np.ndarray, normalize: bool) -> np.ndarray:
+    """Documents' vectors with their leads' (ModelConfig.lead_tokens): the mean, re-normalised if normalize."""
+    out = (whole + lead) / 2
+    return out / np.linalg.norm(out, axis=1, keepdims=True) if normalize else out
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str, normalize: bool) -> torch.Tensor:

@@ -36,7 +36,7 @@ from train_card import lexical_lists, metrics, query_sets, ranked_lists  # noqa:
 
 from longretr import store  # noqa: E402
 from longretr.config import load_config  # noqa: E402
-from longretr.embedder import Embedder  # noqa: E402
+from longretr.embedder import Embedder, add_lead  # noqa: E402
 from longretr.fusion import fuse_ranked  # noqa: E402
 from longretr.machine import describe  # noqa: E402
 
@@ -52,8 +52,8 @@ def unit(x: np.ndarray) -> np.ndarray:
 def demo_vectors(index: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The index's vectors and token counts, in the order of names."""
     snap = store.load(index)
-    rows = {i: (int(v), n) for i, v, n in zip(*(snap.docs.column(c).to_pylist() for c in ("id", "vid", "n_tokens")))}
-    return (np.stack([snap.index.reconstruct(rows[n][0]) for n in names]), np.array([rows[n][1] for n in names]))
+    rows = {i: (v, n) for i, v, n in zip(*(snap.docs.column(c).to_pylist() for c in ("id", "vid", "n_tokens")))}
+    return (store.vectors_for(snap.index, np.array([rows[n][0] for n in names])), np.array([rows[n][1] for n in names]))
 
 
 def cos_to_mean_by_length(D: np.ndarray, tokens: np.ndarray) -> list[dict]:
@@ -74,7 +74,7 @@ def main() -> None:
     cfg = load_config(args.model)
     sets = query_sets(Path("data/train"), args.corpus, 150, "reasonaug-q2c,longdoc,demo,manpage")
     lexical = {name: lexical_lists(queries, docs) for name, (_, queries, docs, _) in sets.items()}
-    queries_emb = Embedder(cfg)
+    emb = Embedder(cfg)  # one model; its config is switched per use (max_tokens, instruction)
     args.cache.mkdir(parents=True, exist_ok=True)
     results = {"model": cfg.name, "machine": describe(), "sets": {}}
     vectors: dict[tuple[str, int], np.ndarray] = {}
@@ -88,17 +88,16 @@ def main() -> None:
         else:
             cache = args.cache / f"{cfg.name}-{name}-{tokens}.npy"
             if not cache.exists():
-                emb = Embedder(replace(cfg, max_tokens=tokens, lead_tokens=0))
+                emb.config = replace(cfg, max_tokens=tokens, lead_tokens=0)
                 np.save(cache, emb.encode_documents(docs, progress=True).vectors)
-                del emb
             D = np.load(cache)
         vectors[name, tokens] = D
-        queries_emb.config = replace(cfg, query_instruction=instruction or cfg.query_instruction)
-        Q = queries_emb.encode_queries(queries)
+        emb.config = replace(cfg, query_instruction=instruction or cfg.query_instruction)
+        Q = emb.encode_queries(queries)
         row = {"bm25": metrics(lexical[name], relevant)["mrr@10"], "mean_norm": float(np.linalg.norm(D.mean(0)))}
         variants = {"plain": D, "centred": unit(D - D.mean(0))}
         if tokens == WHOLE:
-            variants["lead"] = unit(D + vectors[name, LEAD])
+            variants["lead"] = add_lead(D, vectors[name, LEAD], cfg.normalize)
         for variant, V in variants.items():
             dense = ranked_lists(Q @ V.T)
             hybrid = [fuse_ranked(a, b, 100) for a, b in zip(dense, lexical[name])]

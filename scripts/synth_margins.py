@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from longretr.embedder import Embedder  # noqa: E402
-from longretr.evaluate.data import load_task, parse_lengths, read_jsonl  # noqa: E402
+from longretr.evaluate.data import RetrievalSet, load_task, parse_lengths, read_jsonl  # noqa: E402
 from longretr.evaluate.runner import PROFILES  # noqa: E402
 from longretr.evaluate.synth import PASSKEY_NEEDLE, synthetic_sets  # noqa: E402
 from longretr.machine import describe  # noqa: E402
@@ -41,7 +41,7 @@ def needle_text(task: str, meta: dict) -> str:
     return meta["fact"] if task == "needle" else PASSKEY_NEEDLE.format(name=meta["name"], key=meta["key"])
 
 
-def margins(emb: Embedder, task: str, s, meta: dict[str, dict]) -> dict:
+def margins(emb: Embedder, task: str, s: RetrievalSet, meta: dict[str, dict]) -> dict:
     qids = list(s.queries)
     docs = s.doc_ids
     rel = np.array([docs.index(next(iter(s.qrels[q]))) for q in qids])
@@ -63,11 +63,9 @@ def margins(emb: Embedder, task: str, s, meta: dict[str, dict]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", required=True)
-    ap.add_argument("--task", action="append", choices=["passkey", "needle"])
     ap.add_argument("--lengths", default="256,512,1024")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    tasks = args.task or ["passkey", "needle"]
     lengths = parse_lengths(args.lengths)
     quick = PROFILES["quick"]
     # Same arguments as `longretr eval` (both tasks): the cached sets, so the cells are its cells.
@@ -75,7 +73,7 @@ def main() -> None:
     results = {"machine": describe(), "data": str(root), "models": {}}
     for model in args.model:
         emb = Embedder(model)
-        for task in tasks:
+        for task in ("passkey", "needle"):
             meta = {m["doc_id"]: m for m in read_jsonl(root / task / "meta.jsonl", ("doc_id",))}
             for s in load_task(root, task, lengths):
                 r = margins(emb, task, s, meta)
