@@ -29,10 +29,10 @@ class ModelConfig:
     dtype: str = "auto"
     query_instruction: str = ""
     adapter: str = ""  # path to a PEFT/LoRA adapter folder, "" for none
-    # > 0: a document longer than this many tokens is also encoded cut to them, and its vector is the normalised
-    # sum of the whole-document and the lead vectors, so its title and summary weigh more than their share of the
-    # mean (docs/training-studies.md: it helped dense retrieval on long documents, and cost needles placed
-    # anywhere in filler). 0: off.
+    # > 0: a document longer than this many tokens also gets a second vector, of its first lead_tokens tokens,
+    # and scores the higher of its two cosines. A whole document's mean dilutes its title and summary; the lead
+    # keeps them (docs/training-studies.md, "Document vectors": it raised dense retrieval on three sets of long
+    # documents and kept queries about their later parts). 0: off.
     lead_tokens: int = 0
 
     def __post_init__(self) -> None:
@@ -59,7 +59,7 @@ class ModelConfig:
         keys = ("backbone", "attention", "pooling", "normalize", "max_tokens", "query_instruction", "adapter")
         values = {k: getattr(self, k) for k in keys}
         if self.lead_tokens:  # only when on, so indexes built before the setting existed keep their fingerprint
-            values["lead_tokens"] = self.lead_tokens
+            values["lead_vectors"] = self.lead_tokens  # not "lead_tokens": that key meant one summed vector
         if self.adapter:  # by content, so the same adapter matches wherever it is checked out
             values["adapter"] = _hash_folder(Path(self.adapter))
         payload = json.dumps(values, sort_keys=True)

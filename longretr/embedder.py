@@ -8,7 +8,7 @@ padding stays small and a 32k-token document is one unpadded forward pass.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +21,20 @@ from .config import ModelConfig, load_config
 
 @dataclass
 class EncodedDocuments:
-    vectors: np.ndarray  # [N, dim] float32
+    vectors: np.ndarray  # [N, dim] float32, each whole document's
     n_tokens: list[int]  # tokens actually encoded (after truncation)
     truncated: list[bool]
     padding_waste: float  # padded positions / all positions in the forward passes
     seconds: float
+    leads: dict[int, np.ndarray] = field(default_factory=dict)  # row -> its lead's vector (ModelConfig.lead_tokens)
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        """[Q, N] query-document scores: the cosine to the document's vector, or to its lead's if higher."""
+        scores = queries @ self.vectors.T
+        if self.leads:
+            rows = list(self.leads)
+            scores[:, rows] = np.maximum(scores[:, rows], queries @ np.stack(list(self.leads.values())).T)
+        return scores
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -117,10 +126,8 @@ class Embedder:
         longer = [i for i, x in enumerate(ids) if lead and len(x) > lead]
         # The leads go through the same packed batches as the documents (and the progress bar counts them).
         vectors, waste = self._encode_ids(ids + [ids[i][:lead] for i in longer], progress=progress)
-        out = vectors[: len(ids)]
-        if longer:
-            out[longer] = add_lead(out[longer], vectors[len(ids):], self.config.normalize)
-        return EncodedDocuments(out, [len(x) for x in ids], truncated, waste, time.perf_counter() - start)
+        return EncodedDocuments(vectors[: len(ids)], [len(x) for x in ids], truncated, waste,
+                                time.perf_counter() - start, dict(zip(longer, vectors[len(ids):])))
 
     def _encode_ids(self, ids: list[list[int]], progress: bool) -> tuple[np.ndarray, float]:
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
@@ -211,12 +218,6 @@ def _chunked(forward, chunk_rows: int):
         return out.view(*x.shape[:-1], out.shape[1])
 
     return run
-
-
-def add_lead(whole: np.ndarray, lead: np.ndarray, normalize: bool) -> np.ndarray:
-    """Documents' vectors with their leads' (ModelConfig.lead_tokens): the mean, re-normalised if normalize."""
-    out = (whole + lead) / 2
-    return out / np.linalg.norm(out, axis=1, keepdims=True) if normalize else out
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str, normalize: bool) -> torch.Tensor:

@@ -104,13 +104,15 @@ def index_corpus(
         keep = old.docs if old is not None else store.empty_docs()
         drop = set(gone_vids) | set(changed_vids)
         if drop:
-            index.remove_ids(np.array(sorted(drop), dtype="int64"))
+            store.remove_vectors(index, drop)
             mask = pa.array([v not in drop for v in keep.column("vid").to_pylist()])
             keep = keep.filter(mask)
         first_vid = (max(keep.column("vid").to_pylist()) + 1) if keep.num_rows else 0
         vids = np.arange(first_vid, first_vid + len(todo), dtype="int64")
         if todo:
-            index.add_with_ids(np.stack([cached[d.sha256]["vector"] for d in todo]), vids)
+            encoded = [cached[d.sha256] for d in todo]
+            store.add_vectors(index, vids, np.stack([e["vector"] for e in encoded]),
+                              {n: e["lead"] for n, e in enumerate(encoded) if e["lead"] is not None})
         new_rows = pa.Table.from_pylist([_row(d, int(v), cached[d.sha256]) for d, v in zip(todo, vids)],
                                         schema=keep.schema)
         table = pa.concat_tables([keep, new_rows])
@@ -166,7 +168,7 @@ def remove_documents(folder: Path | str, ids: list[str]) -> dict:
             raise ValueError(f"{folder}: no document with id {shown}; nothing removed (ids are listed by "
                              "`longretr search --json` and in the docs table)")
         drop = {rows[i] for i in ids}
-        snap.index.remove_ids(np.array(sorted(drop), dtype="int64"))
+        store.remove_vectors(snap.index, drop)
         docs = snap.docs.filter(pa.array([v not in drop for v in snap.docs.column("vid").to_pylist()]))
         return store.commit(folder, snap.manifest, snap.index, docs)
 
@@ -233,7 +235,8 @@ def _encode_in_shards(need, embedder, pending: Path, cached: dict, shard_tokens:
             shas = [need[j].sha256 for j in shard]
             _save_shard(pending, shas, enc)
             for n, sha in enumerate(shas):
-                cached[sha] = {"vector": enc.vectors[n], "n_tokens": enc.n_tokens[n], "truncated": enc.truncated[n]}
+                cached[sha] = {"vector": enc.vectors[n], "n_tokens": enc.n_tokens[n], "truncated": enc.truncated[n],
+                               "lead": enc.leads.get(n)}
             done_docs += len(shard)
             bar.set_postfix(docs=f"{done_docs}/{len(need)}", refresh=False)
             bar.update(shard_len)
@@ -246,8 +249,10 @@ def _save_shard(pending: Path, shas: list[str], enc) -> None:
     path = pending / f"shard-{time.time_ns()}-{shas[0][:8]}.npz"
     tmp = pending / f".{path.name}.tmp"
     with open(tmp, "wb") as f:
+        has_lead = np.array([n in enc.leads for n in range(len(shas))])
+        leads = np.stack([enc.leads.get(n, np.zeros_like(enc.vectors[n])) for n in range(len(shas))])
         np.savez(f, sha256=np.array(shas), vectors=enc.vectors, n_tokens=np.array(enc.n_tokens),
-                 truncated=np.array(enc.truncated))
+                 truncated=np.array(enc.truncated), leads=leads, has_lead=has_lead)
     tmp.replace(path)
 
 
@@ -256,8 +261,11 @@ def _load_shards(pending: Path) -> dict:
     for path in sorted(pending.glob("shard-*.npz")):
         try:
             data = np.load(path)
-            for sha, vec, nt, tr in zip(data["sha256"], data["vectors"], data["n_tokens"], data["truncated"]):
-                cached[str(sha)] = {"vector": vec, "n_tokens": int(nt), "truncated": bool(tr)}
+            has_lead = data["has_lead"] if "has_lead" in data.files else np.zeros(len(data["sha256"]), bool)
+            for n, (sha, vec, nt, tr) in enumerate(zip(data["sha256"], data["vectors"], data["n_tokens"],
+                                                       data["truncated"])):
+                cached[str(sha)] = {"vector": vec, "n_tokens": int(nt), "truncated": bool(tr),
+                                    "lead": data["leads"][n] if has_lead[n] else None}
         except Exception as e:  # a shard cut short by a crash is simply re-encoded
             warn(path, f"unreadable pending shard, its documents will be re-encoded ({e})")
     return cached

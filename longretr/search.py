@@ -103,9 +103,19 @@ class Searcher:
         return self._hits(self._dense(vectors, k), queries)
 
     def _dense(self, vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+        """Top-k (vid, score); a document with a lead vector scores the higher of its two cosines."""
         k = max(1, min(k, self.count))
-        scores, vids = self.index.search(np.ascontiguousarray(vectors, dtype="float32"), k)
-        return [[(int(v), float(s)) for s, v in zip(row_s, row_v) if v >= 0] for row_s, row_v in zip(scores, vids)]
+        # With leads, the top k documents' best vectors are among the top 2k vectors.
+        depth = k if self.index.ntotal == self.count else min(2 * k, self.index.ntotal)
+        scores, ids = self.index.search(np.ascontiguousarray(vectors, dtype="float32"), depth)
+        out = []
+        for row_s, row_i in zip(scores, ids):
+            best: dict[int, float] = {}  # vid -> score, in rank order: the first is the document's higher
+            for s, i in zip(row_s, row_i):
+                if i >= 0:
+                    best.setdefault(int(i) % store.LEAD_ID, float(s))
+            out.append(list(best.items())[:k])
+        return out
 
     def _hits(self, ranked: list[list[tuple[int, float]]], queries: list[str]) -> list[list[Hit]]:
         results = []

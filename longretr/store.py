@@ -3,7 +3,8 @@
     manifest.json          format version, model config + fingerprint, dim, count, times, and the
                            names of the current data files (the only file ever overwritten,
                            always by atomic rename)
-    vectors-NNNNNN.faiss   FAISS IndexIDMap2(IndexFlatIP) of L2-normalised vectors: the source of truth
+    vectors-NNNNNN.faiss   FAISS IndexIDMap2(IndexFlatIP) of L2-normalised vectors: the source of truth; a
+                           document's vector has id vid, its lead's (model configs with lead_tokens) vid + 2**62
     ann-NNNNNN.faiss       the same vectors in the configured search index type (IVF, HNSW, ...),
                            rebuilt from vectors-NNNNNN at each commit; absent for flat search
     lexical-NNNNNN/        BM25 index of the text column (see lexical.py)
@@ -42,6 +43,7 @@ from .lexical import LexicalIndex, LexicalIndexError
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LOAD_ATTEMPTS = 5
+LEAD_ID = 1 << 62  # a lead vector's FAISS id is its document's vid + LEAD_ID
 DOC_COLUMNS = ["vid", "id", "path", "title", "n_tokens", "truncated", "sha256", "size", "mtime", "text"]
 
 
@@ -53,7 +55,7 @@ class IndexFolderError(Exception):
 class Snapshot:
     folder: Path
     manifest: dict
-    index: faiss.Index  # flat IndexIDMap2: every vector, by vid
+    index: faiss.Index  # flat IndexIDMap2: every vector, by vid (leads by vid + LEAD_ID)
     docs: pa.Table
     lexical: LexicalIndex | None = None  # None when not loaded, or for an index built before it existed
     ann: faiss.Index | None = None  # the configured non-flat search index, when there is one
@@ -124,13 +126,15 @@ def _load_version(folder: Path, manifest: dict, want_lexical: bool, want_ann: bo
         raise IndexFolderError(f"{docs_path}: corrupt or unreadable docs table ({e})") from e
     if set(DOC_COLUMNS) - set(docs.column_names):
         raise IndexFolderError(f"{docs_path}: missing columns {sorted(set(DOC_COLUMNS) - set(docs.column_names))}")
-    if index.ntotal != docs.num_rows or index.d != manifest["dim"]:
+    ids = faiss.vector_to_array(index.id_map)
+    if (ids < LEAD_ID).sum() != docs.num_rows or index.d != manifest["dim"]:
         raise IndexFolderError(
-            f"{vec_path}: holds {index.ntotal} vectors of dim {index.d}, but {docs_path.name} has "
-            f"{docs.num_rows} rows and the manifest says dim {manifest['dim']}"
+            f"{vec_path}: holds {(ids < LEAD_ID).sum()} document vectors of dim {index.d}, but {docs_path.name} "
+            f"has {docs.num_rows} rows and the manifest says dim {manifest['dim']}"
         )
     vids = docs.column("vid").to_numpy()
-    if not np.array_equal(np.sort(faiss.vector_to_array(index.id_map)), np.sort(vids)):
+    if not np.array_equal(np.sort(ids[ids < LEAD_ID]), np.sort(vids)) or \
+            not np.isin(ids[ids >= LEAD_ID] - LEAD_ID, vids).all():
         raise IndexFolderError(f"{vec_path}: its vector ids differ from the vid column of {docs_path.name}")
     snap = Snapshot(folder, manifest, index, docs)
     if want_lexical and "lexical" in files:
@@ -251,6 +255,23 @@ def empty_docs() -> pa.Table:
         ("mtime", pa.float64()), ("text", pa.string()),
     ])
     return schema.empty_table()
+
+
+def add_vectors(index: faiss.Index, vids: np.ndarray, vectors: np.ndarray, leads: dict[int, np.ndarray]) -> None:
+    """Documents' vectors under their vids, and the leads (row in vids -> vector) under vid + LEAD_ID."""
+    if len(vids):
+        index.add_with_ids(np.ascontiguousarray(vectors, dtype="float32"), np.asarray(vids, dtype="int64"))
+    if leads:
+        rows = sorted(leads)
+        index.add_with_ids(np.stack([leads[r] for r in rows]).astype("float32"),
+                           np.asarray(vids, dtype="int64")[rows] + LEAD_ID)
+
+
+def remove_vectors(index: faiss.Index, vids: set[int] | list[int]) -> None:
+    """Documents' vectors and their leads' (absent ids are ignored)."""
+    if vids:
+        base = np.array(sorted(vids), dtype="int64")
+        index.remove_ids(np.concatenate([base, base + LEAD_ID]))
 
 
 def vectors_for(index: faiss.Index, vids: np.ndarray) -> np.ndarray:

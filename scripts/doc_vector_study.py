@@ -5,10 +5,16 @@ and longer documents sit closer to it), so a plain cosine ranks long documents b
 
     plain    the whole document's vector, as `longretr index` made it before lead_tokens
     centred  (d - mean) / |d - mean| over the corpus being searched (query-free, like BM25's IDF)
-    lead     the normalised sum of the whole document's vector and its first 512 tokens' vector
-             (ModelConfig.lead_tokens = 512); the same as plain for documents of at most 512 tokens
+    sum      the normalised sum of the whole document's vector and its lead's (its first 512 tokens'); the same
+             as plain for documents of at most 512 tokens (what lead_tokens did before 2026-12-01's third session)
+    max      two vectors per long document, the whole one and the lead's; a document scores the higher of its two
+             cosines (ModelConfig.lead_tokens = 512, as `longretr index` and `longretr eval` do it)
 
-Dense and hybrid mode (index default fusion), documents cut to 512 tokens and whole.
+Dense and hybrid mode (index default fusion), documents cut to 512 tokens and whole. On the long-document set,
+whole documents, MRR@10 is also split by where the query (a title or a sentence) sits in its document: in the
+opening 300 characters, elsewhere in the first 512 tokens, or beyond them, where the lead cannot help. And Acc@1
+of plain / sum / max on LongEmbed's passkey and needle sets as `longretr eval` regenerates them (quick profile,
+seed 0), where every candidate is the same filler with one needle.
 
     .venv/bin/python scripts/doc_vector_study.py --model default --demo-index indexes/demo-cmp-cpu2 \
         --cache /tmp/doc-vectors --out results/doc-vectors.json
@@ -36,7 +42,8 @@ from train_card import lexical_lists, metrics, query_sets, ranked_lists  # noqa:
 
 from longretr import store  # noqa: E402
 from longretr.config import load_config  # noqa: E402
-from longretr.embedder import Embedder, add_lead  # noqa: E402
+from longretr.embedder import Embedder  # noqa: E402
+from longretr.evaluate.runner import Settings, build_sets  # noqa: E402
 from longretr.fusion import fuse_ranked  # noqa: E402
 from longretr.machine import describe  # noqa: E402
 
@@ -61,6 +68,59 @@ def cos_to_mean_by_length(D: np.ndarray, tokens: np.ndarray) -> list[dict]:
     mean = D.mean(0) / np.linalg.norm(D.mean(0))
     return [{"tokens": [int(tokens[f].min()), int(tokens[f].max())], "cos": float((D[f] @ mean).mean())}
             for f in np.array_split(np.argsort(tokens), 5)]
+
+
+def summed(whole: np.ndarray, lead: np.ndarray) -> np.ndarray:
+    """The sum variant: whole + lead, re-normalised."""
+    return unit(whole + lead)
+
+
+def reciprocal_ranks(ranked: list[list[tuple[int, float]]], relevant: list[int]) -> np.ndarray:
+    """Each query's 1/rank of its relevant document within the top 10, else 0."""
+    tops = [[i for i, _ in row[:10]] for row in ranked]
+    return np.array([1 / (1 + top.index(r)) if r in top else 0.0 for top, r in zip(tops, relevant)])
+
+
+def query_positions(emb: Embedder, queries: list[str], docs: list[str], relevant: list[int]) -> list[str]:
+    """Where each query's text sits in its document (whitespace-normalised): opening (first 300 characters),
+    lead (the rest of the first 512 tokens), beyond, short (document of at most 512 tokens) or absent."""
+    out = []
+    for q, r in zip(queries, relevant):
+        doc = " ".join(docs[r].split())
+        at = doc.find(" ".join(q.split()))
+        if len(emb.tokenizer(doc)["input_ids"]) <= LEAD:
+            out.append("short")
+        elif at < 0:
+            out.append("absent")
+        elif at < 300:
+            out.append("opening")
+        else:
+            out.append("lead" if len(emb.tokenizer(doc[:at])["input_ids"]) < LEAD else "beyond")
+    return out
+
+
+def synthetic(emb: Embedder, cfg, cache: Path) -> dict:
+    """Acc@1 (%) of plain, sum and max on the regenerated passkey and needle sets, per length."""
+    sets, _ = build_sets(Settings())
+    out = {}
+    for s in sets:
+        docs = list(s.corpus.values())
+        D = {}
+        for tokens in (WHOLE, LEAD):
+            path = cache / f"{cfg.name}-{s.task}-{s.split}-{tokens}.npy"
+            if not path.exists():
+                emb.config = replace(cfg, max_tokens=tokens, lead_tokens=0)
+                np.save(path, emb.encode_documents(docs, progress=False).vectors)
+            D[tokens] = np.load(path)
+        emb.config = cfg
+        Q = emb.encode_queries(list(s.queries.values()))
+        gold = np.array([s.doc_ids.index(next(iter(s.qrels[q]))) for q in s.queries])
+        scores = {"plain": Q @ D[WHOLE].T, "sum": Q @ summed(D[WHOLE], D[LEAD]).T,
+                  "max": np.maximum(Q @ D[WHOLE].T, Q @ D[LEAD].T)}
+        out[f"{s.task}-{s.context_length}"] = row = {
+            v: round(100 * float((S.argmax(1) == gold).mean()), 1) for v, S in scores.items()}
+        print(f"{s.task:8s} {s.context_length:>6}  " + "  ".join(f"{v} {a:5.1f}" for v, a in row.items()), flush=True)
+    return out
 
 
 def main() -> None:
@@ -95,17 +155,30 @@ def main() -> None:
         emb.config = replace(cfg, query_instruction=instruction or cfg.query_instruction)
         Q = emb.encode_queries(queries)
         row = {"bm25": metrics(lexical[name], relevant)["mrr@10"], "mean_norm": float(np.linalg.norm(D.mean(0)))}
-        variants = {"plain": D, "centred": unit(D - D.mean(0))}
+        variants = {"plain": Q @ D.T, "centred": Q @ unit(D - D.mean(0)).T}
         if tokens == WHOLE:
-            variants["lead"] = add_lead(D, vectors[name, LEAD], cfg.normalize)
-        for variant, V in variants.items():
-            dense = ranked_lists(Q @ V.T)
+            variants["sum"] = Q @ summed(D, vectors[name, LEAD]).T
+            variants["max"] = np.maximum(Q @ D.T, Q @ vectors[name, LEAD].T)
+        for variant, S in variants.items():
+            dense = ranked_lists(S)
             hybrid = [fuse_ranked(a, b, 100) for a, b in zip(dense, lexical[name])]
             row[variant] = {"dense": metrics(dense, relevant), "hybrid": metrics(hybrid, relevant)}
+        if (name, tokens) == ("longdoc", WHOLE):
+            where = np.array(query_positions(emb, queries, docs, relevant))
+            # "lead" here: in the first 512 tokens, after the opening
+            rr = {v: reciprocal_ranks(ranked_lists(variants[v]), relevant) for v in ("plain", "sum", "max")}
+            row["dense_by_query_position"] = split = {
+                p: {"queries": int((where == p).sum())}
+                | {v: round(float(r[where == p].mean()), 3) for v, r in rr.items()}
+                for p in ("opening", "lead", "beyond", "short", "absent")
+                if (where == p).any()
+            }
+            print("longdoc whole, dense MRR@10 by query position:", split, flush=True)
         results["sets"][f"{name}-{tokens}"] = row
         print(f"{name:14s} {tokens:>6}  BM25 {row['bm25']:.3f}  |mean| {row['mean_norm']:.2f}  " + "  ".join(
             f"{v} dense {row[v]['dense']['mrr@10']:.3f} (top-3 {row[v]['dense']['top3']:.3f}) "
             f"hybrid {row[v]['hybrid']['mrr@10']:.3f}" for v in variants), flush=True)
+    results["synthetic_acc1"] = synthetic(emb, cfg, args.cache)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}; machine: {results['machine']['summary']}")

@@ -97,10 +97,10 @@ def evaluate(model: str, sets: dict, doc_tokens: int, lexical: dict) -> dict:
     out = {}
     for name, (instruction, queries, docs, relevant) in sets.items():
         start = time.perf_counter()
-        d = emb.encode_documents(docs, progress=False).vectors
+        d = emb.encode_documents(docs, progress=False)
         # a set's own instruction (the one it was trained with) where it has one, else the model's
         emb.config = replace(emb.config, query_instruction=instruction or cfg.query_instruction)
-        dense = ranked_lists(emb.encode_queries(queries) @ d.T)
+        dense = ranked_lists(d.scores(emb.encode_queries(queries)))
         hybrid = [fuse_ranked(a, b, 100) for a, b in zip(dense, lexical[name])]
         out[name] = {"dense": metrics(dense, relevant), "lexical": metrics(lexical[name], relevant),
                      "hybrid": metrics(hybrid, relevant), "documents": len(docs),

@@ -71,21 +71,25 @@ def test_default_config_is_bidirectional_gemma():
     assert cfg.fingerprint() != load_config("gemma3-270m-causal").fingerprint()
 
 
-def test_lead_tokens_add_a_long_documents_lead_to_its_vector(embedder):
+def test_lead_tokens_give_a_long_document_a_second_vector_of_its_lead(embedder):
     cfg = embedder.config
     long, short = "the archive index " + " ".join(["fox jumps"] * 20), "the fox"
-    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
     try:
         whole = embedder.encode_documents([long, short]).vectors
         embedder.config = replace(cfg, max_tokens=16)
         head = embedder.encode_documents([long]).vectors[0]
         embedder.config = replace(cfg, lead_tokens=16)
-        mixed = embedder.encode_documents([long, short]).vectors
+        enc = embedder.encode_documents([short, long])
+        queries = embedder.encode_queries(["archive index", "fox jumps", "the fox"])
     finally:
         embedder.config = cfg
     assert not np.allclose(whole[0], head, atol=1e-3)
-    assert np.allclose(mixed[0], unit(whole[0] + head), atol=1e-5)
-    assert np.allclose(mixed[1], whole[1], atol=1e-6)  # not longer than the lead: unchanged
+    assert np.allclose(enc.vectors, whole[::-1], atol=1e-5)  # the whole documents' vectors are unchanged
+    assert list(enc.leads) == [1] and np.allclose(enc.leads[1], head, atol=1e-5)  # the short one has no lead
+    scores = enc.scores(queries)
+    assert np.allclose(scores[:, 0], queries @ whole[1], atol=1e-5)
+    assert np.allclose(scores[:, 1], np.maximum(queries @ whole[0], queries @ head), atol=1e-5)
+    assert (queries @ head > queries @ whole[0]).any() and (queries @ head < queries @ whole[0]).any()
 
 
 def test_lead_tokens_change_the_fingerprint_only_when_on(embedder):

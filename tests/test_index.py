@@ -1,5 +1,7 @@
 import json
+from dataclasses import replace
 
+import faiss
 import numpy as np
 import pytest
 from tiny_models import write_config, write_corpus
@@ -8,7 +10,7 @@ from typer.testing import CliRunner
 from longretr import store
 from longretr.cli import app
 from longretr.embedder import Embedder
-from longretr.indexer import index_corpus
+from longretr.indexer import index_corpus, remove_documents
 from longretr.search import ModelMismatch, Searcher
 
 TEXTS = {
@@ -74,6 +76,47 @@ def test_interrupted_run_resumes_from_shards(corpus, tmp_path, embedder, monkeyp
     s = index_corpus(corpus, folder, embedder, progress=False)
     assert (s.encoded, s.resumed, s.documents) == (0, 4, 4)
     assert not (folder / "pending").exists()
+
+
+def test_lead_vectors_are_indexed_resumed_searched_and_removed_with_their_document(tmp_path, embedder,
+                                                                                   monkeypatch):
+    texts = {"long.txt": "the archive index " + " ".join(["fox jumps"] * 30),
+             "other.txt": "a lazy dog sleeps " + " ".join(["in the sun"] * 20), "short.txt": "the fox"}
+    corpus, folder, cfg = write_corpus(tmp_path / "corpus", texts), tmp_path / "idx", embedder.config
+    try:
+        embedder.config = lead = replace(cfg, lead_tokens=16)
+        monkeypatch.setattr(store, "commit", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):  # the leads go through the pending shards too
+            index_corpus(corpus, folder, embedder, progress=False, shard_tokens=1)
+        monkeypatch.undo()
+        s = index_corpus(corpus, folder, embedder, progress=False)
+        assert (s.encoded, s.resumed, s.documents) == (0, 3, 3)
+        snap = store.load(folder)
+        vid = {d["id"]: d["vid"] for d in snap.docs.to_pylist()}
+        ids = set(faiss.vector_to_array(snap.index.id_map).tolist())
+        assert ids == set(vid.values()) | {vid["long.txt"] + store.LEAD_ID, vid["other.txt"] + store.LEAD_ID}
+        queries = ["archive index", "fox jumps", "lazy dog", "the fox"]
+        enc = embedder.encode_documents(list(texts.values()), progress=False)
+        want = enc.scores(embedder.encode_queries(queries))
+        for k in (1, 3):  # each document once, scored the higher of its two cosines
+            for row, w in zip(Searcher(folder, embedder).search(queries, k=k, mode="dense"), want):
+                assert [h.id for h in row] == [list(texts)[i] for i in np.argsort(-w)[:k]]
+                assert np.allclose([h.score for h in row], np.sort(w)[::-1][:k], atol=1e-4)
+        remove_documents(folder, ["long.txt"])
+        snap = store.load(folder)  # held: the id map is freed with its index
+        ids = set(faiss.vector_to_array(snap.index.id_map).tolist())
+        assert ids == {vid["other.txt"], vid["short.txt"], vid["other.txt"] + store.LEAD_ID}
+        (corpus / "long.txt").unlink()  # else it comes back
+        (corpus / "other.txt").write_text("the fox")  # changed, and now too short for a lead: its old one goes
+        index_corpus(corpus, folder, embedder, progress=False)
+        snap = store.load(folder)
+        assert all(i < store.LEAD_ID for i in faiss.vector_to_array(snap.index.id_map)) and snap.index.ntotal == 2
+        embedder.config = cfg
+        with pytest.raises(ModelMismatch):  # vectors with leads are not comparable with plain ones
+            Searcher(folder, embedder)
+        assert Searcher(folder).embedder.config == lead
+    finally:
+        embedder.config = cfg
 
 
 def test_other_model_is_refused(corpus, tmp_path, embedder, tiny_gemma):

@@ -61,7 +61,7 @@ class DenseScorer(Scorer):
         queries = self.embedder.encode_queries(list(s.queries.values()))
         stats = {"doc_tokens_mean": float(np.mean(docs.n_tokens)), "doc_tokens_max": int(max(docs.n_tokens)),
                  "doc_tokens_total": int(sum(docs.n_tokens)), "truncated_docs": int(sum(docs.truncated))}
-        return Scored(queries @ docs.vectors.T, time.perf_counter() - start, stats)
+        return Scored(docs.scores(queries), time.perf_counter() - start, stats)
 
     def close(self) -> None:
         del self.embedder
