@@ -40,14 +40,14 @@ def test_real_documents_index_and_search(tmp_path, embedder, monkeypatch):
     r = runner.invoke(app, ["index", str(corpus), "--index", str(tmp_path / "idx")])
     assert r.exit_code == 0, r.output
     assert f"{len(MODULES)} documents in index" in r.output
-    # Search through the CLI returns exactly the cosines of the embedder's own vectors.
+    # Search through the CLI returns exactly the scores of the embedder's own vectors.
     docs = {m: (corpus / f"{m}.txt").read_text() for m in MODULES}
-    doc_vecs = embedder.encode_documents(list(docs.values()), progress=False).vectors
+    encoded = embedder.encode_documents(list(docs.values()), progress=False)
     query = "parse command line arguments"
     r = runner.invoke(app, ["search", query, "--index", str(tmp_path / "idx"), "-k", "3", "--json", "--mode", "dense"])
     assert r.exit_code == 0, r.output
     hits = json.loads(r.output)
-    expected = doc_vecs @ embedder.encode_queries([query])[0]
+    expected = encoded.scores(embedder.encode_queries([query]))[0]  # with the config's lead vectors, if any
     order = expected.argsort()[::-1][:3]
     assert [h["id"] for h in hits] == [f"{MODULES[i]}.txt" for i in order]
     assert all(abs(h["score"] - expected[i]) < 1e-4 for h, i in zip(hits, order))

@@ -148,6 +148,17 @@ def test_corrupt_files_give_clear_errors(corpus, tmp_path, embedder):
         store.load(folder)
 
 
+def test_a_lead_vector_without_its_document_is_refused(corpus, tmp_path, embedder):
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+    snap = store.load(folder)
+    orphan = int(max(snap.docs.column("vid").to_pylist())) + 1 + store.LEAD_ID
+    snap.index.add_with_ids(np.ones((1, snap.index.d), "float32"), np.array([orphan], "int64"))
+    (folder / snap.manifest["files"]["vectors"]).write_bytes(faiss.serialize_index(snap.index).tobytes())
+    with pytest.raises(store.IndexFolderError, match="vector ids differ from the vid column"):
+        store.load(folder)
+
+
 def test_cli_index_and_search(corpus, tmp_path, tiny_gemma):
     cfg = write_config(tmp_path, tiny_gemma)
     runner = CliRunner()
