@@ -33,6 +33,8 @@ class ModelConfig:
     # and scores the higher of its two cosines. A whole document's mean dilutes its title and summary; the lead
     # keeps them (docs/training-studies.md, "Document vectors": it raised dense retrieval on three sets of long
     # documents and kept queries about their later parts). 0: off.
+    # At or above max_tokens no document is longer than its lead, so it has no effect (a config cut short, e.g.
+    # `replace(default, max_tokens=512)`, stays valid and matches the plain config's fingerprint).
     lead_tokens: int = 0
 
     def __post_init__(self) -> None:
@@ -42,9 +44,8 @@ class ModelConfig:
             raise ValueError(f"config {self.name}: pooling must be mean or last, got {self.pooling!r}")
         if self.max_tokens < 8:
             raise ValueError(f"config {self.name}: max_tokens must be >= 8, got {self.max_tokens}")
-        if self.lead_tokens and not 8 <= self.lead_tokens < self.max_tokens:
-            raise ValueError(f"config {self.name}: lead_tokens must be 0 or between 8 and max_tokens "
-                             f"({self.max_tokens}), got {self.lead_tokens}")
+        if self.lead_tokens and self.lead_tokens < 8:
+            raise ValueError(f"config {self.name}: lead_tokens must be 0 or at least 8, got {self.lead_tokens}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,11 +55,16 @@ class ModelConfig:
         return "".join(f"{k} = {str(v).lower() if isinstance(v, bool) else json.dumps(v)}\n"
                        for k, v in self.to_dict().items())
 
+    @property
+    def has_leads(self) -> bool:
+        """Whether some document can be longer than its lead, and so get a lead vector."""
+        return 0 < self.lead_tokens < self.max_tokens
+
     def fingerprint(self) -> str:
         """Hash of everything that changes a vector; an index is only searched with the same one."""
         keys = ("backbone", "attention", "pooling", "normalize", "max_tokens", "query_instruction", "adapter")
         values = {k: getattr(self, k) for k in keys}
-        if self.lead_tokens:  # only when on, so indexes built before the setting existed keep their fingerprint
+        if self.has_leads:  # only when on, so indexes built before the setting existed keep their fingerprint
             values["lead_vectors"] = self.lead_tokens  # not "lead_tokens": that key meant one summed vector
         if self.adapter:  # by content, so the same adapter matches wherever it is checked out
             values["adapter"] = _hash_folder(Path(self.adapter))

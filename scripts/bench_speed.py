@@ -214,9 +214,13 @@ def _reset_peak_rss() -> bool:
 
 
 def load_engine(spec: dict):
+    from dataclasses import replace
+
+    from longretr.config import load_config
     from longretr.embedder import Embedder
 
-    embedder = Embedder("default")
+    # the engine alone, like the other two: lead vectors would add their own forward passes
+    embedder = Embedder(replace(load_config("default"), lead_tokens=0))
 
     def encode(texts):
         enc = embedder.encode_documents(texts, progress=False)

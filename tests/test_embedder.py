@@ -98,5 +98,7 @@ def test_lead_tokens_change_the_fingerprint_only_when_on(embedder):
     # Off, the fingerprint is the one from before the setting existed, so those indexes still open.
     pinned = ModelConfig(name="pinned", backbone="org/model", max_tokens=4096, query_instruction="Find it")
     assert pinned.fingerprint() == "c1777e705b9de711"
+    # At or above max_tokens it can do nothing, so it is allowed and leaves the fingerprint alone.
+    assert replace(cfg, lead_tokens=cfg.max_tokens).fingerprint() == cfg.fingerprint()
     with pytest.raises(ValueError, match="lead_tokens"):
-        replace(cfg, lead_tokens=cfg.max_tokens)
+        replace(cfg, lead_tokens=4)
