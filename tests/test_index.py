@@ -98,10 +98,12 @@ def test_lead_vectors_are_indexed_resumed_searched_and_removed_with_their_docume
         queries = ["archive index", "fox jumps", "lazy dog", "the fox"]
         enc = embedder.encode_documents(list(texts.values()), progress=False)
         want = enc.scores(embedder.encode_queries(queries))
-        for k in (1, 3):  # each document once, scored the higher of its two cosines
-            for row, w in zip(Searcher(folder, embedder).search(queries, k=k, mode="dense"), want):
-                assert [h.id for h in row] == [list(texts)[i] for i in np.argsort(-w)[:k]]
-                assert np.allclose([h.score for h in row], np.sort(w)[::-1][:k], atol=1e-4)
+        for index_type in ("flat", "hnsw"):  # the ann index carries the lead ids too
+            index_corpus(corpus, folder, embedder, progress=False, index_type=index_type)
+            for k in (1, 3):  # each document once, scored the higher of its two cosines
+                for row, w in zip(Searcher(folder, embedder).search(queries, k=k, mode="dense"), want):
+                    assert [h.id for h in row] == [list(texts)[i] for i in np.argsort(-w)[:k]]
+                    assert np.allclose([h.score for h in row], np.sort(w)[::-1][:k], atol=1e-4)
         remove_documents(folder, ["long.txt"])
         snap = store.load(folder)  # held: the id map is freed with its index
         ids = set(faiss.vector_to_array(snap.index.id_map).tolist())
