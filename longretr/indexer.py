@@ -249,10 +249,10 @@ def _save_shard(pending: Path, shas: list[str], enc) -> None:
     path = pending / f"shard-{time.time_ns()}-{shas[0][:8]}.npz"
     tmp = pending / f".{path.name}.tmp"
     with open(tmp, "wb") as f:
-        has_lead = np.array([n in enc.leads for n in range(len(shas))])
-        leads = np.stack([enc.leads.get(n, np.zeros_like(enc.vectors[n])) for n in range(len(shas))])
+        rows = sorted(enc.leads)
+        leads = np.stack([enc.leads[n] for n in rows]) if rows else np.zeros((0, enc.vectors.shape[1]), "float32")
         np.savez(f, sha256=np.array(shas), vectors=enc.vectors, n_tokens=np.array(enc.n_tokens),
-                 truncated=np.array(enc.truncated), leads=leads, has_lead=has_lead)
+                 truncated=np.array(enc.truncated), lead_rows=np.array(rows, dtype="int64"), leads=leads)
     tmp.replace(path)
 
 
@@ -261,11 +261,11 @@ def _load_shards(pending: Path) -> dict:
     for path in sorted(pending.glob("shard-*.npz")):
         try:
             data = np.load(path)
-            has_lead = data["has_lead"] if "has_lead" in data.files else np.zeros(len(data["sha256"]), bool)
+            # shards written before lead vectors existed have no lead_rows
+            leads = dict(zip(data["lead_rows"].tolist(), data["leads"])) if "lead_rows" in data.files else {}
             for n, (sha, vec, nt, tr) in enumerate(zip(data["sha256"], data["vectors"], data["n_tokens"],
                                                        data["truncated"])):
-                cached[str(sha)] = {"vector": vec, "n_tokens": int(nt), "truncated": bool(tr),
-                                    "lead": data["leads"][n] if has_lead[n] else None}
+                cached[str(sha)] = {"vector": vec, "n_tokens": int(nt), "truncated": bool(tr), "lead": leads.get(n)}
         except Exception as e:  # a shard cut short by a crash is simply re-encoded
             warn(path, f"unreadable pending shard, its documents will be re-encoded ({e})")
     return cached

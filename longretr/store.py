@@ -127,14 +127,14 @@ def _load_version(folder: Path, manifest: dict, want_lexical: bool, want_ann: bo
     if set(DOC_COLUMNS) - set(docs.column_names):
         raise IndexFolderError(f"{docs_path}: missing columns {sorted(set(DOC_COLUMNS) - set(docs.column_names))}")
     ids = faiss.vector_to_array(index.id_map)
-    if (ids < LEAD_ID).sum() != docs.num_rows or index.d != manifest["dim"]:
+    doc_ids, lead_ids = ids[ids < LEAD_ID], ids[ids >= LEAD_ID]
+    if len(doc_ids) != docs.num_rows or index.d != manifest["dim"]:
         raise IndexFolderError(
-            f"{vec_path}: holds {(ids < LEAD_ID).sum()} document vectors of dim {index.d}, but {docs_path.name} "
+            f"{vec_path}: holds {len(doc_ids)} document vectors of dim {index.d}, but {docs_path.name} "
             f"has {docs.num_rows} rows and the manifest says dim {manifest['dim']}"
         )
     vids = docs.column("vid").to_numpy()
-    if not np.array_equal(np.sort(ids[ids < LEAD_ID]), np.sort(vids)) or \
-            not np.isin(ids[ids >= LEAD_ID] - LEAD_ID, vids).all():
+    if not np.array_equal(np.sort(doc_ids), np.sort(vids)) or not np.isin(lead_ids - LEAD_ID, vids).all():
         raise IndexFolderError(f"{vec_path}: its vector ids differ from the vid column of {docs_path.name}")
     snap = Snapshot(folder, manifest, index, docs)
     if want_lexical and "lexical" in files:

@@ -16,12 +16,13 @@ opening 300 characters, elsewhere in the first 512 tokens, or beyond them, where
 of plain / sum / max on LongEmbed's passkey and needle sets as `longretr eval` regenerates them (quick profile,
 seed 0), where every candidate is the same filler with one needle.
 
-    .venv/bin/python scripts/doc_vector_study.py --model default --demo-index indexes/demo-cmp-cpu2 \
-        --cache /tmp/doc-vectors --out results/doc-vectors.json
+    .venv/bin/python scripts/doc_vector_study.py --model gemma3-270m-diffembed-cpu2 \
+        --demo-index indexes/demo-cmp-cpu2 --cache /tmp/doc-vectors --out results/doc-vectors.json
 
-The demo set's whole-document vectors are read from a demo index built with the same model and without
-lead_tokens (compare_modes.py builds one); the rest are encoded here (about 40 minutes on 2 CPU cores) and cached
-under --cache.
+--model is a config without lead_tokens (the variants are made here): `gemma3-270m-diffembed-cpu2` is the default
+without them. The demo set's whole-document vectors are read from a demo index built with that model
+(`compare_modes.py --model gemma3-270m-diffembed-cpu2` builds one); the rest are encoded here (about 40 minutes
+on 2 CPU cores) and cached under --cache.
 """
 
 from __future__ import annotations
@@ -143,6 +144,9 @@ def main() -> None:
         if (name, tokens) == ("demo", WHOLE):
             D, doc_tokens = demo_vectors(args.demo_index, sorted(p.name for p in args.corpus.glob("*.txt")))
             results["demo_cos_to_mean_by_length"] = fifths = cos_to_mean_by_length(D, doc_tokens)
+            # what a lead costs to encode: the first LEAD tokens again, for every document longer than that
+            results["demo_tokens"] = {"documents": int(doc_tokens.sum()),
+                                      "leads": int(LEAD * (doc_tokens > LEAD).sum())}
             print("demo, cosine to the corpus mean by length fifth:",
                   ", ".join(f"{f['tokens'][0]}-{f['tokens'][1]} tokens {f['cos']:.3f}" for f in fifths))
         else:

@@ -11,7 +11,10 @@ nearly equal and a ranking turns on small differences. For the score matrix S (q
     hub share the share of queries whose top-1 is the most-chosen candidate
     alone     Acc@1 with each candidate reduced to its needle sentence: matching without the filler
 
-    .venv/bin/python scripts/synth_margins.py --model default --model gemma3-270m-diffembed-cpu \
+Scores use the whole documents' vectors only (a config's lead vectors are left out), so the default is given as
+`gemma3-270m-diffembed-cpu2`, the same model without them:
+
+    .venv/bin/python scripts/synth_margins.py --model gemma3-270m-diffembed-cpu2 --model gemma3-270m-diffembed-cpu \
         --lengths 256,512 --out results/synth-margins.json
 
 Uses the quick profile's regenerated sets (`longretr eval`'s cache), so the cells match its runs.
