@@ -17,9 +17,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
+# An index built by an earlier default model is rebuilt (`longretr index` alone refuses to mix two models).
+STALE := from longretr import store; from longretr.config import load_config as c; \
+  m = store.read_manifest("$(INDEX)"); print("--rebuild" if m and m["model_fingerprint"] != c("default").fingerprint() else "")
+
 demo: install
 	$(BIN)/longretr demo-corpus corpus --limit $(DOCS)
-	$(BIN)/longretr index corpus --index $(INDEX)
+	$(BIN)/longretr index corpus --index $(INDEX) $$($(BIN)/python -c '$(STALE)')
 	@for q in "parse command line arguments" "compute a SHA-256 digest of a file" \
 	          "read and write ZIP archives" "schedule work on a pool of threads"; do \
 	  echo; echo "== $$q"; $(BIN)/longretr search "$$q" --index $(INDEX) -k 3; done

@@ -60,6 +60,10 @@ class ModelConfig:
         """Whether some document can be longer than its lead, and so get a lead vector."""
         return 0 < self.lead_tokens < self.max_tokens
 
+    def tokens_to_encode(self, n: int) -> int:
+        """Tokens a document of n tokens (after truncation) costs to encode: its own, plus its lead's if it has one."""
+        return n + self.lead_tokens if 0 < self.lead_tokens < n else n
+
     def fingerprint(self) -> str:
         """Hash of everything that changes a vector; an index is only searched with the same one."""
         keys = ("backbone", "attention", "pooling", "normalize", "max_tokens", "query_instruction", "adapter")

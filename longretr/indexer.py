@@ -32,7 +32,7 @@ class IndexSummary:
     removed: int
     unchanged: int
     skipped_files: int
-    tokens: int  # tokens encoded in this run
+    tokens: int  # tokens encoded in this run, lead vectors' included
     truncated: int  # documents in the index cut at the model's max tokens
     seconds: float
     index_type: str = "IDMap2,Flat"  # the search index built (may differ from the request, see note)
@@ -221,7 +221,7 @@ def _encode_in_shards(need, embedder, pending: Path, cached: dict, shard_tokens:
     if not need:
         return 0
     ids, _ = embedder.tokenize([d.text for d in need])
-    lengths = [len(x) for x in ids]
+    lengths = [embedder.config.tokens_to_encode(len(x)) for x in ids]  # leads included: the bar's rate is real
     order = sorted(range(len(need)), key=lambda i: -lengths[i])  # long first: the ETA errs high
     bar = tqdm(total=sum(lengths), unit="tok", unit_scale=True, disable=not progress, desc="indexing",
                dynamic_ncols=True)

@@ -98,6 +98,8 @@ def test_lead_vectors_are_indexed_resumed_searched_and_removed_with_their_docume
         queries = ["archive index", "fox jumps", "lazy dog", "the fox"]
         enc = embedder.encode_documents(list(texts.values()), progress=False)
         want = enc.scores(embedder.encode_queries(queries))
+        rebuilt = index_corpus(corpus, folder, embedder, progress=False, rebuild=True)
+        assert len(enc.leads) == 2 and rebuilt.tokens == sum(enc.n_tokens) + 16 * 2  # the summary counts leads
         for index_type in ("flat", "hnsw"):  # the ann index carries the lead ids too
             index_corpus(corpus, folder, embedder, progress=False, index_type=index_type)
             for k in (1, 3):  # each document once, scored the higher of its two cosines
