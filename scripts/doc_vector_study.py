@@ -5,19 +5,20 @@ and longer documents sit closer to it), so a plain cosine ranks long documents b
 
     plain    the whole document's vector, as `longretr index` made it before lead_tokens
     centred  (d - mean) / |d - mean| over the corpus being searched (query-free, like BM25's IDF)
-    sum      the normalised sum of the whole document's vector and its lead's (its first 512 tokens'); the same
-             as plain for documents of at most 512 tokens (what lead_tokens did before 2026-12-01's third session)
+    sum      the normalised sum of the whole document's vector and its lead's (its first 512 tokens', or --lead's);
+             the same as plain for documents no longer than the lead (what lead_tokens did before 2026-12-01's third
+             session)
     max      two vectors per long document, the whole one and the lead's; a document scores the higher of its two
-             cosines (ModelConfig.lead_tokens = 512, as `longretr index` and `longretr eval` do it)
+             cosines (ModelConfig.lead_tokens, as `longretr index` and `longretr eval` do it; the default's is 256)
 
-Dense and hybrid mode (index default fusion), documents cut to 512 tokens and whole. On the long-document set,
+Dense and hybrid mode (index default fusion), documents cut to 512 tokens (--lead) and whole. On the long-document set,
 whole documents, MRR@10 is also split by where the query (a title or a sentence) sits in its document: in the
 opening 300 characters, elsewhere in the first 512 tokens, or beyond them, where the lead cannot help. And Acc@1
 of plain / sum / max on LongEmbed's passkey and needle sets as `longretr eval` regenerates them (quick profile,
 seed 0), where every candidate is the same filler with one needle.
 
     .venv/bin/python scripts/doc_vector_study.py --model gemma3-270m-diffembed-cpu2 \
-        --demo-index indexes/demo-cmp-cpu2 --cache /tmp/doc-vectors --out results/doc-vectors.json
+        --demo-index indexes/demo-cmp-cpu2 --cache /tmp/doc-vectors --out results/doc-vectors.json [--lead 256]
 
 --model is a config without lead_tokens (the variants are made here): `gemma3-270m-diffembed-cpu2` is the default
 without them. The demo set's whole-document vectors are read from a demo index built with that model
@@ -48,9 +49,8 @@ from longretr.evaluate.runner import Settings, build_sets  # noqa: E402
 from longretr.fusion import fuse_ranked  # noqa: E402
 from longretr.machine import describe  # noqa: E402
 
-WHOLE, LEAD = 32768, 512
-PLAN = [("demo", LEAD), ("demo", WHOLE), ("reasonaug-q2c", LEAD), ("longdoc", LEAD), ("manpage", LEAD),
-        ("longdoc", WHOLE), ("manpage", WHOLE)]
+WHOLE = 32768
+LEAD = 512  # the lead's length (--lead); the rows "cut to LEAD tokens" use it too
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -84,7 +84,7 @@ def reciprocal_ranks(ranked: list[list[tuple[int, float]]], relevant: list[int])
 
 def query_positions(emb: Embedder, queries: list[str], docs: list[str], relevant: list[int]) -> list[str]:
     """Where each query's text sits in its document (whitespace-normalised): opening (first 300 characters),
-    lead (the rest of the first 512 tokens), beyond, short (document of at most 512 tokens) or absent."""
+    lead (the rest of the first LEAD tokens), beyond, short (document of at most LEAD tokens) or absent."""
     out = []
     for q, r in zip(queries, relevant):
         doc = " ".join(docs[r].split())
@@ -124,6 +124,11 @@ def synthetic(emb: Embedder, cfg, cache: Path) -> dict:
     return out
 
 
+def set_lead(tokens: int) -> None:
+    global LEAD
+    LEAD = tokens
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
@@ -131,15 +136,19 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=Path("corpus"))
     ap.add_argument("--cache", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--lead", type=int, default=LEAD, help="lead length in tokens (default %(default)s)")
     args = ap.parse_args()
+    set_lead(args.lead)
     cfg = load_config(args.model)
     sets = query_sets(Path("data/train"), args.corpus, 150, "reasonaug-q2c,longdoc,demo,manpage")
     lexical = {name: lexical_lists(queries, docs) for name, (_, queries, docs, _) in sets.items()}
     emb = Embedder(cfg)  # one model; its config is switched per use (max_tokens, instruction)
     args.cache.mkdir(parents=True, exist_ok=True)
-    results = {"model": cfg.name, "machine": describe(), "sets": {}}
+    results = {"model": cfg.name, "lead_tokens": LEAD, "machine": describe(), "sets": {}}
     vectors: dict[tuple[str, int], np.ndarray] = {}
-    for name, tokens in PLAN:
+    plan = [("demo", LEAD), ("demo", WHOLE), ("reasonaug-q2c", LEAD), ("longdoc", LEAD), ("manpage", LEAD),
+            ("longdoc", WHOLE), ("manpage", WHOLE)]
+    for name, tokens in plan:
         instruction, queries, docs, relevant = sets[name]
         if (name, tokens) == ("demo", WHOLE):
             D, doc_tokens = demo_vectors(args.demo_index, sorted(p.name for p in args.corpus.glob("*.txt")))
@@ -169,7 +178,7 @@ def main() -> None:
             row[variant] = {"dense": metrics(dense, relevant), "hybrid": metrics(hybrid, relevant)}
         if (name, tokens) == ("longdoc", WHOLE):
             where = np.array(query_positions(emb, queries, docs, relevant))
-            # "lead" here: in the first 512 tokens, after the opening
+            # "lead" here: in the first LEAD tokens, after the opening
             rr = {v: reciprocal_ranks(ranked_lists(variants[v]), relevant) for v in ("plain", "sum", "max")}
             row["dense_by_query_position"] = split = {
                 p: {"queries": int((where == p).sum())}
