@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,19 @@ def index_model(folder: Path | str) -> ModelConfig:
     manifest = store.read_manifest(Path(folder))
     if manifest is None:
         raise store.IndexFolderError(f"{folder}: no index here; build one with `longretr index`")
-    return ModelConfig(**manifest["model"])
+    return manifest_model(folder, manifest)
+
+
+def manifest_model(folder: Path | str, manifest: dict) -> ModelConfig:
+    """The manifest's model config; one this version cannot read (e.g. written by another version) is an index error."""
+    model = manifest.get("model")
+    unknown = sorted(set(model) - {f.name for f in fields(ModelConfig)}) if isinstance(model, dict) else []
+    if not isinstance(model, dict) or unknown:
+        raise store.IndexFolderError(
+            f"{Path(folder) / store.MANIFEST}: model config with settings this longretr does not know "
+            f"({', '.join(unknown) or 'not a table'}); it was written by another version: re-index with --rebuild"
+        )
+    return ModelConfig(**model)
 
 
 class Searcher:
@@ -54,7 +66,7 @@ class Searcher:
         built = manifest["model_fingerprint"]
         self.ranking = ranking_config(manifest.get("ranking"))
         if embedder is None:
-            embedder = Embedder(ModelConfig(**manifest["model"]))
+            embedder = Embedder(manifest_model(folder, manifest))
         if embedder.config.fingerprint() != built:
             raise ModelMismatch(
                 f"{folder} was built with model {manifest['model']['name']!r} (fingerprint "

@@ -134,6 +134,17 @@ def test_other_model_is_refused(corpus, tmp_path, embedder, tiny_gemma):
     assert index_corpus(corpus, folder, causal, rebuild=True, progress=False).encoded == 4
 
 
+def test_a_model_config_from_another_version_is_a_clear_error(corpus, tmp_path, embedder):
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+    path = folder / store.MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest["model"]["query_map"] = ""  # a setting this version does not have
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(store.IndexFolderError, match=r"manifest.json: .*does not know \(query_map\).*--rebuild"):
+        Searcher(folder)
+
+
 def test_corrupt_files_give_clear_errors(corpus, tmp_path, embedder):
     folder = tmp_path / "idx"
     index_corpus(corpus, folder, embedder, progress=False)
