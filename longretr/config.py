@@ -60,9 +60,9 @@ class ModelConfig:
         """Whether some document can be longer than its lead, and so get a lead vector."""
         return 0 < self.lead_tokens < self.max_tokens
 
-    def tokens_to_encode(self, n: int) -> int:
-        """Tokens a document of n tokens (after truncation) costs to encode: its own, plus its lead's if it has one."""
-        return n + self.lead_tokens if 0 < self.lead_tokens < n else n
+    def lead_for(self, n: int) -> int:
+        """Tokens of the lead vector a document of n tokens (after truncation) gets; 0: none."""
+        return self.lead_tokens if 0 < self.lead_tokens < n else 0
 
     def fingerprint(self) -> str:
         """Hash of everything that changes a vector; an index is only searched with the same one."""
@@ -97,14 +97,18 @@ def config_from_file(path: Path) -> ModelConfig:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ValueError(f"{path}: not a readable TOML model config: {e}") from e
-    known = {f.name for f in fields(ModelConfig)}
-    unknown = set(data) - known
+    unknown = unknown_keys(data)
     if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(f.name for f in fields(ModelConfig))}")
     data.setdefault("name", path.stem)
     if data.get("adapter") and not Path(data["adapter"]).is_absolute():
         data["adapter"] = str((path.parent / data["adapter"]).resolve())
     return ModelConfig(**data)
+
+
+def unknown_keys(data: dict) -> list[str]:
+    """The keys of a config table that are not ModelConfig settings, sorted."""
+    return sorted(set(data) - {f.name for f in fields(ModelConfig)})
 
 
 def _hash_folder(folder: Path) -> str:

@@ -122,10 +122,9 @@ class Embedder:
     def encode_documents(self, texts: list[str], progress: bool = True) -> EncodedDocuments:
         start = time.perf_counter()
         ids, truncated = self.tokenize(texts)
-        lead = self.config.lead_tokens
-        longer = [i for i, x in enumerate(ids) if lead and len(x) > lead]
+        longer = [i for i, x in enumerate(ids) if self.config.lead_for(len(x))]
         # The leads go through the same packed batches as the documents (and the progress bar counts them).
-        vectors, waste = self._encode_ids(ids + [ids[i][:lead] for i in longer], progress=progress)
+        vectors, waste = self._encode_ids(ids + [ids[i][: self.config.lead_tokens] for i in longer], progress=progress)
         return EncodedDocuments(vectors[: len(ids)], [len(x) for x in ids], truncated, waste,
                                 time.perf_counter() - start, dict(zip(longer, vectors[len(ids):])))
 

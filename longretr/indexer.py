@@ -221,7 +221,7 @@ def _encode_in_shards(need, embedder, pending: Path, cached: dict, shard_tokens:
     if not need:
         return 0
     ids, _ = embedder.tokenize([d.text for d in need])
-    lengths = [embedder.config.tokens_to_encode(len(x)) for x in ids]  # leads included: the bar's rate is real
+    lengths = [len(x) + embedder.config.lead_for(len(x)) for x in ids]  # leads included: the bar's rate is real
     order = sorted(range(len(need)), key=lambda i: -lengths[i])  # long first: the ETA errs high
     bar = tqdm(total=sum(lengths), unit="tok", unit_scale=True, disable=not progress, desc="indexing",
                dynamic_ncols=True)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import index_types, store
-from .config import ModelConfig
+from .config import ModelConfig, unknown_keys
 from .embedder import Embedder
 from .fusion import check_mode, fuse_ranked, ranking_config
 
@@ -49,7 +49,7 @@ def index_model(folder: Path | str) -> ModelConfig:
 def manifest_model(folder: Path | str, manifest: dict) -> ModelConfig:
     """The manifest's model config; one this version cannot read (e.g. written by another version) is an index error."""
     model = manifest.get("model")
-    unknown = sorted(set(model) - {f.name for f in fields(ModelConfig)}) if isinstance(model, dict) else []
+    unknown = unknown_keys(model) if isinstance(model, dict) else []
     if not isinstance(model, dict) or unknown:
         raise store.IndexFolderError(
             f"{Path(folder) / store.MANIFEST}: model config with settings this longretr does not know "

@@ -50,7 +50,6 @@ from longretr.fusion import fuse_ranked  # noqa: E402
 from longretr.machine import describe  # noqa: E402
 
 WHOLE = 32768
-LEAD = 512  # the lead's length (--lead); the rows "cut to LEAD tokens" use it too
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -82,32 +81,32 @@ def reciprocal_ranks(ranked: list[list[tuple[int, float]]], relevant: list[int])
     return np.array([1 / (1 + top.index(r)) if r in top else 0.0 for top, r in zip(tops, relevant)])
 
 
-def query_positions(emb: Embedder, queries: list[str], docs: list[str], relevant: list[int]) -> list[str]:
+def query_positions(emb: Embedder, queries: list[str], docs: list[str], relevant: list[int], lead: int) -> list[str]:
     """Where each query's text sits in its document (whitespace-normalised): opening (first 300 characters),
-    lead (the rest of the first LEAD tokens), beyond, short (document of at most LEAD tokens) or absent."""
+    lead (the rest of the first `lead` tokens), beyond, short (document of at most `lead` tokens) or absent."""
     out = []
     for q, r in zip(queries, relevant):
         doc = " ".join(docs[r].split())
         at = doc.find(" ".join(q.split()))
-        if len(emb.tokenizer(doc)["input_ids"]) <= LEAD:
+        if len(emb.tokenizer(doc)["input_ids"]) <= lead:
             out.append("short")
         elif at < 0:
             out.append("absent")
         elif at < 300:
             out.append("opening")
         else:
-            out.append("lead" if len(emb.tokenizer(doc[:at])["input_ids"]) < LEAD else "beyond")
+            out.append("lead" if len(emb.tokenizer(doc[:at])["input_ids"]) < lead else "beyond")
     return out
 
 
-def synthetic(emb: Embedder, cfg, cache: Path) -> dict:
+def synthetic(emb: Embedder, cfg, cache: Path, lead: int) -> dict:
     """Acc@1 (%) of plain, sum and max on the regenerated passkey and needle sets, per length."""
     sets, _ = build_sets(Settings())
     out = {}
     for s in sets:
         docs = list(s.corpus.values())
         D = {}
-        for tokens in (WHOLE, LEAD):
+        for tokens in (WHOLE, lead):
             path = cache / f"{cfg.name}-{s.task}-{s.split}-{tokens}.npy"
             if not path.exists():
                 emb.config = replace(cfg, max_tokens=tokens, lead_tokens=0)
@@ -116,17 +115,12 @@ def synthetic(emb: Embedder, cfg, cache: Path) -> dict:
         emb.config = cfg
         Q = emb.encode_queries(list(s.queries.values()))
         gold = np.array([s.doc_ids.index(next(iter(s.qrels[q]))) for q in s.queries])
-        scores = {"plain": Q @ D[WHOLE].T, "sum": Q @ summed(D[WHOLE], D[LEAD]).T,
-                  "max": np.maximum(Q @ D[WHOLE].T, Q @ D[LEAD].T)}
+        scores = {"plain": Q @ D[WHOLE].T, "sum": Q @ summed(D[WHOLE], D[lead]).T,
+                  "max": np.maximum(Q @ D[WHOLE].T, Q @ D[lead].T)}
         out[f"{s.task}-{s.context_length}"] = row = {
             v: round(100 * float((S.argmax(1) == gold).mean()), 1) for v, S in scores.items()}
         print(f"{s.task:8s} {s.context_length:>6}  " + "  ".join(f"{v} {a:5.1f}" for v, a in row.items()), flush=True)
     return out
-
-
-def set_lead(tokens: int) -> None:
-    global LEAD
-    LEAD = tokens
 
 
 def main() -> None:
@@ -136,26 +130,27 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=Path("corpus"))
     ap.add_argument("--cache", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--lead", type=int, default=LEAD, help="lead length in tokens (default %(default)s)")
+    ap.add_argument("--lead", type=int, default=512, help="lead length in tokens (default %(default)s); the rows "
+                    "of documents cut short are cut to it too")
     args = ap.parse_args()
-    set_lead(args.lead)
+    lead = args.lead
     cfg = load_config(args.model)
     sets = query_sets(Path("data/train"), args.corpus, 150, "reasonaug-q2c,longdoc,demo,manpage")
     lexical = {name: lexical_lists(queries, docs) for name, (_, queries, docs, _) in sets.items()}
     emb = Embedder(cfg)  # one model; its config is switched per use (max_tokens, instruction)
     args.cache.mkdir(parents=True, exist_ok=True)
-    results = {"model": cfg.name, "lead_tokens": LEAD, "machine": describe(), "sets": {}}
+    results = {"model": cfg.name, "lead_tokens": lead, "machine": describe(), "sets": {}}
     vectors: dict[tuple[str, int], np.ndarray] = {}
-    plan = [("demo", LEAD), ("demo", WHOLE), ("reasonaug-q2c", LEAD), ("longdoc", LEAD), ("manpage", LEAD),
+    plan = [("demo", lead), ("demo", WHOLE), ("reasonaug-q2c", lead), ("longdoc", lead), ("manpage", lead),
             ("longdoc", WHOLE), ("manpage", WHOLE)]
     for name, tokens in plan:
         instruction, queries, docs, relevant = sets[name]
         if (name, tokens) == ("demo", WHOLE):
             D, doc_tokens = demo_vectors(args.demo_index, sorted(p.name for p in args.corpus.glob("*.txt")))
             results["demo_cos_to_mean_by_length"] = fifths = cos_to_mean_by_length(D, doc_tokens)
-            # what a lead costs to encode: the first LEAD tokens again, for every document longer than that
+            # what a lead costs to encode: the first `lead` tokens again, for every document longer than that
             results["demo_tokens"] = {"documents": int(doc_tokens.sum()),
-                                      "leads": int(LEAD * (doc_tokens > LEAD).sum())}
+                                      "leads": int(lead * (doc_tokens > lead).sum())}
             print("demo, cosine to the corpus mean by length fifth:",
                   ", ".join(f"{f['tokens'][0]}-{f['tokens'][1]} tokens {f['cos']:.3f}" for f in fifths))
         else:
@@ -170,15 +165,15 @@ def main() -> None:
         row = {"bm25": metrics(lexical[name], relevant)["mrr@10"], "mean_norm": float(np.linalg.norm(D.mean(0)))}
         variants = {"plain": Q @ D.T, "centred": Q @ unit(D - D.mean(0)).T}
         if tokens == WHOLE:
-            variants["sum"] = Q @ summed(D, vectors[name, LEAD]).T
-            variants["max"] = np.maximum(Q @ D.T, Q @ vectors[name, LEAD].T)
+            variants["sum"] = Q @ summed(D, vectors[name, lead]).T
+            variants["max"] = np.maximum(Q @ D.T, Q @ vectors[name, lead].T)
         for variant, S in variants.items():
             dense = ranked_lists(S)
             hybrid = [fuse_ranked(a, b, 100) for a, b in zip(dense, lexical[name])]
             row[variant] = {"dense": metrics(dense, relevant), "hybrid": metrics(hybrid, relevant)}
         if (name, tokens) == ("longdoc", WHOLE):
-            where = np.array(query_positions(emb, queries, docs, relevant))
-            # "lead" here: in the first LEAD tokens, after the opening
+            where = np.array(query_positions(emb, queries, docs, relevant, lead))
+            # "lead" here: in the first `lead` tokens, after the opening
             rr = {v: reciprocal_ranks(ranked_lists(variants[v]), relevant) for v in ("plain", "sum", "max")}
             row["dense_by_query_position"] = split = {
                 p: {"queries": int((where == p).sum())}
@@ -191,7 +186,7 @@ def main() -> None:
         print(f"{name:14s} {tokens:>6}  BM25 {row['bm25']:.3f}  |mean| {row['mean_norm']:.2f}  " + "  ".join(
             f"{v} dense {row[v]['dense']['mrr@10']:.3f} (top-3 {row[v]['dense']['top3']:.3f}) "
             f"hybrid {row[v]['hybrid']['mrr@10']:.3f}" for v in variants), flush=True)
-    results["synthetic_acc1"] = synthetic(emb, cfg, args.cache)
+    results["synthetic_acc1"] = synthetic(emb, cfg, args.cache, lead)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}; machine: {results['machine']['summary']}")
