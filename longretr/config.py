@@ -36,6 +36,12 @@ class ModelConfig:
     # At or above max_tokens no document is longer than its lead, so it has no effect (a config cut short, e.g.
     # `replace(default, max_tokens=512)`, stays valid and matches the plain config's fingerprint).
     lead_tokens: int = 0
+    # > 0: a document longer than this many tokens also gets one vector per span of span_tokens tokens, the mean of
+    # that span's final-layer states from the same whole-document forward pass (late chunking: every span's states
+    # attended to the whole document, so nothing is encoded twice), and scores the best cosine of all its vectors.
+    # A long document's mean also dilutes the parts a query may be about (docs/training-studies.md, "Span vectors").
+    # Needs mean pooling. 0: off.
+    span_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.attention not in ("bidirectional", "causal"):
@@ -46,6 +52,10 @@ class ModelConfig:
             raise ValueError(f"config {self.name}: max_tokens must be >= 8, got {self.max_tokens}")
         if self.lead_tokens and self.lead_tokens < 8:
             raise ValueError(f"config {self.name}: lead_tokens must be 0 or at least 8, got {self.lead_tokens}")
+        if self.span_tokens and self.span_tokens < 8:
+            raise ValueError(f"config {self.name}: span_tokens must be 0 or at least 8, got {self.span_tokens}")
+        if self.span_tokens and self.pooling != "mean":
+            raise ValueError(f"config {self.name}: span_tokens needs mean pooling, got {self.pooling!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,12 +74,31 @@ class ModelConfig:
         """Tokens of the lead vector a document of n tokens (after truncation) gets; 0: none."""
         return self.lead_tokens if 0 < self.lead_tokens < n else 0
 
+    @property
+    def has_spans(self) -> bool:
+        """Whether some document can be longer than a span, and so get span vectors."""
+        return 0 < self.span_tokens < self.max_tokens
+
+    def spans_for(self, n: int) -> list[tuple[int, int]]:
+        """[start, end) token ranges of the span vectors of a document of n tokens (after truncation): consecutive
+        spans of span_tokens, the last piece joining the one before when shorter than a quarter span (a span of
+        a few tokens is noise); none where that leaves one span, the whole document."""
+        size = self.span_tokens
+        if not 0 < size < n:
+            return []
+        starts = list(range(0, n, size))
+        if n - starts[-1] < size // 4:
+            starts.pop()
+        return list(zip(starts, starts[1:] + [n])) if len(starts) > 1 else []
+
     def fingerprint(self) -> str:
         """Hash of everything that changes a vector; an index is only searched with the same one."""
         keys = ("backbone", "attention", "pooling", "normalize", "max_tokens", "query_instruction", "adapter")
         values = {k: getattr(self, k) for k in keys}
         if self.has_leads:  # only when on, so indexes built before the setting existed keep their fingerprint
             values["lead_vectors"] = self.lead_tokens  # not "lead_tokens": that key meant one summed vector
+        if self.has_spans:
+            values["span_vectors"] = self.span_tokens
         if self.adapter:  # by content, so the same adapter matches wherever it is checked out
             values["adapter"] = _hash_folder(Path(self.adapter))
         payload = json.dumps(values, sort_keys=True)

@@ -26,14 +26,16 @@ class EncodedDocuments:
     truncated: list[bool]
     padding_waste: float  # padded positions / all positions in the forward passes
     seconds: float
-    leads: dict[int, np.ndarray] = field(default_factory=dict)  # row -> its lead's vector (ModelConfig.lead_tokens)
+    # row -> [m, dim]: a long document's other vectors, its lead's first (ModelConfig.lead_tokens), then its spans'
+    # (ModelConfig.span_tokens); a document scores the best cosine of all its vectors
+    extra: dict[int, np.ndarray] = field(default_factory=dict)
 
     def scores(self, queries: np.ndarray) -> np.ndarray:
-        """[Q, N] query-document scores: the cosine to the document's vector, or to its lead's if higher."""
+        """[Q, N] query-document scores: each document's best cosine over its vectors."""
         scores = queries @ self.vectors.T
-        if self.leads:
-            rows = list(self.leads)
-            scores[:, rows] = np.maximum(scores[:, rows], queries @ np.stack(list(self.leads.values())).T)
+        if self.extra:
+            owners = np.concatenate([np.full(len(v), row) for row, v in self.extra.items()])
+            np.maximum.at(scores.T, owners, (queries @ np.concatenate(list(self.extra.values())).T).T)
         return scores
 
 
@@ -124,14 +126,23 @@ class Embedder:
         ids, truncated = self.tokenize(texts)
         longer = [i for i, x in enumerate(ids) if self.config.lead_for(len(x))]
         # The leads go through the same packed batches as the documents (and the progress bar counts them).
-        vectors, waste = self._encode_ids(ids + [ids[i][: self.config.lead_tokens] for i in longer], progress=progress)
+        spans = [self.config.spans_for(len(x)) for x in ids] + [[] for _ in longer]
+        vectors, waste, pooled = self._encode_ids(ids + [ids[i][: self.config.lead_tokens] for i in longer],
+                                                  progress=progress, spans=spans)
+        extra = {i: [v] for i, v in zip(longer, vectors[len(ids):])}
+        for i, vs in pooled.items():
+            extra.setdefault(i, []).extend(vs)
         return EncodedDocuments(vectors[: len(ids)], [len(x) for x in ids], truncated, waste,
-                                time.perf_counter() - start, dict(zip(longer, vectors[len(ids):])))
+                                time.perf_counter() - start, {i: np.stack(extra[i]) for i in sorted(extra)})
 
-    def _encode_ids(self, ids: list[list[int]], progress: bool) -> tuple[np.ndarray, float]:
+    def _encode_ids(self, ids: list[list[int]], progress: bool, spans: list[list[tuple[int, int]]] | None = None
+                    ) -> tuple[np.ndarray, float, dict[int, np.ndarray]]:
+        """Each sequence's pooled vector, the padding waste, and row -> [m, dim] of the spans asked for."""
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        pooled: dict[int, np.ndarray] = {}
         if not ids:
-            return out, 0.0
+            return out, 0.0, pooled
+        spans = spans or [[] for _ in ids]
         lengths = [len(x) for x in ids]
         batches = pack_batches(lengths, self.token_budget)
         real = sum(lengths)
@@ -142,17 +153,21 @@ class Embedder:
                    postfix={"docs": f"0/{len(ids)}", "pad": f"{waste:.1%}"}, mininterval=1.0)
         done = 0
         for batch in batches:
-            out[batch] = self._forward_with_split([ids[i] for i in batch])
+            rows = self._forward_with_split([ids[i] for i in batch], [spans[i] for i in batch])
+            for i, v in zip(batch, rows):
+                out[i] = v[0]
+                if len(v) > 1:
+                    pooled[i] = v[1:]
             done += len(batch)
             bar.set_postfix(docs=f"{done}/{len(ids)}", pad=f"{waste:.1%}", refresh=False)
             bar.update(sum(lengths[i] for i in batch))
         bar.close()
-        return out, waste
+        return out, waste, pooled
 
-    def _forward_with_split(self, batch: list[list[int]]) -> np.ndarray:
+    def _forward_with_split(self, batch: list[list[int]], spans: list[list[tuple[int, int]]]) -> list[np.ndarray]:
         """Forward a batch; on out-of-memory, split it in halves and retry each (order kept)."""
         try:
-            return self._forward(batch)
+            return self._forward(batch, spans)
         except torch.OutOfMemoryError as e:
             if len(batch) == 1:
                 raise torch.OutOfMemoryError(
@@ -163,10 +178,13 @@ class Embedder:
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
         half = len(batch) // 2
-        return np.concatenate([self._forward_with_split(batch[:half]), self._forward_with_split(batch[half:])])
+        return (self._forward_with_split(batch[:half], spans[:half])
+                + self._forward_with_split(batch[half:], spans[half:]))
 
     @torch.inference_mode()
-    def _forward(self, batch: list[list[int]]) -> np.ndarray:
+    def _forward(self, batch: list[list[int]], spans: list[list[tuple[int, int]]]) -> list[np.ndarray]:
+        """Per sequence, [1 + len(its spans), dim]: its pooled vector, then each span's mean state, normalised
+        like the whole (the span means come from the same pass: each span's states saw the whole sequence)."""
         longest = max(len(x) for x in batch)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.full((len(batch), longest), pad, dtype=torch.long)
@@ -177,7 +195,17 @@ class Embedder:
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         # No KV cache: by default transformers keeps every layer's keys and values (~600 MB at 32k tokens).
         hidden = self.model(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
-        return pool(hidden, mask, self.config.pooling, self.config.normalize).float().cpu().numpy()
+        whole = pool(hidden, mask, self.config.pooling, self.config.normalize).float().cpu().numpy()
+        out = []
+        for row, ranges in enumerate(spans):
+            vecs = [whole[row]]
+            if ranges:
+                parts = torch.stack([hidden[row, start:end].float().mean(0) for start, end in ranges])
+                if self.config.normalize:
+                    parts = torch.nn.functional.normalize(parts, dim=-1)
+                vecs += list(parts.cpu().numpy())
+            out.append(np.stack(vecs))
+        return out
 
 
 def chunk_token_wise(model: torch.nn.Module, chunk_rows: int) -> int:

@@ -112,7 +112,7 @@ def index_corpus(
         if todo:
             encoded = [cached[d.sha256] for d in todo]
             store.add_vectors(index, vids, np.stack([e["vector"] for e in encoded]),
-                              {n: e["lead"] for n, e in enumerate(encoded) if e["lead"] is not None})
+                              {n: e["extra"] for n, e in enumerate(encoded) if e["extra"] is not None})
         new_rows = pa.Table.from_pylist([_row(d, int(v), cached[d.sha256]) for d, v in zip(todo, vids)],
                                         schema=keep.schema)
         table = pa.concat_tables([keep, new_rows])
@@ -236,7 +236,7 @@ def _encode_in_shards(need, embedder, pending: Path, cached: dict, shard_tokens:
             _save_shard(pending, shas, enc)
             for n, sha in enumerate(shas):
                 cached[sha] = {"vector": enc.vectors[n], "n_tokens": enc.n_tokens[n], "truncated": enc.truncated[n],
-                               "lead": enc.leads.get(n)}
+                               "extra": enc.extra.get(n)}
             done_docs += len(shard)
             bar.set_postfix(docs=f"{done_docs}/{len(need)}", refresh=False)
             bar.update(shard_len)
@@ -249,10 +249,11 @@ def _save_shard(pending: Path, shas: list[str], enc) -> None:
     path = pending / f"shard-{time.time_ns()}-{shas[0][:8]}.npz"
     tmp = pending / f".{path.name}.tmp"
     with open(tmp, "wb") as f:
-        rows = sorted(enc.leads)
-        leads = np.stack([enc.leads[n] for n in rows]) if rows else np.zeros((0, enc.vectors.shape[1]), "float32")
+        rows = sorted(enc.extra)  # each other vector stored with its document's row
+        owners = np.array([r for r in rows for _ in enc.extra[r]], dtype="int64")
+        extra = np.concatenate([enc.extra[r] for r in rows]) if rows else np.zeros((0, enc.vectors.shape[1]), "float32")
         np.savez(f, sha256=np.array(shas), vectors=enc.vectors, n_tokens=np.array(enc.n_tokens),
-                 truncated=np.array(enc.truncated), lead_rows=np.array(rows, dtype="int64"), leads=leads)
+                 truncated=np.array(enc.truncated), extra_rows=owners, extra=extra)
     tmp.replace(path)
 
 
@@ -261,11 +262,16 @@ def _load_shards(pending: Path) -> dict:
     for path in sorted(pending.glob("shard-*.npz")):
         try:
             data = np.load(path)
-            # shards written before lead vectors existed have no lead_rows
-            leads = dict(zip(data["lead_rows"].tolist(), data["leads"])) if "lead_rows" in data.files else {}
+            if "extra_rows" in data.files:
+                owners, vectors = data["extra_rows"], data["extra"]
+            elif "lead_rows" in data.files:  # a shard of an older version: at most a lead vector each
+                owners, vectors = data["lead_rows"], data["leads"]
+            else:  # older still: no other vectors
+                owners, vectors = np.zeros(0, "int64"), None
             for n, (sha, vec, nt, tr) in enumerate(zip(data["sha256"], data["vectors"], data["n_tokens"],
                                                        data["truncated"])):
-                cached[str(sha)] = {"vector": vec, "n_tokens": int(nt), "truncated": bool(tr), "lead": leads.get(n)}
+                cached[str(sha)] = {"vector": vec, "n_tokens": int(nt), "truncated": bool(tr),
+                                    "extra": vectors[owners == n] if (owners == n).any() else None}
         except Exception as e:  # a shard cut short by a crash is simply re-encoded
             warn(path, f"unreadable pending shard, its documents will be re-encoded ({e})")
     return cached

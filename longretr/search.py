@@ -115,19 +115,24 @@ class Searcher:
         return self._hits(self._dense(vectors, k), queries)
 
     def _dense(self, vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
-        """Top-k (vid, score); a document with a lead vector scores the higher of its two cosines."""
+        """Top-k (vid, score); a document with other vectors (lead, spans) scores its best cosine."""
         k = max(1, min(k, self.count))
-        # With leads, the top k documents' best vectors are among the top 2k vectors.
+        vectors = np.ascontiguousarray(vectors, dtype="float32")
+        # A document ranks where its best vector first appears, so the top k documents are the first k distinct
+        # ones in the vector ranking: read deeper until every query has k (or every vector was read).
         depth = k if self.index.ntotal == self.count else min(2 * k, self.index.ntotal)
-        scores, ids = self.index.search(np.ascontiguousarray(vectors, dtype="float32"), depth)
-        out = []
-        for row_s, row_i in zip(scores, ids):
-            best: dict[int, float] = {}  # vid -> score, in rank order: the first is the document's higher
-            for s, i in zip(row_s, row_i):
-                if i >= 0:
-                    best.setdefault(int(i) % store.LEAD_ID, float(s))
-            out.append(list(best.items())[:k])
-        return out
+        while True:
+            scores, ids = self.index.search(vectors, depth)
+            out = []
+            for row_s, row_i in zip(scores, ids):
+                best: dict[int, float] = {}  # vid -> score, in rank order
+                for s, i in zip(row_s, row_i):
+                    if i >= 0:
+                        best.setdefault(int(i) & store.VID_MASK, float(s))
+                out.append(list(best.items())[:k])
+            if depth >= self.index.ntotal or all(len(row) == k for row in out):
+                return out
+            depth = min(4 * depth, self.index.ntotal)
 
     def _hits(self, ranked: list[list[tuple[int, float]]], queries: list[str]) -> list[list[Hit]]:
         results = []

@@ -4,7 +4,8 @@
                            names of the current data files (the only file ever overwritten,
                            always by atomic rename)
     vectors-NNNNNN.faiss   FAISS IndexIDMap2(IndexFlatIP) of L2-normalised vectors: the source of truth; a
-                           document's vector has id vid, its lead's (model configs with lead_tokens) vid + 2**62
+                           document's vector has id vid, its j-th other vector (its lead's, then its spans',
+                           for model configs with lead_tokens or span_tokens) 2**62 + j * 2**40 + vid
     ann-NNNNNN.faiss       the same vectors in the configured search index type (IVF, HNSW, ...),
                            rebuilt from vectors-NNNNNN at each commit; absent for flat search
     lexical-NNNNNN/        BM25 index of the text column (see lexical.py)
@@ -43,7 +44,9 @@ from .lexical import LexicalIndex, LexicalIndexError
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LOAD_ATTEMPTS = 5
-LEAD_ID = 1 << 62  # a lead vector's FAISS id is its document's vid + LEAD_ID
+EXTRA_ID = 1 << 62  # a document's j-th other vector has FAISS id EXTRA_ID + j * EXTRA_STEP + vid
+EXTRA_STEP = 1 << 40  # vids stay below it (so a lone lead, j = 0, keeps the id it had before spans existed)
+VID_MASK = EXTRA_STEP - 1  # any vector's id & VID_MASK is its document's vid
 DOC_COLUMNS = ["vid", "id", "path", "title", "n_tokens", "truncated", "sha256", "size", "mtime", "text"]
 
 
@@ -55,7 +58,7 @@ class IndexFolderError(Exception):
 class Snapshot:
     folder: Path
     manifest: dict
-    index: faiss.Index  # flat IndexIDMap2: every vector, by vid (leads by vid + LEAD_ID)
+    index: faiss.Index  # flat IndexIDMap2: every vector, by vid (other vectors: see EXTRA_ID)
     docs: pa.Table
     lexical: LexicalIndex | None = None  # None when not loaded, or for an index built before it existed
     ann: faiss.Index | None = None  # the configured non-flat search index, when there is one
@@ -127,14 +130,14 @@ def _load_version(folder: Path, manifest: dict, want_lexical: bool, want_ann: bo
     if set(DOC_COLUMNS) - set(docs.column_names):
         raise IndexFolderError(f"{docs_path}: missing columns {sorted(set(DOC_COLUMNS) - set(docs.column_names))}")
     ids = faiss.vector_to_array(index.id_map)
-    doc_ids, lead_ids = ids[ids < LEAD_ID], ids[ids >= LEAD_ID]
+    doc_ids, extra_ids = ids[ids < EXTRA_ID], ids[ids >= EXTRA_ID]
     if len(doc_ids) != docs.num_rows or index.d != manifest["dim"]:
         raise IndexFolderError(
             f"{vec_path}: holds {len(doc_ids)} document vectors of dim {index.d}, but {docs_path.name} "
             f"has {docs.num_rows} rows and the manifest says dim {manifest['dim']}"
         )
     vids = docs.column("vid").to_numpy()
-    if not np.array_equal(np.sort(doc_ids), np.sort(vids)) or not np.isin(lead_ids - LEAD_ID, vids).all():
+    if not np.array_equal(np.sort(doc_ids), np.sort(vids)) or not np.isin(extra_ids & VID_MASK, vids).all():
         raise IndexFolderError(f"{vec_path}: its vector ids differ from the vid column of {docs_path.name}")
     snap = Snapshot(folder, manifest, index, docs)
     if want_lexical and "lexical" in files:
@@ -257,21 +260,25 @@ def empty_docs() -> pa.Table:
     return schema.empty_table()
 
 
-def add_vectors(index: faiss.Index, vids: np.ndarray, vectors: np.ndarray, leads: dict[int, np.ndarray]) -> None:
-    """Documents' vectors under their vids, and the leads (row in vids -> vector) under vid + LEAD_ID."""
+def add_vectors(index: faiss.Index, vids: np.ndarray, vectors: np.ndarray, extra: dict[int, np.ndarray]) -> None:
+    """Documents' vectors under their vids, and their other vectors (row in vids -> [m, dim]) under
+    EXTRA_ID + j * EXTRA_STEP + vid."""
+    vids = np.asarray(vids, dtype="int64")
     if len(vids):
-        index.add_with_ids(np.ascontiguousarray(vectors, dtype="float32"), np.asarray(vids, dtype="int64"))
-    if leads:
-        rows = sorted(leads)
-        index.add_with_ids(np.stack([leads[r] for r in rows]).astype("float32"),
-                           np.asarray(vids, dtype="int64")[rows] + LEAD_ID)
+        index.add_with_ids(np.ascontiguousarray(vectors, dtype="float32"), vids)
+    if extra:
+        rows = sorted(extra)
+        ids = [EXTRA_ID + np.arange(len(extra[r]), dtype="int64") * EXTRA_STEP + vids[r] for r in rows]
+        index.add_with_ids(np.concatenate([extra[r] for r in rows]).astype("float32"), np.concatenate(ids))
 
 
 def remove_vectors(index: faiss.Index, vids: set[int] | list[int]) -> None:
-    """Documents' vectors and their leads' (absent ids are ignored)."""
+    """Documents' vectors and all their other vectors (absent ids are ignored)."""
     if vids:
-        base = np.array(sorted(vids), dtype="int64")
-        index.remove_ids(np.concatenate([base, base + LEAD_ID]))
+        ids = faiss.vector_to_array(index.id_map)
+        gone = ids[np.isin(ids & VID_MASK, np.array(sorted(vids), dtype="int64"))]
+        if len(gone):
+            index.remove_ids(gone)
 
 
 def vectors_for(index: faiss.Index, vids: np.ndarray) -> np.ndarray:

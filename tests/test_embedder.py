@@ -85,7 +85,7 @@ def test_lead_tokens_give_a_long_document_a_second_vector_of_its_lead(embedder):
         embedder.config = cfg
     assert not np.allclose(whole[0], head, atol=1e-3)
     assert np.allclose(enc.vectors, whole[::-1], atol=1e-5)  # the whole documents' vectors are unchanged
-    assert list(enc.leads) == [1] and np.allclose(enc.leads[1], head, atol=1e-5)  # the short one has no lead
+    assert list(enc.extra) == [1] and np.allclose(enc.extra[1], head, atol=1e-5)  # the short one has no lead
     scores = enc.scores(queries)
     assert np.allclose(scores[:, 0], queries @ whole[1], atol=1e-5)
     assert np.allclose(scores[:, 1], np.maximum(queries @ whole[0], queries @ head), atol=1e-5)
@@ -102,3 +102,70 @@ def test_lead_tokens_change_the_fingerprint_only_when_on(embedder):
     assert replace(cfg, lead_tokens=cfg.max_tokens).fingerprint() == cfg.fingerprint()
     with pytest.raises(ValueError, match="lead_tokens"):
         replace(cfg, lead_tokens=4)
+
+
+def test_span_tokens_give_a_long_document_its_span_means_from_the_whole_pass(embedder):
+    cfg = embedder.config
+    long, short = "the archive index " + " ".join(["fox jumps over the lazy dog"] * 8), "the fox"
+    try:
+        embedder.config = spans = replace(cfg, span_tokens=16)
+        enc = embedder.encode_documents([short, long])  # token_budget 64: the long one is split from the short
+        embedder.config = both = replace(cfg, span_tokens=16, lead_tokens=16)
+        with_lead = embedder.encode_documents([short, long])
+    finally:
+        embedder.config = cfg
+    ids = embedder.tokenizer(long)["input_ids"]
+    n = len(ids)
+    ranges = spans.spans_for(n)
+    assert enc.n_tokens[1] == n and len(ranges) > 2 and list(enc.extra) == [1]  # the short one has none
+    with torch.inference_mode():  # the reference: one pass over the whole document, each span's states averaged
+        hidden = embedder.model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, n, dtype=torch.long),
+                                use_cache=False).last_hidden_state[0].float()
+    want = torch.nn.functional.normalize(torch.stack([hidden[a:b].mean(0) for a, b in ranges]), dim=-1).numpy()
+    assert np.allclose(enc.extra[1], want, atol=1e-4)
+    whole = torch.nn.functional.normalize(hidden.mean(0), dim=0).numpy()
+    assert np.allclose(enc.vectors[1], whole, atol=1e-4)  # the whole document's vector is unchanged
+    # with a lead too, the lead comes first and the spans follow
+    assert len(with_lead.extra[1]) == 1 + len(ranges) and np.allclose(with_lead.extra[1][1:], want, atol=1e-4)
+    assert both.fingerprint() not in (spans.fingerprint(), cfg.fingerprint())
+
+
+def test_spans_cover_the_document_and_a_short_tail_joins_the_last_span():
+    cfg = ModelConfig(name="s", backbone="org/model", max_tokens=4096, span_tokens=16)
+    assert cfg.spans_for(16) == [] and cfg.spans_for(10) == []
+    assert cfg.spans_for(40) == [(0, 16), (16, 32), (32, 40)]  # a tail of 8 (>= a quarter span) is its own
+    assert cfg.spans_for(35) == [(0, 16), (16, 35)]  # a tail of 3 joins the span before it
+    assert cfg.spans_for(17) == []  # one span would be the whole document again
+    assert replace(cfg, span_tokens=0).spans_for(40) == []
+
+
+def test_span_tokens_change_the_fingerprint_only_when_on_and_need_mean_pooling():
+    cfg = ModelConfig(name="s", backbone="org/model", max_tokens=4096)
+    assert replace(cfg, span_tokens=256).fingerprint() != cfg.fingerprint()
+    assert replace(cfg, span_tokens=4096).fingerprint() == cfg.fingerprint()  # no document is longer than a span
+    with pytest.raises(ValueError, match="span_tokens must be 0 or at least 8"):
+        replace(cfg, span_tokens=4)
+    with pytest.raises(ValueError, match="span_tokens needs mean pooling"):
+        replace(cfg, span_tokens=256, pooling="last")
+
+
+def test_span_study_builds_longer_spans_from_the_128_token_ones(embedder):
+    from tiny_models import load_script
+
+    study = load_script("span_study")
+    cfg = embedder.config
+    docs = [" ".join(f"w{i % 40}" for i in range(n)) for n in (60, 200, 450)]
+    try:
+        embedder.config = replace(cfg, max_tokens=32768, span_tokens=128, normalize=False)
+        units = embedder.encode_documents(docs, progress=False)
+        embedder.config = replace(cfg, max_tokens=32768, span_tokens=256)
+        direct = embedder.encode_documents(docs, progress=False)
+    finally:
+        embedder.config = cfg
+    rows = sorted(units.extra)
+    cached = {"n_tokens": np.array(units.n_tokens), "owners": np.array([r for r in rows for _ in units.extra[r]]),
+              "spans": np.concatenate([units.extra[r] for r in rows])}
+    owners, vectors = study.span_vectors(cfg, cached, 256)
+    assert len(direct.extra) >= 2 and max(len(v) for v in direct.extra.values()) >= 2
+    assert owners.tolist() == [r for r in sorted(direct.extra) for _ in direct.extra[r]]
+    assert np.allclose(vectors, np.concatenate([direct.extra[r] for r in sorted(direct.extra)]), atol=1e-4)

@@ -78,47 +78,70 @@ def test_interrupted_run_resumes_from_shards(corpus, tmp_path, embedder, monkeyp
     assert not (folder / "pending").exists()
 
 
-def test_lead_vectors_are_indexed_resumed_searched_and_removed_with_their_document(tmp_path, embedder,
-                                                                                   monkeypatch):
+class ReadDepths:
+    """A FAISS index that records how deep each search reads."""
+
+    def __init__(self, index, depths: list[int]) -> None:
+        self.index, self.depths, self.ntotal = index, depths, index.ntotal
+
+    def search(self, x, k):
+        self.depths.append(k)
+        return self.index.search(x, k)
+
+
+@pytest.mark.parametrize("other", [{"lead_tokens": 16}, {"span_tokens": 8}, {"lead_tokens": 16, "span_tokens": 8}],
+                         ids=["lead", "spans", "lead+spans"])
+def test_other_vectors_are_indexed_resumed_searched_and_removed_with_their_document(tmp_path, embedder,
+                                                                                   monkeypatch, other):
     texts = {"long.txt": "the archive index " + " ".join(["fox jumps"] * 30),
              "other.txt": "a lazy dog sleeps " + " ".join(["in the sun"] * 20), "short.txt": "the fox"}
     corpus, folder, cfg = write_corpus(tmp_path / "corpus", texts), tmp_path / "idx", embedder.config
     try:
-        embedder.config = lead = replace(cfg, lead_tokens=16)
+        embedder.config = extra = replace(cfg, **other)
         monkeypatch.setattr(store, "commit", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
-        with pytest.raises(KeyboardInterrupt):  # the leads go through the pending shards too
+        with pytest.raises(KeyboardInterrupt):  # the other vectors go through the pending shards too
             index_corpus(corpus, folder, embedder, progress=False, shard_tokens=1)
         monkeypatch.undo()
         s = index_corpus(corpus, folder, embedder, progress=False)
         assert (s.encoded, s.resumed, s.documents) == (0, 3, 3)
         snap = store.load(folder)
         vid = {d["id"]: d["vid"] for d in snap.docs.to_pylist()}
-        ids = set(faiss.vector_to_array(snap.index.id_map).tolist())
-        assert ids == set(vid.values()) | {vid["long.txt"] + store.LEAD_ID, vid["other.txt"] + store.LEAD_ID}
-        queries = ["archive index", "fox jumps", "lazy dog", "the fox"]
         enc = embedder.encode_documents(list(texts.values()), progress=False)
+        assert sorted(enc.extra) == [0, 1]  # the short one has none
+        assert all(len(v) == ("lead_tokens" in other) + len(extra.spans_for(n))
+                   for v, n in zip(enc.extra.values(), enc.n_tokens))
+        others = {vid[d] + store.EXTRA_ID + j * store.EXTRA_STEP for d, r in [("long.txt", 0), ("other.txt", 1)]
+                  for j in range(len(enc.extra[r]))}
+        assert set(faiss.vector_to_array(snap.index.id_map).tolist()) == set(vid.values()) | others
+        queries = ["archive index", "fox jumps", "lazy dog", "the fox"]
         want = enc.scores(embedder.encode_queries(queries))
         rebuilt = index_corpus(corpus, folder, embedder, progress=False, rebuild=True)
-        assert len(enc.leads) == 2 and rebuilt.tokens == sum(enc.n_tokens) + 16 * 2  # the summary counts leads
-        for index_type in ("flat", "hnsw"):  # the ann index carries the lead ids too
+        # the summary counts leads' tokens; spans come from the documents' own pass
+        assert rebuilt.tokens == sum(enc.n_tokens) + 16 * 2 * ("lead_tokens" in other)
+        for index_type in ("flat", "hnsw"):  # the ann index carries the other ids too
             index_corpus(corpus, folder, embedder, progress=False, index_type=index_type)
-            for k in (1, 3):  # each document once, scored the higher of its two cosines
-                for row, w in zip(Searcher(folder, embedder).search(queries, k=k, mode="dense"), want):
+            for k in (1, 3):  # each document once, scored its best cosine
+                searcher, depths = Searcher(folder, embedder), []
+                searcher.index = ReadDepths(searcher.index, depths)
+                for row, w in zip(searcher.search(queries, k=k, mode="dense"), want):
                     assert [h.id for h in row] == [list(texts)[i] for i in np.argsort(-w)[:k]]
                     assert np.allclose([h.score for h in row], np.sort(w)[::-1][:k], atol=1e-4)
+            if "span_tokens" in other:  # many vectors per document: the first 2k vectors did not hold 3 documents
+                assert len(depths) > 1 and depths[-1] > 2 * 3
         remove_documents(folder, ["long.txt"])
         snap = store.load(folder)  # held: the id map is freed with its index
         ids = set(faiss.vector_to_array(snap.index.id_map).tolist())
-        assert ids == {vid["other.txt"], vid["short.txt"], vid["other.txt"] + store.LEAD_ID}
+        kept = {i for i in others if i & store.VID_MASK == vid["other.txt"]}
+        assert ids == {vid["other.txt"], vid["short.txt"]} | kept
         (corpus / "long.txt").unlink()  # else it comes back
-        (corpus / "other.txt").write_text("the fox")  # changed, and now too short for a lead: its old one goes
+        (corpus / "other.txt").write_text("the fox")  # changed, and now too short for other vectors: they go
         index_corpus(corpus, folder, embedder, progress=False)
         snap = store.load(folder)
-        assert all(i < store.LEAD_ID for i in faiss.vector_to_array(snap.index.id_map)) and snap.index.ntotal == 2
+        assert all(i < store.EXTRA_ID for i in faiss.vector_to_array(snap.index.id_map)) and snap.index.ntotal == 2
         embedder.config = cfg
-        with pytest.raises(ModelMismatch):  # vectors with leads are not comparable with plain ones
+        with pytest.raises(ModelMismatch):  # vectors with other vectors are not comparable with plain ones
             Searcher(folder, embedder)
-        assert Searcher(folder).embedder.config == lead
+        assert Searcher(folder).embedder.config == extra
     finally:
         embedder.config = cfg
 
@@ -163,11 +186,11 @@ def test_corrupt_files_give_clear_errors(corpus, tmp_path, embedder):
         store.load(folder)
 
 
-def test_a_lead_vector_without_its_document_is_refused(corpus, tmp_path, embedder):
+def test_an_other_vector_without_its_document_is_refused(corpus, tmp_path, embedder):
     folder = tmp_path / "idx"
     index_corpus(corpus, folder, embedder, progress=False)
     snap = store.load(folder)
-    orphan = int(max(snap.docs.column("vid").to_pylist())) + 1 + store.LEAD_ID
+    orphan = int(max(snap.docs.column("vid").to_pylist())) + 1 + store.EXTRA_ID + 3 * store.EXTRA_STEP
     snap.index.add_with_ids(np.ones((1, snap.index.d), "float32"), np.array([orphan], "int64"))
     (folder / snap.manifest["files"]["vectors"]).write_bytes(faiss.serialize_index(snap.index).tobytes())
     with pytest.raises(store.IndexFolderError, match="vector ids differ from the vid column"):

@@ -90,7 +90,7 @@ class LongretrEncoder:
     def _documents(self, texts: list[str], progress: bool) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.embedder.dim), np.float32)
-        # MTEB takes one vector per document: the whole document's (a config's lead vectors are not used here)
+        # MTEB takes one vector per document: the whole document's (a config's lead and span vectors are not used here)
         return self.embedder.encode_documents(texts, progress=progress).vectors
 
     def similarity(self, a: Any, b: Any) -> Any:

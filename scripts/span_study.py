@@ -1,0 +1,152 @@
+"""Span vectors (ModelConfig.span_tokens) against the whole document's vector and the lead, whole documents, on
+train_card.py's sets of long documents.
+
+With span_tokens = S, a document longer than S tokens also gets one vector per S-token span: the mean of that span's
+final-layer states from the same whole-document forward pass, so every span's states attended to the whole
+document and nothing is encoded twice ("late chunking"). Here each document is encoded once, by the model with
+span_tokens = 128 and no normalisation; an S-token span (S a multiple of 128) is the token-weighted mean of the
+128-token spans in it (ModelConfig.spans_for cuts both the same way), so one pass scores every S. Variants, each
+document scoring the best cosine of its vectors:
+
+    plain          the whole document's vector
+    lead           + its first 256 tokens' vector, encoded alone (lead_tokens = 256, the default until 2026-12-02)
+    spansS         + its S-token spans' vectors
+    lead+spansS    + both
+
+Dense and hybrid (BM25 fused as `longretr search` does) MRR@10 and top-3; on the long-document set also dense
+MRR@10 split by where the query (a title or a sentence) sits in its document (doc_vector_study.query_positions).
+
+    .venv/bin/python scripts/span_study.py --model gemma3-270m-diffembed-cpu2 --cache /tmp/spans \
+        --out results/spans.json [--sets longdoc,manpage,demo]
+
+--model is a config without lead or span vectors (the variants are made here). Encoding takes about 10 minutes
+for the long-document set and 25 for the manual pages (whose set includes the long documents) on 2 CPU cores, 45
+for the demo corpus; the vectors are cached under --cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from doc_vector_study import query_positions, reciprocal_ranks  # noqa: E402
+from train_card import lexical_lists, metrics, query_sets, ranked_lists  # noqa: E402
+
+from longretr.config import load_config  # noqa: E402
+from longretr.embedder import Embedder  # noqa: E402
+from longretr.fusion import fuse_ranked  # noqa: E402
+from longretr.machine import describe  # noqa: E402
+
+WHOLE, LEAD, UNIT = 32768, 256, 128
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def encode(emb: Embedder, cfg, docs: list[str], path: Path) -> dict:
+    """Whole-document means, 128-token span means (unnormalised) and their owners, leads; cached at path."""
+    if not path.exists():
+        emb.config = replace(cfg, max_tokens=WHOLE, lead_tokens=0, span_tokens=UNIT, normalize=False)
+        enc = emb.encode_documents(docs, progress=True)
+        rows = sorted(enc.extra)
+        emb.config = replace(cfg, max_tokens=LEAD, lead_tokens=0, span_tokens=0)
+        leads = emb.encode_documents(docs, progress=False).vectors
+        np.savez(path, whole=enc.vectors, n_tokens=np.array(enc.n_tokens), leads=leads,
+                 owners=np.array([r for r in rows for _ in enc.extra[r]], dtype="int64"),
+                 spans=np.concatenate([enc.extra[r] for r in rows]) if rows else np.zeros((0, enc.vectors.shape[1])))
+        print(f"encoded {len(docs)} documents, {sum(enc.n_tokens):,} tokens, in {enc.seconds:.0f} s", flush=True)
+    z = np.load(path)
+    return {k: z[k] for k in z.files}
+
+
+def span_vectors(cfg, enc: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(owners, unit vectors) of every document's size-token spans, from its 128-token span means."""
+    unit_cfg, cfg = replace(cfg, span_tokens=UNIT, max_tokens=WHOLE), replace(cfg, span_tokens=size, max_tokens=WHOLE)
+    owners, vectors = [], []
+    for row, n in enumerate(enc["n_tokens"].tolist()):
+        units = unit_cfg.spans_for(n)
+        means = enc["spans"][enc["owners"] == row]
+        for start, end in cfg.spans_for(n):
+            inside = [i for i, (a, _) in enumerate(units) if start <= a < end]
+            weights = np.array([units[i][1] - units[i][0] for i in inside], dtype="float32")
+            assert weights.sum() == end - start, (row, start, end)  # the 128-token spans tile the span exactly
+            owners.append(row)
+            vectors.append(weights @ means[inside] / weights.sum())
+    return np.array(owners, dtype="int64"), unit(np.array(vectors))
+
+
+def best(scores: np.ndarray, Q: np.ndarray, owners: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Each document's best cosine: its score so far or one of its other vectors'."""
+    out = scores.copy()
+    np.maximum.at(out.T, owners, (Q @ vectors.T).T)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="gemma3-270m-diffembed-cpu2")
+    ap.add_argument("--corpus", type=Path, default=Path("corpus"))
+    ap.add_argument("--cache", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--sets", default="longdoc,manpage")
+    ap.add_argument("--spans", default="256,512,1024", help="span lengths, multiples of 128")
+    args = ap.parse_args()
+    cfg = load_config(args.model)
+    if cfg.lead_tokens or cfg.span_tokens:
+        sys.exit(f"--model {cfg.name}: use a config without lead_tokens or span_tokens; the variants are made here")
+    sizes = [int(s) for s in args.spans.split(",")]
+    sets = query_sets(Path("data/train"), args.corpus, 150, args.sets)
+    emb = Embedder(cfg)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    results = {"model": cfg.name, "lead_tokens": LEAD, "machine": describe(), "sets": {}}
+    for name, (instruction, queries, docs, relevant) in sets.items():
+        enc = encode(emb, cfg, docs, args.cache / f"{cfg.name}-{name}.npz")
+        emb.config = replace(cfg, query_instruction=instruction or cfg.query_instruction)
+        Q = emb.encode_queries(queries)
+        n_tokens = enc["n_tokens"]
+        plain = Q @ unit(enc["whole"]).T
+        longer = np.flatnonzero(n_tokens > LEAD)  # as lead_for: a document no longer than the lead has none
+        variants = {"plain": plain, "lead": best(plain, Q, longer, enc["leads"][longer])}
+        counts = {}
+        for size in sizes:
+            owners, vectors = span_vectors(cfg, enc, size)
+            counts[size] = len(owners)
+            variants[f"spans{size}"] = best(plain, Q, owners, vectors)
+            variants[f"lead+spans{size}"] = best(variants["lead"], Q, owners, vectors)
+        lexical = lexical_lists(queries, docs)
+        row = {"documents": len(docs), "tokens": int(n_tokens.sum()), "span_vectors": counts,
+               "bm25": metrics(lexical, relevant)}
+        where = np.array(query_positions(emb, queries, docs, relevant, LEAD)) if name == "longdoc" else None
+        for variant, S in variants.items():
+            dense = ranked_lists(S)
+            hybrid = [fuse_ranked(a, b, 100) for a, b in zip(dense, lexical)]
+            row[variant] = {"dense": metrics(dense, relevant), "hybrid": metrics(hybrid, relevant)}
+            line = (f"{name:8s} {variant:16s} dense {row[variant]['dense']['mrr@10']:.3f} "
+                    f"(top-3 {row[variant]['dense']['top3']:.3f})  hybrid {row[variant]['hybrid']['mrr@10']:.3f}")
+            if where is not None:
+                rr = reciprocal_ranks(dense, relevant)
+                row[variant]["dense_by_query_position"] = split = {
+                    p: {"queries": int((where == p).sum()), "mrr@10": round(float(rr[where == p].mean()), 3)}
+                    for p in ("opening", "lead", "beyond", "short", "absent") if (where == p).any()}
+                line += "  " + " ".join(f"{p} {v['mrr@10']:.3f}" for p, v in split.items())
+            print(line, flush=True)
+        print(f"{name}: {len(docs)} documents, {row['tokens']:,} tokens, BM25 {row['bm25']['mrr@10']:.3f}, "
+              f"span vectors {counts}", flush=True)
+        results["sets"][name] = row
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}; machine: {results['machine']['summary']}")
+
+
+if __name__ == "__main__":
+    main()
