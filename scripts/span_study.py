@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from doc_vector_study import query_positions, reciprocal_ranks  # noqa: E402
+from doc_vector_study import query_positions, reciprocal_ranks, unit  # noqa: E402
 from train_card import lexical_lists, metrics, query_sets, ranked_lists  # noqa: E402
 
 from longretr.config import load_config  # noqa: E402
@@ -48,10 +48,6 @@ from longretr.fusion import fuse_ranked  # noqa: E402
 from longretr.machine import describe  # noqa: E402
 
 WHOLE, LEAD, UNIT = 32768, 256, 128
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def encode(emb: Embedder, cfg, docs: list[str], path: Path) -> dict:
