@@ -132,7 +132,8 @@ def search(
         return
     for h in hits:
         typer.secho(f"{h.rank:>3}  {h.score:.4f}  {h.title}", bold=True)
-        typer.echo(f"     {h.path}")
+        where = f"  (passage: characters {h.passage[0]:,}-{h.passage[1]:,})" if h.passage else ""
+        typer.echo(f"     {h.path}{where}")
         typer.echo(f"     {h.snippet}")
 
 

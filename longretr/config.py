@@ -91,6 +91,11 @@ class ModelConfig:
             starts.pop()
         return list(zip(starts, starts[1:] + [n])) if len(starts) > 1 else []
 
+    def other_ranges(self, n: int) -> list[tuple[int, int]]:
+        """[start, end) token ranges behind a document's other vectors, in their order (j): lead, then spans."""
+        lead = self.lead_for(n)
+        return ([(0, lead)] if lead else []) + self.spans_for(n)
+
     def fingerprint(self) -> str:
         """Hash of everything that changes a vector; an index is only searched with the same one."""
         keys = ("backbone", "attention", "pooling", "normalize", "max_tokens", "query_instruction", "adapter")

@@ -117,6 +117,20 @@ class Embedder:
         limit = self.config.max_tokens
         return [x[:limit] for x in ids], [len(x) > limit for x in ids]
 
+    def passages(self, texts: list[str]) -> list[np.ndarray] | None:
+        """Per text, [m, 2] int64: the [start, end) characters behind each of its other vectors (lead, spans; as
+        encode_documents orders them); None for a tokenizer without character offsets (a slow one).
+
+        Only the tokenizer runs, so an index can add these without encoding anything."""
+        if not self.tokenizer.is_fast:
+            return None
+        enc = self.tokenizer(texts, add_special_tokens=True, truncation=False, return_offsets_mapping=True)
+        out = []
+        for offsets in enc["offset_mapping"]:
+            offsets = offsets[: self.config.max_tokens]
+            out.append(char_ranges(offsets, self.config.other_ranges(len(offsets))))
+        return out
+
     def encode_queries(self, queries: list[str]) -> np.ndarray:
         ids, _ = self.tokenize([self.config.format_query(q) for q in queries])
         return self._encode_ids(ids, progress=False)[0]
@@ -129,7 +143,7 @@ class Embedder:
         spans = [self.config.spans_for(len(x)) for x in ids] + [[] for _ in longer]
         vectors, waste, pooled = self._encode_ids(ids + [ids[i][: self.config.lead_tokens] for i in longer],
                                                   progress=progress, spans=spans)
-        extra = {i: [v] for i, v in zip(longer, vectors[len(ids):])}
+        extra = {i: [v] for i, v in zip(longer, vectors[len(ids):])}  # in ModelConfig.other_ranges' order
         for i, vs in pooled.items():
             extra.setdefault(i, []).extend(vs)
         return EncodedDocuments(vectors[: len(ids)], [len(x) for x in ids], truncated, waste,
@@ -206,6 +220,19 @@ class Embedder:
                 vecs += list(parts.cpu().numpy())
             out.append(np.stack(vecs))
         return out
+
+
+def char_ranges(offsets: list[tuple[int, int]], tokens: list[tuple[int, int]]) -> np.ndarray:
+    """[m, 2] [start, end) characters of each [start, end) token range: from its first to its last token that
+    covers text (special tokens such as BOS cover none)."""
+    off = np.asarray(offsets, dtype="int64").reshape(-1, 2)
+    real = off[:, 1] > off[:, 0]
+    out = np.zeros((len(tokens), 2), dtype="int64")
+    for n, (a, b) in enumerate(tokens):
+        inside = off[a:b][real[a:b]]
+        if len(inside):
+            out[n] = inside[:, 0].min(), inside[:, 1].max()
+    return out
 
 
 def chunk_token_wise(model: torch.nn.Module, chunk_rows: int) -> int:

@@ -115,7 +115,7 @@ def index_corpus(
                               {n: e["extra"] for n, e in enumerate(encoded) if e["extra"] is not None})
         new_rows = pa.Table.from_pylist([_row(d, int(v), cached[d.sha256]) for d, v in zip(todo, vids)],
                                         schema=keep.schema)
-        table = pa.concat_tables([keep, new_rows])
+        table, upgraded = _with_passages(pa.concat_tables([keep, new_rows]), embedder)
         manifest = {
             "model": embedder.config.to_dict(),
             "model_fingerprint": fingerprint,
@@ -126,7 +126,7 @@ def index_corpus(
         plan = index_types.plan(settings["index_type_requested"], embedder.dim, table.num_rows)
         changed = old is None or todo or drop or any(old.manifest.get(k) != v for k, v in settings.items()) \
             or plan.description != old.manifest.get("index_type") \
-            or "lexical" not in old.manifest["files"]  # an index from before lexical search gets one now
+            or "lexical" not in old.manifest["files"] or upgraded  # an older index gets what it lacks now
         if changed:
             manifest = store.commit(folder, manifest, index, table)
         else:
@@ -215,6 +215,20 @@ def _row(d: Document, vid: int, enc: dict) -> dict:
     return {"vid": vid, "id": d.id, "path": d.path, "title": d.title, "n_tokens": int(enc["n_tokens"]),
             "truncated": bool(enc["truncated"]), "sha256": d.sha256, "size": d.size, "mtime": d.mtime,
             "text": d.text}
+
+
+def _with_passages(table: pa.Table, embedder: Embedder) -> tuple[pa.Table, bool]:
+    """The docs table with each missing passages entry (a new document's, or one indexed before passages were
+    kept) found from its text by the tokenizer alone, and whether there was any to find."""
+    column = table.column(store.PASSAGES.name).to_pylist()
+    missing = [i for i, p in enumerate(column) if p is None]
+    found = embedder.passages([table.column("text")[i].as_py() for i in missing]) if missing else None
+    if not found:  # none missing, or a tokenizer without character offsets
+        return table, False
+    for i, ranges in zip(missing, found):
+        column[i] = ranges.tolist()
+    at = table.schema.get_field_index(store.PASSAGES.name)
+    return table.set_column(at, store.PASSAGES, pa.array(column, store.PASSAGES.type)), True
 
 
 def _encode_in_shards(need, embedder, pending: Path, cached: dict, shard_tokens: int, progress: bool) -> int:

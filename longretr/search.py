@@ -29,6 +29,9 @@ class Hit:
     title: str
     path: str
     snippet: str
+    # [start, end) characters of the passage whose vector matched (a lead or span vector, dense and hybrid
+    # modes); None when the whole document's vector did, or the index keeps no passages
+    passage: list[int] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,6 +84,7 @@ class Searcher:
         self._titles = docs.column("title").to_pylist()
         self._paths = docs.column("path").to_pylist()
         self._texts = docs.column("text")
+        self._passages = docs.column(store.PASSAGES.name)
 
     @property
     def count(self) -> int:
@@ -101,21 +105,23 @@ class Searcher:
         if mode == "lexical":
             return self._hits(self.snapshot.lexical.search(queries, k), queries)
         depth = k if mode == "dense" else max(k, HYBRID_DEPTH)
-        dense = self._dense(self.embedder.encode_queries(queries), depth)
+        dense, which = self._dense(self.embedder.encode_queries(queries), depth)
         if mode == "dense":
-            return self._hits(dense, queries)
+            return self._hits(dense, queries, which)
         lexical = self.snapshot.lexical.search(queries, depth)
         fused = [fuse_ranked(d, lx, k, self.ranking) for d, lx in zip(dense, lexical)]
-        return self._hits(fused, queries)
+        return self._hits(fused, queries, which)
 
     def search_vectors(self, vectors: np.ndarray, queries: list[str], k: int) -> list[list[Hit]]:
         """Dense search with query vectors already encoded (one per query, for the snippets)."""
         if self.count == 0:
             return [[] for _ in queries]
-        return self._hits(self._dense(vectors, k), queries)
+        ranked, which = self._dense(vectors, k)
+        return self._hits(ranked, queries, which)
 
-    def _dense(self, vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
-        """Top-k (vid, score); a document with other vectors (lead, spans) scores its best cosine."""
+    def _dense(self, vectors: np.ndarray, k: int) -> tuple[list[list[tuple[int, float]]], list[dict[int, int]]]:
+        """Top-k (vid, score), and per query vid -> j of the other vector that scored it (absent: the whole
+        document's); a document with other vectors (lead, spans) scores its best cosine."""
         k = max(1, min(k, self.count))
         vectors = np.ascontiguousarray(vectors, dtype="float32")
         # A document ranks where its best vector first appears, so the top k documents are the first k distinct
@@ -123,37 +129,48 @@ class Searcher:
         depth = k if self.index.ntotal == self.count else min(2 * k, self.index.ntotal)
         while True:
             scores, ids = self.index.search(vectors, depth)
-            out = []
+            out, which = [], []
             for row_s, row_i in zip(scores, ids):
                 best: dict[int, float] = {}  # vid -> score, in rank order
+                other: dict[int, int] = {}
                 for s, i in zip(row_s, row_i):
-                    if i >= 0:
-                        best.setdefault(int(i) & store.VID_MASK, float(s))
+                    vid = int(i) & store.VID_MASK
+                    if i >= 0 and vid not in best:
+                        best[vid] = float(s)
+                        if i >= store.EXTRA_ID:
+                            other[vid] = (int(i) - store.EXTRA_ID) // store.EXTRA_STEP
                 out.append(list(best.items())[:k])
+                which.append(other)
             if depth >= self.index.ntotal or all(len(row) == k for row in out):
-                return out
+                return out, which
             depth = min(4 * depth, self.index.ntotal)
 
-    def _hits(self, ranked: list[list[tuple[int, float]]], queries: list[str]) -> list[list[Hit]]:
+    def _hits(self, ranked: list[list[tuple[int, float]]], queries: list[str],
+              which: list[dict[int, int]] | None = None) -> list[list[Hit]]:
         results = []
-        for q, row in zip(queries, ranked):
+        for n, (q, row) in enumerate(zip(queries, ranked)):
             hits = []
             for vid, score in row:
                 i = self._rows[vid]
+                j = which[n].get(vid) if which else None
+                known = self._passages[i].as_py() if j is not None else None
+                passage = known[j] if known and j < len(known) else None
                 hits.append(Hit(len(hits) + 1, self._ids[i], float(score), self._titles[i], self._paths[i],
-                                snippet(self._texts[i].as_py(), q)))
+                                snippet(self._texts[i].as_py(), q, within=passage), passage))
             results.append(hits)
         return results
 
 
-def snippet(text: str, query: str, width: int = 200) -> str:
-    """A window around the first occurrence of the query's longest word, else the opening."""
+def snippet(text: str, query: str, width: int = 200, within: list[int] | None = None) -> str:
+    """A window around the first occurrence of the query's longest word in text[within] (default: all of it), else
+    that part's opening."""
+    lo, hi = within or (0, len(text))
     words = sorted(set(re.findall(r"\w{3,}", query.lower())), key=len, reverse=True)
-    lower = text.lower()
-    at = next((p for p in (lower.find(w) for w in words) if p >= 0), 0)
-    start = max(0, at - width // 4)
-    piece = " ".join(text[start:start + width].split())
-    return ("…" if start else "") + piece + ("…" if start + width < len(text) else "")
+    lower = text[:hi].lower()
+    at = next((p for p in (lower.find(w, lo) for w in words) if p >= 0), lo)
+    start = max(lo, at - width // 4)
+    piece = " ".join(text[start:min(start + width, hi)].split())
+    return ("…" if start else "") + piece + ("…" if min(start + width, hi) < len(text) else "")
 
 
 def read_queries(path: Path) -> list[tuple[str, str]]:

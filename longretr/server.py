@@ -499,7 +499,7 @@ def search_remote(url: str, queries: list[str], k: int = 10, mode: str | None = 
             raise RemoteError(f"{base}/search answered {r.status_code} with a non-JSON body: {r.text[:200]}") from None
         if r.status_code != 200:
             raise RemoteError(f"{base}/search answered {r.status_code}: {data.get('error', data)}")
-        return [Hit(**{n: h[n] for n in names}) for h in data["hits"]]
+        return [Hit(**{n: h[n] for n in names if n in h}) for h in data["hits"]]  # an older server: no passage
 
     with httpx.Client(timeout=timeout) as client, ThreadPoolExecutor(max(1, min(workers, len(queries)))) as pool:
         return list(pool.map(lambda q: one(client, q), queries))

@@ -48,6 +48,9 @@ EXTRA_ID = 1 << 62  # a document's j-th other vector has FAISS id EXTRA_ID + j *
 EXTRA_STEP = 1 << 40  # vids stay below it (so a lone lead, j = 0, keeps the id it had before spans existed)
 VID_MASK = EXTRA_STEP - 1  # any vector's id & VID_MASK is its document's vid
 DOC_COLUMNS = ["vid", "id", "path", "title", "n_tokens", "truncated", "sha256", "size", "mtime", "text"]
+# [start, end) characters of the text behind each of a document's other vectors, in the order of j (EXTRA_ID);
+# null where it has none, or in an index built before passages were kept (then search shows no passage)
+PASSAGES = pa.field("passages", pa.list_(pa.list_(pa.int64(), 2)))
 
 
 class IndexFolderError(Exception):
@@ -129,6 +132,8 @@ def _load_version(folder: Path, manifest: dict, want_lexical: bool, want_ann: bo
         raise IndexFolderError(f"{docs_path}: corrupt or unreadable docs table ({e})") from e
     if set(DOC_COLUMNS) - set(docs.column_names):
         raise IndexFolderError(f"{docs_path}: missing columns {sorted(set(DOC_COLUMNS) - set(docs.column_names))}")
+    if PASSAGES.name not in docs.column_names:
+        docs = docs.append_column(PASSAGES, pa.nulls(docs.num_rows, PASSAGES.type))
     ids = faiss.vector_to_array(index.id_map)
     doc_ids, extra_ids = ids[ids < EXTRA_ID], ids[ids >= EXTRA_ID]
     if len(doc_ids) != docs.num_rows or index.d != manifest["dim"]:
@@ -180,7 +185,7 @@ def commit(folder: Path, manifest: dict, index: faiss.Index, docs: pa.Table) -> 
     except IndexFolderError:  # `--rebuild` over a damaged manifest: start over, without reusing file names
         old = None
     version = _next_version(folder, old)
-    docs = docs.select(DOC_COLUMNS)
+    docs = docs.select(DOC_COLUMNS + [PASSAGES.name])
     plan = index_types.plan(manifest.get("index_type_requested", "flat"), index.d, index.ntotal)
     ann = index_types.build(plan, index)
     files = {"vectors": f"vectors-{version:06d}.faiss", "docs": f"docs-{version:06d}.parquet",
@@ -255,7 +260,7 @@ def empty_docs() -> pa.Table:
     schema = pa.schema([
         ("vid", pa.int64()), ("id", pa.string()), ("path", pa.string()), ("title", pa.string()),
         ("n_tokens", pa.int64()), ("truncated", pa.bool_()), ("sha256", pa.string()), ("size", pa.int64()),
-        ("mtime", pa.float64()), ("text", pa.string()),
+        ("mtime", pa.float64()), ("text", pa.string()), PASSAGES,
     ])
     return schema.empty_table()
 

@@ -130,6 +130,27 @@ def test_span_tokens_give_a_long_document_its_span_means_from_the_whole_pass(emb
     assert both.fingerprint() not in (spans.fingerprint(), cfg.fingerprint())
 
 
+def test_each_other_vector_knows_the_characters_of_its_text(embedder):
+    cfg = embedder.config
+    text = "The archive index.\n\n" + " ".join(f"fox {w}, jumps" for w in ["over", "the lazy", "dog"] * 6)
+    try:
+        embedder.config = replace(cfg, lead_tokens=16, span_tokens=16)
+        enc = embedder.encode_documents([text, "the fox"])
+        passages = embedder.passages([text, "the fox"])
+    finally:
+        embedder.config = cfg
+    ids = embedder.tokenizer(text)["input_ids"][: cfg.max_tokens]
+    assert enc.truncated[0]  # so the last span ends where the encoded tokens end, before the text does
+    ranges = [(0, 16), *replace(cfg, span_tokens=16).spans_for(len(ids))]
+    assert passages[0].shape == (len(enc.extra[0]), 2) == (len(ranges), 2) and passages[1].shape == (0, 2)
+    for (start, end), (a, b) in zip(ranges, passages[0].tolist()):
+        # the characters hold exactly the range's tokens (less the BOS, which covers no text)
+        assert embedder.tokenizer(text[a:b], add_special_tokens=False)["input_ids"] == ids[max(start, 1):end]
+    spans = passages[0][1:].tolist()
+    assert spans[0][0] == 0  # the spans cover the encoded text, with only spaces between
+    assert all(text[b:a2].strip() == "" for (_, b), (a2, _) in zip(spans, spans[1:]))
+
+
 def test_spans_cover_the_document_and_a_short_tail_joins_the_last_span():
     cfg = ModelConfig(name="s", backbone="org/model", max_tokens=4096, span_tokens=16)
     assert cfg.spans_for(16) == [] and cfg.spans_for(10) == []

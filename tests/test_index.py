@@ -3,6 +3,7 @@ from dataclasses import replace
 
 import faiss
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from tiny_models import write_config, write_corpus
 from typer.testing import CliRunner
@@ -142,6 +143,44 @@ def test_other_vectors_are_indexed_resumed_searched_and_removed_with_their_docum
         with pytest.raises(ModelMismatch):  # vectors with other vectors are not comparable with plain ones
             Searcher(folder, embedder)
         assert Searcher(folder).embedder.config == extra
+    finally:
+        embedder.config = cfg
+
+
+def test_a_hit_names_the_passage_whose_vector_matched(tmp_path, embedder):
+    long = "# Fox\n" + " ".join(f"the fox {w} jumps" for w in ["over", "a lazy", "dog"] * 4)
+    texts = {"long.txt": long, "short.txt": "the fox"}
+    corpus, folder, cfg = write_corpus(tmp_path / "corpus", texts), tmp_path / "idx", embedder.config
+    try:
+        embedder.config = replace(cfg, lead_tokens=16, span_tokens=16)
+        index_corpus(corpus, folder, embedder, progress=False)
+        searcher = Searcher(folder, embedder)
+        snap = searcher.snapshot
+        row = snap.docs.to_pylist()[snap.docs.column("id").to_pylist().index("long.txt")]
+        passages = row["passages"]
+        assert len(passages) == 1 + len(embedder.config.spans_for(row["n_tokens"])) > 2  # the lead, then spans
+        for j, (a, b) in enumerate(passages):  # a query that is exactly the j-th other vector is matched by it
+            v = snap.index.reconstruct(store.EXTRA_ID + j * store.EXTRA_STEP + row["vid"])
+            (hit, *_), = searcher.search_vectors(v[None], ["jumps"], 1)
+            assert (hit.id, hit.passage) == ("long.txt", [a, b])
+            assert hit.snippet.strip("…") in " ".join(long[a:b].split())  # the snippet comes from the passage
+        (hit, *_), = searcher.search_vectors(snap.index.reconstruct(row["vid"])[None], ["fox"], 1)
+        assert (hit.id, hit.passage) == ("long.txt", None)  # the whole document's own vector: no passage
+        dense, hybrid = (searcher.search(["a lazy dog"], k=2, mode=m)[0] for m in ("dense", "hybrid"))
+        passage = {h.id: h.passage for h in dense}
+        assert passage["long.txt"] in passages and all(h.passage == passage.get(h.id) for h in hybrid)
+        assert all(h.passage is None for h in searcher.search(["a lazy dog"], k=2, mode="lexical")[0])
+
+        # an index written before passages were kept is searched without them, and gets them at the next
+        # `longretr index` without encoding anything
+        docs = folder / snap.manifest["files"]["docs"]
+        pq.write_table(pq.read_table(docs).drop_columns(["passages"]), docs)
+        assert all(h.passage is None for h in Searcher(folder, embedder).search(["a lazy dog"], k=2, mode="dense")[0])
+        summary = index_corpus(corpus, folder, embedder, progress=False)
+        assert (summary.encoded, summary.committed) == (0, True)
+        rows = {d["id"]: d["passages"] for d in store.load(folder).docs.to_pylist()}
+        assert rows == {"long.txt": passages, "short.txt": []}
+        assert not index_corpus(corpus, folder, embedder, progress=False).committed  # nothing left to add
     finally:
         embedder.config = cfg
 
