@@ -12,9 +12,9 @@ IndexIDMap2, so its ids are the docs table's vids, as for the flat index.
     ivfpq   IVF{nlist},PQ{m}np   m sub-quantizers of >= 8 dims (8 bits each), no polysemous training
     other   any faiss factory string, e.g. "IVF256,SQ8" or "HNSW16,Flat"
 
-Types that must be trained (IVF, PQ, ...) fall back to flat below MIN_TRAIN_DOCS documents, with a
-note saying so: clustering needs many points per list, and a flat scan of a few thousand vectors
-takes about a millisecond anyway.
+Types that must be trained (IVF, PQ, ...) fall back to flat below MIN_TRAIN_VECTORS vectors (one per
+document, more with a model's lead or span vectors), with a note saying so: clustering needs many
+points per list, and a flat scan of a few thousand vectors takes about a millisecond anyway.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import faiss
 import numpy as np
 
 NAMED = ("flat", "ivf", "hnsw", "ivfpq")
-MIN_TRAIN_DOCS = 4096
+MIN_TRAIN_VECTORS = 4096
 
 
 @dataclass
@@ -82,9 +82,9 @@ def plan(spec: str, dim: int, n: int) -> Plan:
     lists = re.match(r"IVF(\d+)", factory)
     if lists:  # probe 1/16 of the lists: recall near exact on clustered data, ~16x fewer comparisons
         params["nprobe"] = max(8, int(lists.group(1)) // 16)
-    if _needs_training(factory, dim) and n < MIN_TRAIN_DOCS:
+    if _needs_training(factory, dim) and n < MIN_TRAIN_VECTORS:
         return Plan(spec, None, {}, f"index type {spec!r} ({factory}) needs training on at least "
-                                    f"{MIN_TRAIN_DOCS} documents; {n} in the index, so it uses exact (flat) search")
+                                    f"{MIN_TRAIN_VECTORS} vectors; {n} in the index, so it uses exact (flat) search")
     return Plan(spec, factory, params)
 
 

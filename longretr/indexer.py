@@ -123,7 +123,7 @@ def index_corpus(
             "metric": "inner_product",
             **settings,
         }
-        plan = index_types.plan(settings["index_type_requested"], embedder.dim, table.num_rows)
+        plan = index_types.plan(settings["index_type_requested"], embedder.dim, index.ntotal)  # as commit plans it
         changed = old is None or todo or drop or any(old.manifest.get(k) != v for k, v in settings.items()) \
             or plan.description != old.manifest.get("index_type") \
             or "lexical" not in old.manifest["files"] or upgraded  # an older index gets what it lacks now

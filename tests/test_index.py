@@ -8,7 +8,7 @@ import pytest
 from tiny_models import write_config, write_corpus
 from typer.testing import CliRunner
 
-from longretr import store
+from longretr import index_types, store
 from longretr.cli import app
 from longretr.embedder import Embedder
 from longretr.indexer import index_corpus, remove_documents
@@ -181,6 +181,20 @@ def test_a_hit_names_the_passage_whose_vector_matched(tmp_path, embedder):
         rows = {d["id"]: d["passages"] for d in store.load(folder).docs.to_pylist()}
         assert rows == {"long.txt": passages, "short.txt": []}
         assert not index_corpus(corpus, folder, embedder, progress=False).committed  # nothing left to add
+    finally:
+        embedder.config = cfg
+
+
+def test_index_types_are_planned_on_vectors_not_documents(tmp_path, embedder, monkeypatch):
+    texts = {f"d{i}.txt": f"the archive {i} " + " ".join(["fox jumps over the lazy dog"] * 6) for i in range(8)}
+    corpus, folder, cfg = write_corpus(tmp_path / "corpus", texts), tmp_path / "idx", embedder.config
+    monkeypatch.setattr(index_types, "MIN_TRAIN_VECTORS", 20)  # more than the documents, fewer than the vectors
+    try:
+        embedder.config = replace(cfg, span_tokens=8)
+        s = index_corpus(corpus, folder, embedder, progress=False, index_type="ivf")
+        snap = store.load(folder)
+        assert snap.count == 8 and snap.index.ntotal > 20 and s.index_type.startswith("IDMap2,IVF") and snap.ann
+        assert not index_corpus(corpus, folder, embedder, progress=False).committed  # nothing changed: no rewrite
     finally:
         embedder.config = cfg
 

@@ -237,7 +237,7 @@ def test_plans_are_sized_from_the_corpus():
     assert index_types.plan("ivfpq", 32, 100_000).factory == "IVF1265,PQ4np"
     assert index_types.plan("hnsw", 640, 10).factory == "HNSW32"  # needs no training: any size
     small = index_types.plan("ivf", 640, 300)
-    assert small.factory is None and "at least 4096 documents; 300 in the index" in small.note
+    assert small.factory is None and "at least 4096 vectors; 300 in the index" in small.note
     assert index_types.plan("IDMap2,IVF64,SQ8", 32, 10_000).factory == "IVF64,SQ8"
     with pytest.raises(ValueError, match="--index-type 'IVF64,Bogus': not one of flat, ivf, hnsw, ivfpq"):
         index_types.plan("IVF64,Bogus", 32, 10_000)
@@ -269,10 +269,10 @@ def test_index_type_end_to_end(tmp_path, cfg, embedder, monkeypatch, capsys):
     write_docs(corpus, range(60))
     s = index_corpus(corpus, folder, embedder, progress=False, index_type="ivf")
     assert s.index_type == "IDMap2,Flat" and "uses exact (flat) search" in s.note
-    assert "needs training on at least 4096 documents" in capsys.readouterr().err
+    assert "needs training on at least 4096 vectors" in capsys.readouterr().err
     assert "ann" not in store.read_manifest(folder)["files"]
 
-    monkeypatch.setattr(index_types, "MIN_TRAIN_DOCS", 50)
+    monkeypatch.setattr(index_types, "MIN_TRAIN_VECTORS", 50)
     s = index_corpus(corpus, folder, embedder, progress=False)  # the requested type is remembered
     manifest = store.read_manifest(folder)
     assert s.index_type == manifest["index_type"] == "IDMap2,IVF1,Flat" and manifest["files"]["ann"]
