@@ -168,7 +168,7 @@ def snippet(text: str, query: str, width: int = 200, within: list[int] | None = 
     words = sorted(set(re.findall(r"\w{3,}", query.lower())), key=len, reverse=True)
     lower = text[:hi].lower()
     at = next((p for p in (lower.find(w, lo) for w in words) if p >= 0), lo)
-    start = max(lo, at - width // 4)
+    start = max(lo, min(at - width // 4, hi - width))  # a word near the part's end: the window ends there
     piece = " ".join(text[start:min(start + width, hi)].split())
     return ("…" if start else "") + piece + ("…" if min(start + width, hi) < len(text) else "")
 

@@ -12,7 +12,7 @@ from longretr import index_types, store
 from longretr.cli import app
 from longretr.embedder import Embedder
 from longretr.indexer import index_corpus, remove_documents
-from longretr.search import ModelMismatch, Searcher
+from longretr.search import ModelMismatch, Searcher, snippet
 
 TEXTS = {
     "fox.txt": "# Fox\nthe quick brown fox jumps over a lazy dog",
@@ -183,6 +183,18 @@ def test_a_hit_names_the_passage_whose_vector_matched(tmp_path, embedder):
         assert not index_corpus(corpus, folder, embedder, progress=False).committed  # nothing left to add
     finally:
         embedder.config = cfg
+
+
+def test_snippets_stay_inside_the_passage_and_use_its_width():
+    text = " ".join(f"w{i:03d}" for i in range(200))  # 5 characters per word
+    part = lambda a, b: " ".join(text[a:b].split())  # noqa: E731  (snippets fold whitespace)
+    assert snippet(text, "w010") == part(0, 200) + "…"  # whole text: from the opening, the word 50 characters in
+    assert snippet(text, "w100") == "…" + part(450, 650) + "…"
+    lo, hi = 300, 600
+    assert snippet(text, "nothing", within=[lo, hi]) == "…" + part(300, 500) + "…"  # no word: the part's opening
+    assert snippet(text, "w118", within=[lo, hi]) == "…" + part(400, 600) + "…"  # near its end: the last 200
+    assert snippet(text, "w030", within=[lo, hi]) == "…" + part(300, 500) + "…"  # a word outside it is not used
+    assert snippet(text, "w199", within=[900, len(text)]) == "…" + part(900, len(text))
 
 
 def test_index_types_are_planned_on_vectors_not_documents(tmp_path, embedder, monkeypatch):
