@@ -220,6 +220,8 @@ def _row(d: Document, vid: int, enc: dict) -> dict:
 def _with_passages(table: pa.Table, embedder: Embedder) -> tuple[pa.Table, bool]:
     """The docs table with each missing passages entry (a new document's, or one indexed before passages were
     kept) found from its text by the tokenizer alone, and whether there was any to find."""
+    if table.column(store.PASSAGES.name).null_count == 0:  # the usual case: no Python lists for a big index
+        return table, False
     column = table.column(store.PASSAGES.name).to_pylist()
     missing = [i for i, p in enumerate(column) if p is None]
     found = embedder.passages([table.column("text")[i].as_py() for i in missing]) if missing else None
