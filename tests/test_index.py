@@ -286,3 +286,17 @@ def test_cli_index_and_search(corpus, tmp_path, tiny_gemma):
     causal = write_config(tmp_path, tiny_gemma, name="causal", attention="causal")
     r = runner.invoke(app, ["search", "x", "--index", str(folder), "--model", str(causal)])
     assert r.exit_code == 2 and "was built with model" in r.output
+
+
+def test_cli_search_shows_the_matching_passage(tmp_path, tiny_gemma):
+    long = " ".join(["the quick brown fox jumps over a lazy dog"] * 4)
+    corpus = write_corpus(tmp_path / "corpus", {"long.txt": long, "short.txt": "the fox"})
+    cfg, folder, runner = write_config(tmp_path, tiny_gemma, name="spans", span_tokens=8), tmp_path / "idx", CliRunner()
+    assert runner.invoke(app, ["index", str(corpus), "--index", str(folder), "--model", str(cfg)]).exit_code == 0
+    args = ["search", "lazy dog", "--index", str(folder), "-k", "2", "--mode", "dense"]
+    hits = {h["id"]: h for h in json.loads(runner.invoke(app, [*args, "--json"]).output)}
+    assert hits["short.txt"]["passage"] is None  # one span: only its whole vector
+    a, b = hits["long.txt"]["passage"]  # its best of a whole vector and 4 spans' is a span's
+    assert hits["long.txt"]["snippet"].strip("…") in long[a:b]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and f"long.txt  (passage: characters {a:,}-{b:,})" in r.output
