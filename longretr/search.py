@@ -29,8 +29,8 @@ class Hit:
     title: str
     path: str
     snippet: str
-    # [start, end) characters of the passage whose vector matched (a lead or span vector, dense and hybrid
-    # modes); None when the whole document's vector did, or the index keeps no passages
+    # [start, end) characters of the document's lead or span closest to the query (dense and hybrid modes); None
+    # for a document without them, in lexical mode, or in an index that keeps no passages
     passage: list[int] | None = None
 
     def to_dict(self) -> dict:
@@ -105,23 +105,22 @@ class Searcher:
         if mode == "lexical":
             return self._hits(self.snapshot.lexical.search(queries, k), queries)
         depth = k if mode == "dense" else max(k, HYBRID_DEPTH)
-        dense, which = self._dense(self.embedder.encode_queries(queries), depth)
+        vectors = self.embedder.encode_queries(queries)
+        dense = self._dense(vectors, depth)
         if mode == "dense":
-            return self._hits(dense, queries, which)
+            return self._hits(dense, queries, vectors)
         lexical = self.snapshot.lexical.search(queries, depth)
         fused = [fuse_ranked(d, lx, k, self.ranking) for d, lx in zip(dense, lexical)]
-        return self._hits(fused, queries, which)
+        return self._hits(fused, queries, vectors)
 
     def search_vectors(self, vectors: np.ndarray, queries: list[str], k: int) -> list[list[Hit]]:
         """Dense search with query vectors already encoded (one per query, for the snippets)."""
         if self.count == 0:
             return [[] for _ in queries]
-        ranked, which = self._dense(vectors, k)
-        return self._hits(ranked, queries, which)
+        return self._hits(self._dense(vectors, k), queries, vectors)
 
-    def _dense(self, vectors: np.ndarray, k: int) -> tuple[list[list[tuple[int, float]]], list[dict[int, int]]]:
-        """Top-k (vid, score), and per query vid -> j of the other vector that scored it (absent: the whole
-        document's); a document with other vectors (lead, spans) scores its best cosine."""
+    def _dense(self, vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+        """Top-k (vid, score); a document with other vectors (lead, spans) scores its best cosine."""
         k = max(1, min(k, self.count))
         vectors = np.ascontiguousarray(vectors, dtype="float32")
         # A document ranks where its best vector first appears, so the top k documents are the first k distinct
@@ -129,36 +128,38 @@ class Searcher:
         depth = k if self.index.ntotal == self.count else min(2 * k, self.index.ntotal)
         while True:
             scores, ids = self.index.search(vectors, depth)
-            out, which = [], []
+            out = []
             for row_s, row_i in zip(scores, ids):
                 best: dict[int, float] = {}  # vid -> score, in rank order
-                other: dict[int, int] = {}
                 for s, i in zip(row_s, row_i):
-                    vid = int(i) & store.VID_MASK
-                    if i >= 0 and vid not in best:
-                        best[vid] = float(s)
-                        if i >= store.EXTRA_ID:
-                            other[vid] = (int(i) - store.EXTRA_ID) // store.EXTRA_STEP
+                    if i >= 0:
+                        best.setdefault(int(i) & store.VID_MASK, float(s))
                 out.append(list(best.items())[:k])
-                which.append(other)
             if depth >= self.index.ntotal or all(len(row) == k for row in out):
-                return out, which
+                return out
             depth = min(4 * depth, self.index.ntotal)
 
     def _hits(self, ranked: list[list[tuple[int, float]]], queries: list[str],
-              which: list[dict[int, int]] | None = None) -> list[list[Hit]]:
+              vectors: np.ndarray | None = None) -> list[list[Hit]]:
         results = []
         for n, (q, row) in enumerate(zip(queries, ranked)):
             hits = []
             for vid, score in row:
                 i = self._rows[vid]
-                j = which[n].get(vid) if which else None
-                known = self._passages[i].as_py() if j is not None else None
-                passage = known[j] if known and j < len(known) else None
+                passage = None if vectors is None else self._passage(i, vid, vectors[n])
                 hits.append(Hit(len(hits) + 1, self._ids[i], float(score), self._titles[i], self._paths[i],
                                 snippet(self._texts[i].as_py(), q, within=passage), passage))
             results.append(hits)
         return results
+
+    def _passage(self, row: int, vid: int, query: np.ndarray) -> list[int] | None:
+        """The [start, end) characters of the document's lead or span closest to the query (its other vectors, read
+        back from the flat index: a hit found by BM25, or by its whole vector, gets one too)."""
+        known = self._passages[row].as_py()
+        if not known:
+            return None
+        ids = store.EXTRA_ID + np.arange(len(known), dtype="int64") * store.EXTRA_STEP + vid
+        return known[int(np.argmax(store.vectors_for(self.snapshot.index, ids) @ query))]
 
 
 def snippet(text: str, query: str, width: int = 200, within: list[int] | None = None) -> str:

@@ -287,4 +287,5 @@ def remove_vectors(index: faiss.Index, vids: set[int] | list[int]) -> None:
 
 
 def vectors_for(index: faiss.Index, vids: np.ndarray) -> np.ndarray:
-    return np.stack([index.reconstruct(int(v)) for v in vids]) if len(vids) else np.zeros((0, index.d), "float32")
+    vids = np.asarray(vids, dtype="int64")
+    return index.reconstruct_batch(vids) if len(vids) else np.zeros((0, index.d), "float32")

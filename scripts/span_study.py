@@ -15,8 +15,8 @@ document scoring the best cosine of its vectors:
 
 Dense and hybrid (BM25 fused as `longretr search` does) MRR@10 and top-3; on the long-document set also dense
 MRR@10 split by where the query (a title or a sentence) sits in its document (doc_vector_study.query_positions).
-On that set it also counts how often the vector that scores a query's own document is a lead or span whose
-passage (the characters `longretr search` shows) holds the query's text (passages256).
+On that set it also counts how often the passage `longretr search` shows for a query's own document (its lead or
+span closest to the query) holds the query's text (passages256).
 
     .venv/bin/python scripts/span_study.py --model gemma3-270m-diffembed-cpu2 --cache /tmp/spans \
         --out results/spans.json [--sets longdoc,manpage,demo]
@@ -87,13 +87,13 @@ def span_vectors(cfg, enc: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def passages(emb: Embedder, cfg, Q: np.ndarray, enc: dict, docs: list[str], queries: list[str],
              relevant: list[int], size: int) -> dict:
-    """How often the vector that scores a query's own document (lead + size-token spans) is one whose passage
-    (`longretr search` shows it) holds the query's text, where that text sits in a document with other vectors."""
+    """How often the passage `longretr search` shows for a query's own document (its lead or size-token span whose
+    vector is closest to the query) holds the query's text, where that text sits in a document with other vectors."""
     owners, vectors = span_vectors(cfg, enc, size)
     before, emb.config = emb.config, replace(cfg, lead_tokens=LEAD, span_tokens=size, max_tokens=WHOLE)
     ranges_of = emb.passages(docs)  # each document's lead, then its spans, as `longretr index` stores them
     emb.config = before
-    holds = overlaps = whole = found = 0
+    holds = overlaps = found = 0
     chance = []
     for n, (q, r) in enumerate(zip(queries, relevant)):
         m = re.search(r"\s+".join(map(re.escape, q.split())), docs[r])
@@ -102,17 +102,12 @@ def passages(emb: Embedder, cfg, Q: np.ndarray, enc: dict, docs: list[str], quer
             continue
         found += 1
         ranges = ranges_of[r]
-        cands = np.concatenate([unit(enc["whole"][r:r + 1]), unit(enc["leads"][r:r + 1]), vectors[owners == r]])
-        j = int(np.argmax(cands @ Q[n]))
+        j = int(np.argmax(np.concatenate([unit(enc["leads"][r:r + 1]), vectors[owners == r]]) @ Q[n]))
         inside = [(a <= m.start() and m.end() <= b) for a, b in ranges.tolist()]
         chance.append(np.mean(inside))
-        if j == 0:
-            whole += 1
-        else:
-            holds += inside[j - 1]
-            a, b = ranges[j - 1]
-            overlaps += bool(a < m.end() and m.start() < b)
-    return {"queries": found, "holds": holds, "overlaps": overlaps, "whole_document": whole,
+        holds += inside[j]
+        overlaps += bool(ranges[j][0] < m.end() and m.start() < ranges[j][1])
+    return {"queries": found, "holds": holds, "overlaps": overlaps,
             "random_passage_holds": round(float(np.sum(chance)), 1)}
 
 
@@ -173,10 +168,9 @@ def main() -> None:
             print(line, flush=True)
         if name == "longdoc":
             row["passages256"] = p = passages(emb, cfg, Q, enc, docs, queries, relevant, 256)
-            print(f"{name}: of {p['queries']} queries whose text sits in a document with other vectors, the vector "
-                  f"scoring that document is a passage holding the text for {p['holds']} (overlapping it for "
-                  f"{p['overlaps']}; a passage picked at random: {p['random_passage_holds']}), the whole "
-                  f"document's for {p['whole_document']}", flush=True)
+            print(f"{name}: of {p['queries']} queries whose text sits in a document with other vectors, the passage "
+                  f"shown for that document holds the text for {p['holds']} and overlaps it for {p['overlaps']} (a "
+                  f"passage picked at random: {p['random_passage_holds']})", flush=True)
         print(f"{name}: {len(docs)} documents, {row['tokens']:,} tokens, BM25 {row['bm25']['mrr@10']:.3f}, "
               f"span vectors {counts}", flush=True)
         results["sets"][name] = row

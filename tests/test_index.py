@@ -147,7 +147,7 @@ def test_other_vectors_are_indexed_resumed_searched_and_removed_with_their_docum
         embedder.config = cfg
 
 
-def test_a_hit_names_the_passage_whose_vector_matched(tmp_path, embedder):
+def test_a_hit_names_the_passage_closest_to_the_query(tmp_path, embedder):
     long = "# Fox\n" + " ".join(f"the fox {w} jumps" for w in ["over", "a lazy", "dog"] * 4)
     texts = {"long.txt": long, "short.txt": "the fox"}
     corpus, folder, cfg = write_corpus(tmp_path / "corpus", texts), tmp_path / "idx", embedder.config
@@ -159,16 +159,20 @@ def test_a_hit_names_the_passage_whose_vector_matched(tmp_path, embedder):
         row = snap.docs.to_pylist()[snap.docs.column("id").to_pylist().index("long.txt")]
         passages = row["passages"]
         assert len(passages) == 1 + len(embedder.config.spans_for(row["n_tokens"])) > 2  # the lead, then spans
+        others = np.stack([snap.index.reconstruct(store.EXTRA_ID + j * store.EXTRA_STEP + row["vid"])
+                           for j in range(len(passages))])
         for j, (a, b) in enumerate(passages):  # a query that is exactly the j-th other vector is matched by it
-            v = snap.index.reconstruct(store.EXTRA_ID + j * store.EXTRA_STEP + row["vid"])
-            (hit, *_), = searcher.search_vectors(v[None], ["jumps"], 1)
+            (hit, *_), = searcher.search_vectors(others[j][None], ["jumps"], 1)
             assert (hit.id, hit.passage) == ("long.txt", [a, b])
             assert hit.snippet.strip("…") in " ".join(long[a:b].split())  # the snippet comes from the passage
-        (hit, *_), = searcher.search_vectors(snap.index.reconstruct(row["vid"])[None], ["fox"], 1)
-        assert (hit.id, hit.passage) == ("long.txt", None)  # the whole document's own vector: no passage
-        dense, hybrid = (searcher.search(["a lazy dog"], k=2, mode=m)[0] for m in ("dense", "hybrid"))
-        passage = {h.id: h.passage for h in dense}
-        assert passage["long.txt"] in passages and all(h.passage == passage.get(h.id) for h in hybrid)
+        # found by its whole vector (or by BM25 alone): still the passage whose vector is closest to the query
+        whole = snap.index.reconstruct(row["vid"])
+        (hit, *_), = searcher.search_vectors(whole[None], ["fox"], 1)
+        assert (hit.id, hit.passage) == ("long.txt", passages[int(np.argmax(others @ whole))])
+        q = embedder.encode_queries(["a lazy dog"])[0]
+        for mode in ("dense", "hybrid"):
+            hits = {h.id: h.passage for h in searcher.search(["a lazy dog"], k=2, mode=mode)[0]}
+            assert hits == {"long.txt": passages[int(np.argmax(others @ q))], "short.txt": None}  # short: none
         assert all(h.passage is None for h in searcher.search(["a lazy dog"], k=2, mode="lexical")[0])
 
         # an index written before passages were kept is searched without them, and gets them at the next
