@@ -36,6 +36,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import index_types
@@ -48,8 +49,8 @@ EXTRA_ID = 1 << 62  # a document's j-th other vector has FAISS id EXTRA_ID + j *
 EXTRA_STEP = 1 << 40  # vids stay below it (so a lone lead, j = 0, keeps the id it had before spans existed)
 VID_MASK = EXTRA_STEP - 1  # any vector's id & VID_MASK is its document's vid
 DOC_COLUMNS = ["vid", "id", "path", "title", "n_tokens", "truncated", "sha256", "size", "mtime", "text"]
-# [start, end) characters of the text behind each of a document's other vectors, in the order of j (EXTRA_ID);
-# null where it has none, or in an index built before passages were kept (then search shows no passage)
+# [start, end) characters of the text behind each of a document's other vectors, in the order of j (EXTRA_ID); empty
+# for a document without them, null where not known yet (an index built before passages: search shows none)
 PASSAGES = pa.field("passages", pa.list_(pa.list_(pa.int64(), 2)))
 
 
@@ -132,8 +133,6 @@ def _load_version(folder: Path, manifest: dict, want_lexical: bool, want_ann: bo
         raise IndexFolderError(f"{docs_path}: corrupt or unreadable docs table ({e})") from e
     if set(DOC_COLUMNS) - set(docs.column_names):
         raise IndexFolderError(f"{docs_path}: missing columns {sorted(set(DOC_COLUMNS) - set(docs.column_names))}")
-    if PASSAGES.name not in docs.column_names:
-        docs = docs.append_column(PASSAGES, pa.nulls(docs.num_rows, PASSAGES.type))
     ids = faiss.vector_to_array(index.id_map)
     doc_ids, extra_ids = ids[ids < EXTRA_ID], ids[ids >= EXTRA_ID]
     if len(doc_ids) != docs.num_rows or index.d != manifest["dim"]:
@@ -144,7 +143,7 @@ def _load_version(folder: Path, manifest: dict, want_lexical: bool, want_ann: bo
     vids = docs.column("vid").to_numpy()
     if not np.array_equal(np.sort(doc_ids), np.sort(vids)) or not np.isin(extra_ids & VID_MASK, vids).all():
         raise IndexFolderError(f"{vec_path}: its vector ids differ from the vid column of {docs_path.name}")
-    snap = Snapshot(folder, manifest, index, docs)
+    snap = Snapshot(folder, manifest, index, _checked_passages(docs, extra_ids))
     if want_lexical and "lexical" in files:
         lex_path = folder / files["lexical"]
         try:
@@ -161,6 +160,26 @@ def _load_version(folder: Path, manifest: dict, want_lexical: bool, want_ann: bo
                                    f"{index.ntotal} of dim {index.d}; re-run `longretr index` to rebuild it")
         index_types.set_search_params(snap.ann, manifest.get("search_params", {}))
     return snap
+
+
+def _checked_passages(docs: pa.Table, extra_ids: np.ndarray) -> pa.Table:
+    """The docs table with a passages column whose entries each match their document's other vectors in number;
+    others (an index from before passages, a hand-edited table) are null: search shows no passage for them, and
+    the next `longretr index` finds them again from the text."""
+    if PASSAGES.name not in docs.column_names:
+        return docs.append_column(PASSAGES, pa.nulls(docs.num_rows, PASSAGES.type))
+    owners, counts = np.unique(extra_ids & VID_MASK, return_counts=True)  # every owner is a vid (checked before)
+    vids = docs.column("vid").to_numpy()
+    order = np.argsort(vids)
+    want = np.zeros(len(vids), dtype="int64")
+    want[order[np.searchsorted(vids[order], owners)]] = counts
+    column = docs.column(PASSAGES.name)
+    have = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    wrong = column.is_valid().to_numpy(zero_copy_only=False) & (have != want)
+    if not wrong.any():
+        return docs
+    kept = pc.if_else(pa.array(wrong), pa.nulls(docs.num_rows, PASSAGES.type), column)
+    return docs.set_column(docs.schema.get_field_index(PASSAGES.name), PASSAGES, kept)
 
 
 def _read_faiss(path: Path) -> faiss.Index:

@@ -3,6 +3,7 @@ from dataclasses import replace
 
 import faiss
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from tiny_models import write_config, write_corpus
@@ -185,6 +186,20 @@ def test_a_hit_names_the_passage_closest_to_the_query(tmp_path, embedder):
         rows = {d["id"]: d["passages"] for d in store.load(folder).docs.to_pylist()}
         assert rows == {"long.txt": passages, "short.txt": []}
         assert not index_corpus(corpus, folder, embedder, progress=False).committed  # nothing left to add
+
+        # a passages entry that does not match its document's vectors (here: one range too few) is not trusted
+        snap = store.load(folder)
+        docs = folder / snap.manifest["files"]["docs"]
+        table = pq.read_table(docs)
+        edited = [p[:-1] if p else p for p in table.column("passages").to_pylist()]
+        pq.write_table(table.set_column(table.schema.get_field_index("passages"), store.PASSAGES,
+                                        pa.array(edited, store.PASSAGES.type)), docs)
+        assert {d["id"]: d["passages"] for d in store.load(folder).docs.to_pylist()} == \
+            {"long.txt": None, "short.txt": []}
+        assert all(h.passage is None for h in Searcher(folder, embedder).search(["a lazy dog"], k=2, mode="dense")[0])
+        assert index_corpus(corpus, folder, embedder, progress=False).committed  # and is found again
+        assert {d["id"]: d["passages"] for d in store.load(folder).docs.to_pylist()} == \
+            {"long.txt": passages, "short.txt": []}
     finally:
         embedder.config = cfg
 
