@@ -32,11 +32,17 @@ class EncodedDocuments:
 
     def scores(self, queries: np.ndarray) -> np.ndarray:
         """[Q, N] query-document scores: each document's best cosine over its vectors."""
-        scores = queries @ self.vectors.T
-        if self.extra:
-            owners = np.concatenate([np.full(len(v), row) for row, v in self.extra.items()])
-            np.maximum.at(scores.T, owners, (queries @ np.concatenate(list(self.extra.values())).T).T)
-        return scores
+        if not self.extra:
+            return queries @ self.vectors.T
+        owners = np.concatenate([np.full(len(v), row) for row, v in self.extra.items()])
+        return best_scores(queries @ self.vectors.T, queries, owners, np.concatenate(list(self.extra.values())))
+
+
+def best_scores(scores: np.ndarray, queries: np.ndarray, owners: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """[Q, N] scores raised to each owner document's best cosine with `vectors` (owners[i] owns vectors[i])."""
+    out = scores.copy()
+    np.maximum.at(out.T, owners, (queries @ vectors.T).T)
+    return out
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -224,8 +224,8 @@ def _with_passages(table: pa.Table, embedder: Embedder) -> tuple[pa.Table, bool]
         return table, False
     column = table.column(store.PASSAGES.name).to_pylist()
     missing = [i for i, p in enumerate(column) if p is None]
-    found = embedder.passages([table.column("text")[i].as_py() for i in missing]) if missing else None
-    if not found:  # none missing, or a tokenizer without character offsets
+    found = embedder.passages([table.column("text")[i].as_py() for i in missing])
+    if found is None:  # a tokenizer without character offsets
         return table, False
     for i, ranges in zip(missing, found):
         column[i] = ranges.tolist()

@@ -46,7 +46,7 @@ from doc_vector_study import query_positions, reciprocal_ranks, unit  # noqa: E4
 from train_card import lexical_lists, metrics, query_sets, ranked_lists  # noqa: E402
 
 from longretr.config import load_config  # noqa: E402
-from longretr.embedder import Embedder  # noqa: E402
+from longretr.embedder import Embedder, best_scores  # noqa: E402
 from longretr.fusion import fuse_ranked  # noqa: E402
 from longretr.machine import describe  # noqa: E402
 
@@ -111,13 +111,6 @@ def passages(emb: Embedder, cfg, Q: np.ndarray, enc: dict, docs: list[str], quer
             "random_passage_holds": round(float(np.sum(chance)), 1)}
 
 
-def best(scores: np.ndarray, Q: np.ndarray, owners: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """Each document's best cosine: its score so far or one of its other vectors'."""
-    out = scores.copy()
-    np.maximum.at(out.T, owners, (Q @ vectors.T).T)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="gemma3-270m-diffembed-cpu2")
@@ -142,13 +135,13 @@ def main() -> None:
         n_tokens = enc["n_tokens"]
         plain = Q @ unit(enc["whole"]).T
         longer = np.flatnonzero(n_tokens > LEAD)  # as lead_for: a document no longer than the lead has none
-        variants = {"plain": plain, "lead": best(plain, Q, longer, enc["leads"][longer])}
+        variants = {"plain": plain, "lead": best_scores(plain, Q, longer, enc["leads"][longer])}
         counts = {}
         for size in sizes:
             owners, vectors = span_vectors(cfg, enc, size)
             counts[size] = len(owners)
-            variants[f"spans{size}"] = best(plain, Q, owners, vectors)
-            variants[f"lead+spans{size}"] = best(variants["lead"], Q, owners, vectors)
+            variants[f"spans{size}"] = best_scores(plain, Q, owners, vectors)
+            variants[f"lead+spans{size}"] = best_scores(variants["lead"], Q, owners, vectors)
         lexical = lexical_lists(queries, docs)
         row = {"documents": len(docs), "tokens": int(n_tokens.sum()), "span_vectors": counts,
                "bm25": metrics(lexical, relevant)}
