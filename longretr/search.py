@@ -15,7 +15,7 @@ import numpy as np
 
 from . import index_types, store
 from .config import ModelConfig, unknown_keys
-from .embedder import Embedder
+from .embedder import Embedder, fusion_scores
 from .fusion import check_mode, fuse_ranked, ranking_config
 
 HYBRID_DEPTH = 100  # candidates taken from each list before fusing (at least k)
@@ -85,6 +85,7 @@ class Searcher:
         self._paths = docs.column("path").to_pylist()
         self._texts = docs.column("text")
         self._passages = docs.column(store.PASSAGES.name)
+        self._n_tokens = docs.column("n_tokens").to_pylist()
 
     @property
     def count(self) -> int:
@@ -106,7 +107,7 @@ class Searcher:
             return self._hits(self.snapshot.lexical.search(queries, k), queries)
         depth = k if mode == "dense" else max(k, HYBRID_DEPTH)
         vectors = self.embedder.encode_queries(queries)
-        dense = self._dense(vectors, depth)
+        dense = self._dense(vectors, depth, for_fusion=mode == "hybrid")
         if mode == "dense":
             return self._hits(dense, queries, vectors)
         lexical = self.snapshot.lexical.search(queries, depth)
@@ -119,25 +120,44 @@ class Searcher:
             return [[] for _ in queries]
         return self._hits(self._dense(vectors, k), queries, vectors)
 
-    def _dense(self, vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
-        """Top-k (vid, score); a document with other vectors (lead, spans) scores its best cosine."""
+    def _dense(self, vectors: np.ndarray, k: int, for_fusion: bool = False) -> list[list[tuple[int, float]]]:
+        """Top-k (vid, score): a document with other vectors (lead, spans) scores its best cosine, or for hybrid
+        fusion, embedder.fusion_scores of it."""
         k = max(1, min(k, self.count))
         vectors = np.ascontiguousarray(vectors, dtype="float32")
-        # A document ranks where its best vector first appears, so the top k documents are the first k distinct
-        # ones in the vector ranking: read deeper until every query has k (or every vector was read).
-        depth = k if self.index.ntotal == self.count else min(2 * k, self.index.ntotal)
+        if self.index.ntotal == self.count:  # one vector per document: its cosine is the score
+            return [[(int(i), float(s)) for s, i in zip(row_s, row_i) if i >= 0]
+                    for row_s, row_i in zip(*self.index.search(vectors, k))]
+        # A document ranks where its best vector first appears, so the top k are the first k distinct documents in the
+        # vector ranking. For fusion, read on until the k-th document's score is at least the last cosine read: a
+        # document none of whose vectors was read cannot score more (fusion_scores is never above the best cosine).
+        depth = min(2 * k, self.index.ntotal)
         while True:
             scores, ids = self.index.search(vectors, depth)
-            out = []
-            for row_s, row_i in zip(scores, ids):
+            out, complete = [], True
+            for query, row_s, row_i in zip(vectors, scores, ids):
                 best: dict[int, float] = {}  # vid -> score, in rank order
                 for s, i in zip(row_s, row_i):
                     if i >= 0:
                         best.setdefault(int(i) & store.VID_MASK, float(s))
-                out.append(list(best.items())[:k])
-            if depth >= self.index.ntotal or all(len(row) == k for row in out):
+                ranked = (self._for_fusion(query, best) if for_fusion else list(best.items()))[:k]
+                out.append(ranked)
+                complete &= len(ranked) == k and (not for_fusion or ranked[-1][1] >= row_s[-1])
+            if complete or depth >= self.index.ntotal:
                 return out
             depth = min(4 * depth, self.index.ntotal)
+
+    def _for_fusion(self, query: np.ndarray, best: dict[int, float]) -> list[tuple[int, float]]:
+        """The candidates (vid -> best cosine) by embedder.fusion_scores, best first; whole and lead vectors are read
+        back from the flat index."""
+        vids = np.fromiter(best, dtype="int64", count=len(best))
+        lead_for = self.embedder.config.lead_for
+        leads = np.array([v for v in best if lead_for(self._n_tokens[self._rows[v]])], dtype="int64")
+        doc = dict(zip(best, (store.vectors_for(self.snapshot.index, vids) @ query).tolist()))
+        for v, s in zip(leads.tolist(), (store.vectors_for(self.snapshot.index, store.EXTRA_ID + leads) @ query)):
+            doc[v] = max(doc[v], float(s))
+        scored = [(v, float(fusion_scores(b, doc[v]))) for v, b in best.items()]
+        return sorted(scored, key=lambda x: (-x[1], x[0]))
 
     def _hits(self, ranked: list[list[tuple[int, float]]], queries: list[str],
               vectors: np.ndarray | None = None) -> list[list[Hit]]:

@@ -1,10 +1,12 @@
 """Other ways to score a document from its span vectors, on scripts/span_study.py's cached vectors.
 
-The default scores a document the best cosine of its whole vector, its 256-token lead and its 256-token spans
-("default" below). This scores the alternatives on the same sets, without encoding any document again:
+"default" below scores a document the best cosine of its whole vector, its 256-token lead and its 256-token spans
+(the default when span vectors came, 2026-12-02). This scores the alternatives on the same sets, without encoding
+any document again:
 
     whole+b    best + b * cosine of the whole document's vector
-    lead+b     best + b * the higher of the whole vector's and the lead's cosines
+    lead+b     best + b * the higher of the whole vector's and the lead's cosines (lead+0.5 is the default's
+               ranking since 2026-12-02: embedder.document_scores)
     spans128   128-token spans instead of 256
     overlap    256-token spans every 128 tokens (each overlapping the next by half)
     prf m,a    the query moved towards the mean of its top m vectors (weight a), then scored as the default

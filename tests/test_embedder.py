@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from longretr.config import ModelConfig, load_config
-from longretr.embedder import Embedder, pack_batches, pool
+from longretr.embedder import FUSION_DOC_WEIGHT, Embedder, pack_batches, pool
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +128,19 @@ def test_span_tokens_give_a_long_document_its_span_means_from_the_whole_pass(emb
     # with a lead too, the lead comes first and the spans follow
     assert len(with_lead.extra[1]) == 1 + len(ranges) and np.allclose(with_lead.extra[1][1:], want, atol=1e-4)
     assert both.fingerprint() not in (spans.fingerprint(), cfg.fingerprint())
+    # Dense mode scores a document its best cosine of all its vectors; hybrid fuses that averaged with the higher of
+    # its whole and lead cosines (FUSION_DOC_WEIGHT); a document without other vectors scores its cosine in both.
+    queries = embedder.encode_queries(["archive index", "lazy dog", "the fox"])
+    doc = np.maximum(queries @ whole, queries @ with_lead.extra[1][0])
+    best = np.maximum(doc, (queries @ want.T).max(1))
+    assert (best > doc).any()  # else the two scores would be the same
+    w = FUSION_DOC_WEIGHT
+    assert np.allclose(with_lead.scores(queries)[:, 1], best, atol=1e-4)
+    assert np.allclose(with_lead.fusion_scores(queries)[:, 1], (best + w * doc) / (1 + w), atol=1e-4)
+    for scores in (with_lead.scores(queries), with_lead.fusion_scores(queries)):
+        assert np.allclose(scores[:, 0], queries @ with_lead.vectors[0], atol=1e-5)
+    no_lead = np.maximum(queries @ whole, (queries @ want.T).max(1))
+    assert np.allclose(enc.fusion_scores(queries)[:, 1], (no_lead + w * queries @ whole) / (1 + w), atol=1e-4)
 
 
 def test_each_other_vector_knows_the_characters_of_its_text(embedder):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import write_config
 from typer.testing import CliRunner
 
 from longretr.cli import app
@@ -80,6 +81,18 @@ def test_dense_scores_are_query_vectors_times_document_vectors(tiny_config):
     e = scorer.embedder
     want = e.encode_queries(["brown fox"]) @ e.encode_documents(["the quick brown fox", "a lazy dog"]).vectors.T
     assert np.allclose(got, want, atol=1e-5)  # the query instruction applies to queries only
+
+
+def test_hybrid_fuses_the_fusion_scores_of_a_model_with_span_vectors(tmp_path, tiny_gemma):
+    scorer = DenseScorer(str(write_config(tmp_path, tiny_gemma, lead_tokens=8, span_tokens=8)))
+    texts = {"a": "the quick brown fox " * 8, "b": "a lazy dog sleeps in the sun " * 6}
+    s = RetrievalSet("passkey", "test_256", texts, {"q": "brown fox", "r": "sun"}, {"q": {"a": 1}, "r": {"b": 1}}, 256)
+    got = scorer.score(s, progress=False)
+    e = scorer.embedder
+    docs, queries = e.encode_documents(list(texts.values())), e.encode_queries(["brown fox", "sun"])
+    assert np.allclose(got.scores, docs.scores(queries), atol=1e-5)
+    assert np.allclose(got.fusion_scores, docs.fusion_scores(queries), atol=1e-5)
+    assert not np.allclose(got.scores, got.fusion_scores)
 
 
 def test_minilm_document_score_is_the_best_chunk():

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from longretr import index_types, store
 from longretr.cli import app
 from longretr.embedder import Embedder
+from longretr.fusion import fuse_ranked
 from longretr.indexer import index_corpus, remove_documents
 from longretr.search import ModelMismatch, Searcher, snippet
 
@@ -108,6 +109,7 @@ def test_other_vectors_are_indexed_resumed_searched_and_removed_with_their_docum
         assert (s.encoded, s.resumed, s.documents) == (0, 3, 3)
         snap = store.load(folder)
         vid = {d["id"]: d["vid"] for d in snap.docs.to_pylist()}
+        ids = {v: d for d, v in vid.items()}
         enc = embedder.encode_documents(list(texts.values()), progress=False)
         assert sorted(enc.extra) == [0, 1]  # the short one has none
         assert all(len(v) == ("lead_tokens" in other) + len(extra.spans_for(n))
@@ -117,6 +119,8 @@ def test_other_vectors_are_indexed_resumed_searched_and_removed_with_their_docum
         assert set(faiss.vector_to_array(snap.index.id_map).tolist()) == set(vid.values()) | others
         queries = ["archive index", "fox jumps", "lazy dog", "the fox"]
         want = enc.scores(embedder.encode_queries(queries))
+        fusing = enc.fusion_scores(embedder.encode_queries(queries))
+        assert ("span_tokens" in other) == (not np.allclose(fusing, want))
         rebuilt = index_corpus(corpus, folder, embedder, progress=False, rebuild=True)
         # the summary counts leads' tokens; spans come from the documents' own pass
         assert rebuilt.tokens == sum(enc.n_tokens) + 16 * 2 * ("lead_tokens" in other)
@@ -128,6 +132,13 @@ def test_other_vectors_are_indexed_resumed_searched_and_removed_with_their_docum
                 for row, w in zip(searcher.search(queries, k=k, mode="dense"), want):
                     assert [h.id for h in row] == [list(texts)[i] for i in np.argsort(-w)[:k]]
                     assert np.allclose([h.score for h in row], np.sort(w)[::-1][:k], atol=1e-4)
+                # hybrid fuses BM25's list with the fusion scores (embedder.fusion_scores), all three documents deep
+                lexical = searcher.snapshot.lexical.search(queries, 3)
+                for row, w, lx in zip(searcher.search(queries, k=k, mode="hybrid"), fusing, lexical):
+                    dense = sorted(((vid[d], float(x)) for d, x in zip(texts, w)), key=lambda t: -t[1])
+                    fused = fuse_ranked(dense, lx, k, searcher.ranking)
+                    assert [h.id for h in row] == [ids[v] for v, _ in fused]
+                    assert np.allclose([h.score for h in row], [x for _, x in fused], atol=1e-4)
             if "span_tokens" in other:  # many vectors per document: the first 2k vectors did not hold 3 documents
                 assert len(depths) > 1 and depths[-1] > 2 * 3
         remove_documents(folder, ["long.txt"])

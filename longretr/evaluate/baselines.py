@@ -25,6 +25,7 @@ class Scored:
     scores: np.ndarray  # [queries, documents]
     seconds: float
     stats: dict = field(default_factory=dict)
+    fusion_scores: np.ndarray | None = None  # what hybrid mode fuses with BM25, where not `scores` (EncodedDocuments)
 
 
 class Scorer:
@@ -61,7 +62,7 @@ class DenseScorer(Scorer):
         queries = self.embedder.encode_queries(list(s.queries.values()))
         stats = {"doc_tokens_mean": float(np.mean(docs.n_tokens)), "doc_tokens_max": int(max(docs.n_tokens)),
                  "doc_tokens_total": int(sum(docs.n_tokens)), "truncated_docs": int(sum(docs.truncated))}
-        return Scored(docs.scores(queries), time.perf_counter() - start, stats)
+        return Scored(docs.scores(queries), time.perf_counter() - start, stats, docs.fusion_scores(queries))
 
     def close(self) -> None:
         del self.embedder
