@@ -21,10 +21,11 @@ Ranked = Sequence[tuple[Hashable, float]]
 METHODS = ("rrf", "convex")
 MODES = ("dense", "lexical", "hybrid")
 # The index manifest's "ranking" section; `longretr index --mode/--fusion/--weight/--rrf-k` set it.
-# Defaults measured with the trained default model (README, Search modes). Demo queries (scripts/compare_modes.py):
-# hybrid convex w=0.5 MRR@10 0.864, RRF at best 0.844, lexical 0.770, dense 0.696. ReasonAug validation: dense wins;
-# kernel-doc titles and LongEmbed passkey/needle: BM25 wins. Hybrid is near the best on each and never the worst.
-# w=0.5 is an equal weighting, and it was the best weight on the demo queries, so it may be fitted to them.
+# Defaults measured with the trained default model (README, Search modes; scripts/compare_modes.py,
+# scripts/span_scoring_study.py). Demo queries: hybrid convex w=0.5 MRR@10 0.850, lexical 0.770, dense 0.820;
+# kernel/Debian titles and sentences and LongEmbed passkey/needle: BM25 wins; ReasonAug: dense wins. Hybrid is near the
+# best on each and never the worst. RRF beat convex on the demo queries at some weights and lost on the other two
+# sets. w=0.5 is an equal weighting, and it is near the best weight on the demo queries, so it may be fitted to them.
 DEFAULT_RANKING = {"mode": "hybrid", "fusion": "convex", "weight": 0.5, "rrf_k": 60}
 
 
