@@ -1,10 +1,13 @@
 import json
 import os
+import re
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from longretr.corpus import read_corpus
+from longretr.democorpus import stdlib_modules
 
 
 def test_reads_text_files_and_tables(tmp_path):
@@ -45,3 +48,20 @@ def test_bad_files_are_named_and_skipped(tmp_path, capsys):
                          ("loop", "symlink loop")]:
         assert any(name in line and reason in line for line in err.splitlines()), (name, err)
     assert len(skipped) == 6
+
+
+def test_demo_query_sets_point_at_demo_pages_without_naming_them():
+    modules = set(stdlib_modules())
+    sets = {name: [json.loads(line) for line in (Path(__file__).parent / "data" / name).read_text().splitlines()]
+            for name in ("demo_queries.jsonl", "demo_queries_heldout.jsonl")}
+    assert [len(rows) for rows in sets.values()] == [44, 87]
+    every = [row for rows in sets.values() for row in rows]
+    assert len({row["id"] for row in every}) == len(every)
+    for rows in sets.values():
+        assert len({row["relevant"] for row in rows}) == len(rows)  # one query per page within a set
+    held_out = {row["relevant"] for row in sets["demo_queries_heldout.jsonl"]}
+    assert not held_out & {row["relevant"] for row in sets["demo_queries.jsonl"]}  # other pages than the first set
+    for row in every:
+        module = row["relevant"].removesuffix(".txt")
+        assert module in modules, row
+        assert not re.search(rf"\b{re.escape(module)}\b", row["text"], re.IGNORECASE), row
