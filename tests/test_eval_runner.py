@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -169,9 +170,23 @@ def _read_trec(path):
     return run
 
 
-def test_every_model_also_gets_a_hybrid_row_fusing_it_with_bm25(tmp_path, tiny_config, filler):
+@pytest.mark.parametrize("own_fusion_scores", [False, True])
+def test_every_model_also_gets_a_hybrid_row_fusing_it_with_bm25(tmp_path, tiny_config, filler, monkeypatch,
+                                                                 own_fusion_scores):
     from longretr.fusion import DEFAULT_RANKING, fuse
 
+    seen = {}
+    if own_fusion_scores:  # a scorer's fusion_scores, where it has them, are what hybrid fuses (here: random ones)
+        score = DenseScorer.score
+
+        def with_fusion_scores(self, s, progress=True):
+            scored = score(self, s, progress)
+            fusion = np.random.default_rng(0).random(scored.scores.shape).astype(np.float32)
+            seen.update({q: sorted(zip(s.doc_ids, row.tolist()), key=lambda t: -t[1])
+                         for q, row in zip(s.queries, fusion)})
+            return replace(scored, fusion_scores=fusion)
+
+        monkeypatch.setattr(DenseScorer, "score", with_fusion_scores)
     st = Settings(models=[str(tiny_config)], baselines=["bm25"], tasks=["passkey"], lengths=(256,),
                   candidates=4, queries=4, filler=str(filler), out=str(tmp_path / "out"), run="modes")
     results, paths = evaluate(st, log=lambda *_: None, progress=False)
@@ -180,9 +195,11 @@ def test_every_model_also_gets_a_hybrid_row_fusing_it_with_bm25(tmp_path, tiny_c
     assert hybrid["describe"]["kind"] == "hybrid" and hybrid["describe"]["fusion"] == DEFAULT_RANKING["fusion"]
     runs = paths["json"].parent / "runs"
     dense, lexical = _read_trec(runs / "tiny" / "passkey.trec"), _read_trec(runs / "bm25" / "passkey.trec")
+    dense = seen or dense
     expected = {q: fuse(dense[q], lexical[q], 100, DEFAULT_RANKING["fusion"], DEFAULT_RANKING["weight"],
                         DEFAULT_RANKING["rrf_k"]) for q in dense}
     written = _read_trec(runs / "tiny+hybrid" / "passkey.trec")
     assert {q: [d for d, _ in hits] for q, hits in written.items()} == {q: [d for d, _ in hits]
                                                                          for q, hits in expected.items()}
+    assert all(np.allclose([x for _, x in written[q]], [x for _, x in expected[q]], atol=1e-4) for q in expected)
     assert "tiny+hybrid" in paths["table"].read_text()

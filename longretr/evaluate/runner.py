@@ -169,9 +169,9 @@ def evaluate(st: Settings, log=print, progress: bool = True) -> tuple[dict, dict
                 f"({len(s.queries)} q, {len(s.corpus)} docs, {scored.seconds:.1f}s)")
             if hybrid is not None:
                 lex = lexical.run(i, s)
-                if scored.fusion_scores is not None:
-                    run = rank(scored.fusion_scores, s.doc_ids, list(s.queries), depth=TREC_DEPTH)
-                fused = {q: fuse_ranked(run[q], lex[q], TREC_DEPTH) for q in run}
+                dense = run if scored.fusion_scores is None else rank(scored.fusion_scores, s.doc_ids,
+                                                                       list(s.queries), depth=TREC_DEPTH)
+                fused = {q: fuse_ranked(dense[q], lex[q], TREC_DEPTH) for q in dense}
                 hybrid["sets"].append(_record(folder, hybrid_name, fused, s, sets, {"seconds": row["seconds"]}))
                 log(f"   {'':<15} {'':<10} hybrid  {hybrid['sets'][-1]['value']:5.1f}")
         scorer.close()
