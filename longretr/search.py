@@ -151,13 +151,14 @@ class Searcher:
         """The candidates (vid -> best cosine) by embedder.fusion_scores, best first; whole and lead vectors are read
         back from the flat index."""
         vids = np.fromiter(best, dtype="int64", count=len(best))
+        doc = store.vectors_for(self.snapshot.index, vids) @ query
         lead_for = self.embedder.config.lead_for
-        leads = np.array([v for v in best if lead_for(self._n_tokens[self._rows[v]])], dtype="int64")
-        doc = dict(zip(best, (store.vectors_for(self.snapshot.index, vids) @ query).tolist()))
-        for v, s in zip(leads.tolist(), (store.vectors_for(self.snapshot.index, store.EXTRA_ID + leads) @ query)):
-            doc[v] = max(doc[v], float(s))
-        scored = [(v, float(fusion_scores(b, doc[v]))) for v, b in best.items()]
-        return sorted(scored, key=lambda x: (-x[1], x[0]))
+        has_lead = np.array([bool(lead_for(self._n_tokens[self._rows[v]])) for v in best], dtype=bool)
+        leads = store.vectors_for(self.snapshot.index, store.other_ids(vids[has_lead], 0)) @ query
+        doc[has_lead] = np.maximum(doc[has_lead], leads)
+        scores = fusion_scores(np.fromiter(best.values(), dtype="float32", count=len(best)), doc)
+        order = np.lexsort((vids, -scores))  # ties by vid, so the order is deterministic
+        return [(int(vids[i]), float(scores[i])) for i in order]
 
     def _hits(self, ranked: list[list[tuple[int, float]]], queries: list[str],
               vectors: np.ndarray | None = None) -> list[list[Hit]]:
@@ -178,7 +179,7 @@ class Searcher:
         known = self._passages[row].as_py()
         if not known:
             return None
-        ids = store.EXTRA_ID + np.arange(len(known), dtype="int64") * store.EXTRA_STEP + vid
+        ids = store.other_ids(vid, np.arange(len(known)))
         return known[int(np.argmax(store.vectors_for(self.snapshot.index, ids) @ query))]
 
 

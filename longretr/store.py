@@ -284,15 +284,19 @@ def empty_docs() -> pa.Table:
     return schema.empty_table()
 
 
+def other_ids(vids: np.ndarray | int, j: np.ndarray | int) -> np.ndarray:
+    """FAISS ids of documents' j-th other vectors (broadcast over vids and j): EXTRA_ID + j * EXTRA_STEP + vid."""
+    return EXTRA_ID + np.asarray(j, dtype="int64") * EXTRA_STEP + np.asarray(vids, dtype="int64")
+
+
 def add_vectors(index: faiss.Index, vids: np.ndarray, vectors: np.ndarray, extra: dict[int, np.ndarray]) -> None:
-    """Documents' vectors under their vids, and their other vectors (row in vids -> [m, dim]) under
-    EXTRA_ID + j * EXTRA_STEP + vid."""
+    """Documents' vectors under their vids, and their other vectors (row in vids -> [m, dim]) under other_ids."""
     vids = np.asarray(vids, dtype="int64")
     if len(vids):
         index.add_with_ids(np.ascontiguousarray(vectors, dtype="float32"), vids)
     if extra:
         rows = sorted(extra)
-        ids = [EXTRA_ID + np.arange(len(extra[r]), dtype="int64") * EXTRA_STEP + vids[r] for r in rows]
+        ids = [other_ids(vids[r], np.arange(len(extra[r]))) for r in rows]
         index.add_with_ids(np.concatenate([extra[r] for r in rows]).astype("float32"), np.concatenate(ids))
 
 

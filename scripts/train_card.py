@@ -100,9 +100,9 @@ def evaluate(model: str, sets: dict, doc_tokens: int, lexical: dict) -> dict:
         d = emb.encode_documents(docs, progress=False)
         # a set's own instruction (the one it was trained with) where it has one, else the model's
         emb.config = replace(emb.config, query_instruction=instruction or cfg.query_instruction)
-        Q = emb.encode_queries(queries)
-        dense = ranked_lists(d.scores(Q))
-        hybrid = [fuse_ranked(a, b, 100) for a, b in zip(ranked_lists(d.fusion_scores(Q)), lexical[name])]
+        scores, fusion = d.dense_and_fusion_scores(emb.encode_queries(queries))
+        dense = ranked_lists(scores)
+        hybrid = [fuse_ranked(a, b, 100) for a, b in zip(ranked_lists(fusion), lexical[name])]
         out[name] = {"dense": metrics(dense, relevant), "lexical": metrics(lexical[name], relevant),
                      "hybrid": metrics(hybrid, relevant), "documents": len(docs),
                      "seconds": round(time.perf_counter() - start, 1)}

@@ -84,7 +84,7 @@ def test_dense_scores_are_query_vectors_times_document_vectors(tiny_config):
     assert np.allclose(got, want, atol=1e-5)  # the query instruction applies to queries only
 
 
-def test_hybrid_fuses_the_fusion_scores_of_a_model_with_span_vectors(tmp_path, tiny_gemma):
+def test_dense_scorer_returns_the_fusion_scores_beside_the_dense_scores(tmp_path, tiny_gemma):
     scorer = DenseScorer(str(write_config(tmp_path, tiny_gemma, lead_tokens=8, span_tokens=8)))
     texts = {"a": "the quick brown fox " * 8, "b": "a lazy dog sleeps in the sun " * 6}
     s = RetrievalSet("passkey", "test_256", texts, {"q": "brown fox", "r": "sun"}, {"q": {"a": 1}, "r": {"b": 1}}, 256)

@@ -62,7 +62,8 @@ class DenseScorer(Scorer):
         queries = self.embedder.encode_queries(list(s.queries.values()))
         stats = {"doc_tokens_mean": float(np.mean(docs.n_tokens)), "doc_tokens_max": int(max(docs.n_tokens)),
                  "doc_tokens_total": int(sum(docs.n_tokens)), "truncated_docs": int(sum(docs.truncated))}
-        return Scored(docs.scores(queries), time.perf_counter() - start, stats, docs.fusion_scores(queries))
+        dense, fusion = docs.dense_and_fusion_scores(queries)
+        return Scored(dense, time.perf_counter() - start, stats, fusion)
 
     def close(self) -> None:
         del self.embedder
