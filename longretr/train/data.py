@@ -208,6 +208,51 @@ def manpage_triplets(pages: list[tuple[str, str, str]], val_fraction: float = 0.
     return build(pages[n_val:]), build(pages[:n_val])
 
 
+# Debian's package descriptions: a one-line summary ("utility to recursively search files for patterns") and a
+# long description, for ~60k packages, offline once apt has the English translations file.
+APT_LISTS = Path("/var/lib/apt/lists")
+
+
+def package_descriptions(lists: Path = APT_LISTS) -> Iterator[tuple[str, str, str]]:
+    """(package, summary, long description) from apt's English descriptions (`*_i18n_Translation-en*`)."""
+    files = sorted(lists.glob("*_i18n_Translation-en*"))
+    if not files:
+        raise FileNotFoundError(f"{lists}: no *_i18n_Translation-en file (apt-get update -o Acquire::Languages=en)")
+    for path in files:  # apt's helper reads every compression apt writes (.lz4, .gz, .xz, none)
+        listing = subprocess.run(["/usr/lib/apt/apt-helper", "cat-file", str(path)], capture_output=True, text=True,
+                                 check=True).stdout
+        for block in listing.split("\n\n"):
+            name = re.search(r"^Package: (\S+)", block, re.M)
+            found = re.search(r"^Description-en: (.*)\n((?: .*\n?)*)", block, re.M)
+            if name and found:
+                lines = [ln[1:] for ln in found.group(2).splitlines()]
+                body = "\n".join("" if ln == "." else ln for ln in lines).strip()
+                yield name.group(1), found.group(1).strip(), body
+
+
+def package_triplets(packages: list[tuple[str, str, str]], val_fraction: float = 0.05,
+                     seed: int = 0) -> tuple[list, list]:
+    """Summary -> long description, another package's as negative; split by package. Packages about Python are
+    left out (the demo corpus is Python's documentation), and of packages sharing a description's first paragraph
+    (a library and its -dev, -doc, ... packages) only the first by name is kept."""
+    rng = random.Random(seed)
+    kept, seen = [], set()
+    for name, summary, body in sorted(packages):
+        first = body.split("\n\n")[0]
+        if len(summary) <= 8 or len(body) < 300 or "python" in f"{name} {summary} {body}".lower() or first in seen:
+            continue
+        seen.add(first)
+        kept.append((name, summary, body))
+    rng.shuffle(kept)
+    n_val = max(1, int(len(kept) * val_fraction))
+
+    def build(part: list) -> list[Triplet]:
+        return [Triplet(summary, body, [part[(i + rng.randrange(1, len(part))) % len(part)][2]], LONGDOC, "package",
+                        {"name": name}) for i, (name, summary, body) in enumerate(part)]
+
+    return build(kept[n_val:]), build(kept[:n_val])
+
+
 def _title(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines()]
     for i, line in enumerate(lines[:80]):
@@ -287,12 +332,15 @@ def build_all(out: Path, reasonaug: Path, seed: int = 0) -> dict[str, int]:
         raise FileNotFoundError("no raw text: install the Debian packages linux-doc-6.1 and debian-reference-en")
     ld_train, ld_val = longdoc_triplets(raw, seed=seed)
     mp_train, mp_val = manpage_triplets(list(manpage_texts()), seed=seed)
+    pk_train, pk_val = package_triplets(list(package_descriptions()), seed=seed)
     files = {"reasonaug-train.jsonl": ra_train, "reasonaug-val.jsonl": ra_val,
              "longdoc-train.jsonl": ld_train, "longdoc-val.jsonl": ld_val,
              "manpage-train.jsonl": mp_train, "manpage-val.jsonl": mp_val,
+             "package-train.jsonl": pk_train, "package-val.jsonl": pk_val,
              "reasonaug-train-mined.jsonl": mine_negatives(ra_train, "concept"),
              "longdoc-train-mined.jsonl": mine_negatives(ld_train, "name"),
-             "manpage-train-mined.jsonl": mine_negatives(mp_train, "name")}
+             "manpage-train-mined.jsonl": mine_negatives(mp_train, "name"),
+             "package-train-mined.jsonl": mine_negatives(pk_train, "name")}
     for name, rows in files.items():
         write_jsonl(out / name, rows)
     raw_path = out / "raw-text.jsonl"
