@@ -14,6 +14,8 @@ from longretr.train.data import (
     longdoc_triplets,
     manpage_triplets,
     mine_negatives,
+    package_descriptions,
+    package_triplets,
     split_manpage,
     write_jsonl,
 )
@@ -267,6 +269,48 @@ def test_manpage_summary_is_the_query_and_leaves_the_page():
     train, val = manpage_triplets(pages, seed=3)
     assert len(train) + len(val) == 40 and not {t.positive for t in train} & {t.positive for t in val}
     assert all(t.negatives[0] != t.positive and t.query in {p[1] for p in pages} for t in train + val)
+
+
+TRANSLATION = """Package: grep-like
+Description-md5: 0
+Description-en: search files for lines matching a pattern
+ Searches the named input files for lines containing a match to the given
+ pattern.
+ .
+ It prints each matching line.
+
+Package: libxml-tool
+Description-en: XML parsing library
+ A small library that reads XML.
+
+"""
+
+
+def test_package_descriptions_read_apts_translation_files(tmp_path):
+    import gzip
+
+    (tmp_path / "deb_main_i18n_Translation-en.gz").write_bytes(gzip.compress(TRANSLATION.encode()))
+    assert list(package_descriptions(tmp_path)) == [
+        ("grep-like", "search files for lines matching a pattern",
+         "Searches the named input files for lines containing a match to the given\npattern.\n\nIt prints each "
+         "matching line."),
+        ("libxml-tool", "XML parsing library", "A small library that reads XML.")]
+    with pytest.raises(FileNotFoundError, match="Acquire::Languages=en"):
+        list(package_descriptions(tmp_path / "empty"))
+
+
+def test_package_pairs_skip_python_and_copies_of_a_description():
+    def body(what: str) -> str:
+        return f"A tool that {what}.\n\n" + "More about it. " * 30
+
+    packages = [(f"tool{i}", f"summary of tool {i}", body(f"does task {i}")) for i in range(30)]
+    packages += [("tool0-dev", "development files of tool 0", body("does task 0")),  # same first paragraph
+                 ("pyfoo", "library for Python 3", body("wraps foo")), ("tiny", "short description", "x")]
+    train, val = package_triplets(packages, val_fraction=0.1, seed=1)
+    rows = train + val
+    assert len(rows) == 30 and len(val) == 3 and not {t.positive for t in train} & {t.positive for t in val}
+    assert {t.extra["name"] for t in rows} == {f"tool{i}" for i in range(30)}
+    assert all(t.negatives[0] != t.positive and t.dataset == "package" for t in rows)
 
 
 def test_default_config_loads():
