@@ -196,16 +196,23 @@ def split_manpage(page: str) -> tuple[str, str] | None:
 def manpage_triplets(pages: list[tuple[str, str, str]], val_fraction: float = 0.05,
                      seed: int = 0) -> tuple[list, list]:
     """Summary -> its page, another page as negative (mined later); split by page."""
-    rng = random.Random(seed)
     pages = [p for p in pages if len(p[1]) > 8 and len(p[2]) > 1000]
-    rng.shuffle(pages)
-    n_val = max(1, int(len(pages) * val_fraction))
+    return _summary_pairs(pages, "manpage", val_fraction, seed)
+
+
+def _summary_pairs(items: list[tuple[str, str, str]], dataset: str, val_fraction: float,
+                   seed: int) -> tuple[list, list]:
+    """(name, summary, text) items, shuffled and split by item, as summary -> text triplets with another item's
+    text as negative."""
+    rng = random.Random(seed)
+    rng.shuffle(items)
+    n_val = max(1, int(len(items) * val_fraction))
 
     def build(part: list) -> list[Triplet]:
-        return [Triplet(summary, text, [part[(i + rng.randrange(1, len(part))) % len(part)][2]], LONGDOC, "manpage",
+        return [Triplet(summary, text, [part[(i + rng.randrange(1, len(part))) % len(part)][2]], LONGDOC, dataset,
                         {"name": name}) for i, (name, summary, text) in enumerate(part)]
 
-    return build(pages[n_val:]), build(pages[:n_val])
+    return build(items[n_val:]), build(items[:n_val])
 
 
 # Debian's package descriptions: a one-line summary ("utility to recursively search files for patterns") and a
@@ -235,7 +242,6 @@ def package_triplets(packages: list[tuple[str, str, str]], val_fraction: float =
     """Summary -> long description, another package's as negative; split by package. Packages about Python are
     left out (the demo corpus is Python's documentation), and of packages sharing a description's first paragraph
     (a library and its -dev, -doc, ... packages) only the first by name is kept."""
-    rng = random.Random(seed)
     kept, seen = [], set()
     for name, summary, body in sorted(packages):
         first = body.split("\n\n")[0]
@@ -243,14 +249,7 @@ def package_triplets(packages: list[tuple[str, str, str]], val_fraction: float =
             continue
         seen.add(first)
         kept.append((name, summary, body))
-    rng.shuffle(kept)
-    n_val = max(1, int(len(kept) * val_fraction))
-
-    def build(part: list) -> list[Triplet]:
-        return [Triplet(summary, body, [part[(i + rng.randrange(1, len(part))) % len(part)][2]], LONGDOC, "package",
-                        {"name": name}) for i, (name, summary, body) in enumerate(part)]
-
-    return build(kept[n_val:]), build(kept[:n_val])
+    return _summary_pairs(kept, "package", val_fraction, seed)
 
 
 def _title(text: str) -> str:
