@@ -1,6 +1,7 @@
 """Build training data into data/train/: ReasonAug triplets (from ../shared/data/reasonaug), long-document
 pairs + raw text from the Debian packages linux-doc-6.1 and debian-reference-en, plain-language pairs from the
-manual pages of manpages, manpages-dev and perl-doc, and *-mined.jsonl copies with BM25-mined hard negatives."""
+manual pages of manpages, manpages-dev and perl-doc, Debian's package descriptions (when apt has its English
+descriptions), and *-mined.jsonl copies with BM25-mined hard negatives."""
 
 import argparse
 from pathlib import Path
