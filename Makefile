@@ -77,7 +77,8 @@ bench-train-quality: install
 
 # Dense vs lexical vs hybrid on the demo corpus (README, Search modes). indexes/demo-cmp is built once from corpus/
 # (written if missing; default model on 2 CPU cores: ~20 min with AMX-BF16, ~1 h 45 min without) and reused.
-# COMPARE_ARGS="--queries tests/data/demo_queries_heldout.jsonl" scores the 87 held-out queries instead of the 44.
+# COMPARE_ARGS="--queries tests/data/demo_queries_heldout.jsonl" scores the 87 held-out queries instead of the 44
+# (demo_queries_fresh.jsonl: the 65 fresh ones).
 .PHONY: compare-modes
 compare-modes: install
 	$(BIN)/python scripts/compare_modes.py --index indexes/demo-cmp --corpus corpus $(COMPARE_ARGS)

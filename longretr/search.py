@@ -85,7 +85,9 @@ class Searcher:
         self._paths = docs.column("path").to_pylist()
         self._texts = docs.column("text")
         self._passages = docs.column(store.PASSAGES.name)
-        self._n_tokens = docs.column("n_tokens").to_pylist()
+        # documents whose first other vector is a lead (hybrid fusion reads it back: _for_fusion)
+        vids, n_tokens = docs.column("vid").to_pylist(), docs.column("n_tokens").to_pylist()
+        self._lead_vids = np.array([v for v, n in zip(vids, n_tokens) if embedder.config.lead_for(n)], dtype="int64")
 
     @property
     def count(self) -> int:
@@ -152,8 +154,7 @@ class Searcher:
         back from the flat index."""
         vids = np.fromiter(best, dtype="int64", count=len(best))
         doc = store.vectors_for(self.snapshot.index, vids) @ query
-        lead_for = self.embedder.config.lead_for
-        has_lead = np.array([bool(lead_for(self._n_tokens[self._rows[v]])) for v in best], dtype=bool)
+        has_lead = np.isin(vids, self._lead_vids)
         leads = store.vectors_for(self.snapshot.index, store.other_ids(vids[has_lead], 0)) @ query
         doc[has_lead] = np.maximum(doc[has_lead], leads)
         scores = fusion_scores(np.fromiter(best.values(), dtype="float32", count=len(best)), doc)

@@ -207,6 +207,7 @@ def _summary_pairs(items: list[tuple[str, str, str]], dataset: str, val_fraction
     """(name, summary, text) items, shuffled and split by item, as summary -> text triplets with another item's
     text as negative."""
     rng = random.Random(seed)
+    items = list(items)  # the caller's list keeps its order
     rng.shuffle(items)
     n_val = max(1, int(len(items) * val_fraction))
 
