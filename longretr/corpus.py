@@ -1,5 +1,6 @@
-"""Read a folder of documents: .txt/.md/.rst files (one document each) and .jsonl/.parquet files
-(one document per row, columns id, text and optional title)."""
+"""Read a folder of documents: .txt/.md/.rst and .html/.htm files (one document each; HTML is
+reduced to its visible text) and .jsonl/.parquet files (one document per row, columns id, text and
+optional title)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from bs4 import BeautifulSoup, NavigableString
 
 TEXT_SUFFIXES = {".txt", ".md", ".rst"}
+HTML_SUFFIXES = {".html", ".htm"}
 TABLE_SUFFIXES = {".jsonl", ".parquet"}
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a text file this large is almost surely not one document
 
@@ -56,7 +59,7 @@ def iter_files(root: Path) -> Iterator[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             path = Path(dirpath) / name
-            if path.suffix.lower() in TEXT_SUFFIXES | TABLE_SUFFIXES and not name.startswith("."):
+            if path.suffix.lower() in TEXT_SUFFIXES | HTML_SUFFIXES | TABLE_SUFFIXES and not name.startswith("."):
                 yield path
 
 
@@ -92,6 +95,11 @@ def read_file(path: Path, base: Path) -> list[Document]:
         if not text.strip():
             raise SkipFile("empty file")
         return [Document(rel, text, _title(text, path), rel, _sha(text), st.st_size, st.st_mtime)]
+    if suffix in HTML_SUFFIXES:
+        text, title = _html_text(raw)
+        if not text.strip():
+            raise SkipFile("no visible text in the HTML")
+        return [Document(rel, text, title or path.stem, rel, _sha(text), st.st_size, st.st_mtime)]
     rows = _jsonl_rows(raw) if suffix == ".jsonl" else _parquet_rows(path)
     docs, ids = [], set()
     for n, row in enumerate(rows, 1):
@@ -118,6 +126,34 @@ def _decode(raw: bytes) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise SkipFile(f"invalid UTF-8 at byte {e.start}") from e
+
+
+_INVISIBLE = ["script", "style", "noscript", "template", "head"]
+# Elements that start a new line; inline ones (a, code, em, span...) stay inside their sentence.
+_BLOCKS = ["address", "article", "aside", "blockquote", "caption", "dd", "div", "dl", "dt", "figcaption", "figure",
+           "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre",
+           "section", "table", "td", "th", "tr", "ul"]
+
+
+def _html_text(raw: bytes) -> tuple[str, str]:
+    """The visible text of an HTML page, one line per block element or <pre> line (other whitespace collapsed
+    as a browser does), and its <title>. BeautifulSoup reads the charset from the page or guesses it."""
+    if b"\x00" in raw[:8192]:
+        raise SkipFile("binary file (NUL bytes)")
+    soup = BeautifulSoup(raw, "html.parser")
+    title = " ".join(soup.title.get_text().split()) if soup.title else ""
+    for tag in soup(_INVISIBLE):
+        tag.decompose()
+    for node in soup.find_all(string=True):
+        if type(node) is NavigableString and not node.find_parent("pre"):
+            node.replace_with(re.sub(r"\s+", " ", node))
+    for tag in soup(_BLOCKS):
+        tag.insert_before("\n")
+        tag.append("\n")
+    for tag in soup("br"):
+        tag.replace_with("\n")
+    lines = (line.strip() for line in soup.get_text().splitlines())
+    return "\n".join(line for line in lines if line), title
 
 
 def _jsonl_rows(raw: bytes) -> list[dict]:

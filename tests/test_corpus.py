@@ -30,6 +30,27 @@ def test_reads_text_files_and_tables(tmp_path):
     assert [d.sha256 for d in read_corpus(tmp_path)] == [d.sha256 for d in read_corpus(tmp_path)]
 
 
+def test_html_pages_are_read_as_their_visible_text(tmp_path):
+    (tmp_path / "page.html").write_text(
+        "<!DOCTYPE html><html><head><title>11.8. Partial\n Indexes</title><style>p {color: red}</style></head>"
+        "<body><div class='nav'>Prev <a href='x.html'>Up</a></div><!-- hidden remark -->"
+        "<h1>Partial Indexes</h1><p>A partial\n   index is built over a <code>subset</code> of a table.</p>"
+        "<pre>CREATE INDEX i ON t (c)\n    WHERE c IS NULL;</pre><ul><li>one</li><li>two<br>lines</li></ul>"
+        "<script>var secret = 1;</script></body></html>")
+    (tmp_path / "old.htm").write_bytes(
+        b'<html><head><meta charset="iso-8859-1"></head><body><p>caf\xe9 cr\xe8me</p></body></html>')
+    (tmp_path / "blank.html").write_text("<html><head><title>Nothing</title></head><body> <script>x()</script></body>")
+    skipped: list[str] = []
+    docs = {d.id: d for d in read_corpus(tmp_path, skipped=skipped)}
+    assert set(docs) == {"page.html", "old.htm"} and skipped == [str(tmp_path / "blank.html")]
+    page = docs["page.html"]
+    assert page.title == "11.8. Partial Indexes"
+    assert page.text.splitlines() == [
+        "Prev Up", "Partial Indexes", "A partial index is built over a subset of a table.",
+        "CREATE INDEX i ON t (c)", "WHERE c IS NULL;", "one", "two", "lines"]
+    assert docs["old.htm"].text == "caf\xe9 cr\xe8me" and docs["old.htm"].title == "old"
+
+
 def test_bad_files_are_named_and_skipped(tmp_path, capsys):
     (tmp_path / "good.txt").write_text("fine")
     (tmp_path / "binary.txt").write_bytes(b"abc\x00def")
