@@ -86,3 +86,16 @@ def test_demo_query_sets_point_at_demo_pages_without_naming_them():
         module = row["relevant"].removesuffix(".txt")
         assert module in modules, row
         assert not re.search(rf"\b{re.escape(module)}\b", row["text"], re.IGNORECASE), row
+
+
+def test_pgdocs_queries_point_at_listed_pages_without_naming_them():
+    data = Path(__file__).parent / "data"
+    pages = data.joinpath("pgdocs_pages.txt").read_text().split()
+    rows = [json.loads(line) for line in data.joinpath("pgdocs_queries.jsonl").read_text().splitlines()]
+    assert len(pages) == len(set(pages)) == 300 and len(rows) == 70
+    assert len({row["id"] for row in rows}) == len({row["relevant"] for row in rows}) == len(rows)
+    for row in rows:
+        assert row["relevant"] in pages, row
+        stem = row["relevant"].removesuffix(".html")
+        names = {stem.replace("-", " "), re.sub(r"^(app|sql)-", "", stem)}
+        assert not any(re.search(rf"\b{re.escape(name)}\b", row["text"], re.IGNORECASE) for name in names), row
