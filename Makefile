@@ -83,5 +83,13 @@ bench-train-quality: install
 compare-modes: install
 	$(BIN)/python scripts/compare_modes.py --index indexes/demo-cmp --corpus corpus $(COMPARE_ARGS)
 
+# The same on 300 long pages of the PostgreSQL 15 manual with 70 known-item queries (README, Search modes). Needs
+# Debian's postgresql-doc-15 (apt-get install postgresql-doc-15); indexes/pgdocs is built once (~20 min with AMX-BF16).
+.PHONY: compare-pgdocs
+compare-pgdocs: install
+	$(BIN)/python scripts/build_pgdocs_corpus.py
+	$(BIN)/python scripts/compare_modes.py --index indexes/pgdocs --corpus data/pgdocs \
+		--queries tests/data/pgdocs_queries.jsonl --out results/compare_pgdocs $(COMPARE_ARGS)
+
 clean:
 	rm -rf $(VENV) corpus indexes/demo

@@ -21,7 +21,7 @@ def _fail(message: str) -> None:
 
 @app.command()
 def index(
-    corpus: Path = typer.Argument(..., help="Folder (or file) of .txt/.md/.rst/.html/.jsonl/.parquet documents."),
+    corpus: Path = typer.Argument(..., help="Folder (or file) of .txt/.md/.rst/.html/.pdf/.jsonl/.parquet documents."),
     index: Path = INDEX_OPT,
     model: str = typer.Option("default", "--model", "-m", help="Model config name or .toml path."),
     rebuild: bool = typer.Option(False, help="Re-encode everything instead of updating incrementally."),

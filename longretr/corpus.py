@@ -1,10 +1,11 @@
-"""Read a folder of documents: .txt/.md/.rst and .html/.htm files (one document each; HTML is
-reduced to its visible text) and .jsonl/.parquet files (one document per row, columns id, text and
-optional title)."""
+"""Read a folder of documents: .txt/.md/.rst, .html/.htm and .pdf files (one document each; HTML is
+reduced to its visible text, a PDF to the text of its pages) and .jsonl/.parquet files (one document
+per row, columns id, text and optional title)."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -14,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from bs4 import BeautifulSoup, NavigableString
 
 TEXT_SUFFIXES = {".txt", ".md", ".rst"}
 HTML_SUFFIXES = {".html", ".htm"}
+PDF_SUFFIXES = {".pdf"}
 TABLE_SUFFIXES = {".jsonl", ".parquet"}
+SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES | TABLE_SUFFIXES
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a text file this large is almost surely not one document
 
 
@@ -59,7 +61,7 @@ def iter_files(root: Path) -> Iterator[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             path = Path(dirpath) / name
-            if path.suffix.lower() in TEXT_SUFFIXES | HTML_SUFFIXES | TABLE_SUFFIXES and not name.startswith("."):
+            if path.suffix.lower() in SUFFIXES and not name.startswith("."):
                 yield path
 
 
@@ -95,10 +97,8 @@ def read_file(path: Path, base: Path) -> list[Document]:
         if not text.strip():
             raise SkipFile("empty file")
         return [Document(rel, text, _title(text, path), rel, _sha(text), st.st_size, st.st_mtime)]
-    if suffix in HTML_SUFFIXES:
-        text, title = _html_text(raw)
-        if not text.strip():
-            raise SkipFile("no visible text in the HTML")
+    if suffix in HTML_SUFFIXES | PDF_SUFFIXES:
+        text, title = _html_text(raw) if suffix in HTML_SUFFIXES else _pdf_text(raw)
         return [Document(rel, text, title or path.stem, rel, _sha(text), st.st_size, st.st_mtime)]
     rows = _jsonl_rows(raw) if suffix == ".jsonl" else _parquet_rows(path)
     docs, ids = [], set()
@@ -138,6 +138,8 @@ _BLOCKS = ["address", "article", "aside", "blockquote", "caption", "dd", "div", 
 def _html_text(raw: bytes) -> tuple[str, str]:
     """The visible text of an HTML page, one line per block element or <pre> line (other whitespace collapsed
     as a browser does), and its <title>. BeautifulSoup reads the charset from the page or guesses it."""
+    from bs4 import BeautifulSoup, NavigableString  # imported here: most corpora have no HTML
+
     if b"\x00" in raw[:8192]:
         raise SkipFile("binary file (NUL bytes)")
     soup = BeautifulSoup(raw, "html.parser")
@@ -153,7 +155,30 @@ def _html_text(raw: bytes) -> tuple[str, str]:
     for tag in soup("br"):
         tag.replace_with("\n")
     lines = (line.strip() for line in soup.get_text().splitlines())
-    return "\n".join(line for line in lines if line), title
+    text = "\n".join(line for line in lines if line)
+    if not text:
+        raise SkipFile("no visible text in the HTML")
+    return text, title
+
+
+def _pdf_text(raw: bytes) -> tuple[str, str]:
+    """The text of a PDF's pages (pypdf's extraction; pages separated by a blank line) and its /Title."""
+    from pypdf import PdfReader  # imported here: most corpora have no PDFs
+
+    try:
+        reader = PdfReader(io.BytesIO(raw))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise SkipFile("encrypted PDF (it needs a password to open)")
+        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+        title = str((reader.metadata.title if reader.metadata else None) or "").strip()
+    except SkipFile:
+        raise
+    except Exception as e:  # pypdf raises many types for damaged files
+        raise SkipFile(f"not a readable PDF ({type(e).__name__}: {e})") from e
+    text = "\n\n".join(page for page in pages if page)
+    if not text:
+        raise SkipFile(f"no text in its {len(pages)} page(s) (a scanned PDF needs OCR first)")
+    return text, title
 
 
 def _jsonl_rows(raw: bytes) -> list[dict]:

@@ -86,13 +86,14 @@ def minilm_reference(corpus: Path, ids: list[str], queries: list[dict], k: int =
     documents are not files under `corpus` (e.g. rows of a .jsonl)."""
     import numpy as np
 
+    from longretr.corpus import read_file
     from longretr.evaluate.baselines import ChunkedMiniLMScorer
     from longretr.evaluate.data import RetrievalSet
 
     if not all((corpus / i).is_file() for i in ids):
         print(f"minilm reference skipped: the index's documents are not all files under {corpus}", file=sys.stderr)
         return None
-    docs = {i: (corpus / i).read_text(errors="replace") for i in ids}
+    docs = {i: read_file(corpus / i, corpus)[0].text for i in ids}  # the text the index saw (HTML: visible text)
     s = RetrievalSet("known-item", "test", docs, {q["id"]: q["text"] for q in queries},
                      {q["id"]: {q["relevant"]: 1} for q in queries})
     scored = ChunkedMiniLMScorer(256).score(s, progress=False)

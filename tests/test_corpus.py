@@ -1,3 +1,4 @@
+import io
 import json
 import os
 import re
@@ -49,6 +50,47 @@ def test_html_pages_are_read_as_their_visible_text(tmp_path):
         "Prev Up", "Partial Indexes", "A partial index is built over a subset of a table.",
         "CREATE INDEX i ON t (c)", "WHERE c IS NULL;", "one", "two", "lines"]
     assert docs["old.htm"].text == "caf\xe9 cr\xe8me" and docs["old.htm"].title == "old"
+
+
+def _pdf(pages: list[str], title: str | None = None) -> bytes:
+    """A real PDF with one line of text per page, written by matplotlib's PDF backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    buf = io.BytesIO()
+    with PdfPages(buf, metadata={"Title": title} if title else None) as pdf:
+        for text in pages:
+            fig = plt.figure()
+            fig.text(0.1, 0.5, text)
+            pdf.savefig(fig)
+            plt.close(fig)
+    return buf.getvalue()
+
+
+def test_pdfs_are_read_as_the_text_of_their_pages(tmp_path, capsys):
+    from pypdf import PdfReader, PdfWriter
+
+    (tmp_path / "manual.pdf").write_bytes(_pdf(["A partial index covers some rows.", "Predicates pick them."],
+                                              title="Partial Indexes"))
+    (tmp_path / "untitled.PDF").write_bytes(_pdf(["one page"]))
+    locked = PdfWriter(clone_from=PdfReader(io.BytesIO(_pdf(["secret text"]))))
+    locked.encrypt("password")
+    with open(tmp_path / "locked.pdf", "wb") as f:
+        locked.write(f)
+    (tmp_path / "scanned.pdf").write_bytes(_pdf([""]))
+    (tmp_path / "truncated.pdf").write_bytes(_pdf(["cut short"])[:200])
+    skipped: list[str] = []
+    docs = {d.id: d for d in read_corpus(tmp_path, skipped=skipped)}
+    assert set(docs) == {"manual.pdf", "untitled.PDF"} and len(skipped) == 3
+    assert docs["manual.pdf"].title == "Partial Indexes"
+    assert docs["manual.pdf"].text == "A partial index covers some rows.\n\nPredicates pick them."
+    assert docs["untitled.PDF"].title == "untitled" and docs["untitled.PDF"].text == "one page"
+    err = capsys.readouterr().err
+    for name, reason in [("locked.pdf", "encrypted"), ("scanned.pdf", "OCR"), ("truncated.pdf", "not a readable PDF")]:
+        assert any(name in line and reason in line for line in err.splitlines()), (name, err)
 
 
 def test_bad_files_are_named_and_skipped(tmp_path, capsys):
