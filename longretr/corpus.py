@@ -65,15 +65,17 @@ def iter_files(root: Path) -> Iterator[Path]:
                 yield path
 
 
-def read_corpus(root: Path | str, skipped: list[str] | None = None) -> Iterator[Document]:
+def read_corpus(root: Path | str, skipped: list[str] | None = None, progress: bool = False) -> Iterator[Document]:
     """Every document under root (a folder or a single file); unreadable files get one warning line
-    and are appended to `skipped`."""
+    and are appended to `skipped`. `progress` shows a bar over the files (PDFs take seconds each to read)."""
+    from tqdm.auto import tqdm
+
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"{root}: no such file or folder")
-    files = [root] if root.is_file() else iter_files(root)
+    files = [root] if root.is_file() else list(iter_files(root))
     base = root.parent if root.is_file() else root
-    for path in files:
+    for path in tqdm(files, desc="reading", unit="file", disable=not progress, leave=False):
         try:
             yield from read_file(path, base)
         except SkipFile as e:

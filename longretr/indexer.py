@@ -82,7 +82,7 @@ def index_corpus(
                 f"({fingerprint}); pass --rebuild to re-encode everything, or use another --index"
             )
         skipped: list[str] = []
-        docs = _unique(read_corpus(root, skipped=skipped))
+        docs = _unique(read_corpus(root, skipped=skipped, progress=progress))
         old_rows = {} if old is None else \
             {r["id"]: r for r in old.docs.select(["id", "vid", "sha256", "path"]).to_pylist()}
         todo = [d for d in docs if d.id not in old_rows or old_rows[d.id]["sha256"] != d.sha256]

@@ -31,6 +31,16 @@ def test_reads_text_files_and_tables(tmp_path):
     assert [d.sha256 for d in read_corpus(tmp_path)] == [d.sha256 for d in read_corpus(tmp_path)]
 
 
+def test_reading_shows_progress_over_files(tmp_path, capsys):
+    for n in range(3):
+        (tmp_path / f"{n}.txt").write_text(f"document {n}")
+    assert len(list(read_corpus(tmp_path, progress=True))) == 3
+    err = capsys.readouterr().err
+    assert "reading" in err and "0/3 " in err  # the bar counts the files found
+    list(read_corpus(tmp_path))
+    assert capsys.readouterr().err == ""
+
+
 def test_html_pages_are_read_as_their_visible_text(tmp_path):
     (tmp_path / "page.html").write_text(
         "<!DOCTYPE html><html><head><title>11.8. Partial\n Indexes</title><style>p {color: red}</style></head>"
