@@ -101,7 +101,7 @@ def load_backbone(
     if cfg.adapter:
         from .adapters import merge_adapter
 
-        model = merge_adapter(model, cfg.adapter, family)
+        model = merge_adapter(model, cfg.adapters, family)
     if cfg.backbone.startswith(REMOTE_PREFIX):
         model = LastHiddenState(model)
     set_causal(model, causal)

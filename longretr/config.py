@@ -28,7 +28,9 @@ class ModelConfig:
     max_tokens: int = 8192
     dtype: str = "auto"
     query_instruction: str = ""
-    adapter: str = ""  # path to a PEFT/LoRA adapter folder, "" for none
+    # Path to a PEFT/LoRA adapter folder, "" for none; or a list of them, merged as their average (a "model soup":
+    # the mean of their weight deltas; adapters.soup).
+    adapter: str | tuple[str, ...] = ""
     # > 0: a document longer than this many tokens also gets a second vector, of its first lead_tokens tokens,
     # and scores the higher of its two cosines. A whole document's mean dilutes its title and summary; the lead
     # keeps them (docs/training-studies.md, "Document vectors": it raised dense retrieval on three sets of long
@@ -45,6 +47,10 @@ class ModelConfig:
     span_tokens: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.adapter, str):
+            object.__setattr__(self, "adapter", tuple(self.adapter))  # a TOML list; a tuple keeps the config frozen
+            if not self.adapter or not all(isinstance(a, str) and a for a in self.adapter):
+                raise ValueError(f"config {self.name}: adapter must be a path or a non-empty list of paths")
         if self.attention not in ("bidirectional", "causal"):
             raise ValueError(f"config {self.name}: attention must be bidirectional or causal, got {self.attention!r}")
         if self.pooling not in ("mean", "last"):
@@ -60,6 +66,11 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        """The adapter folders, none, one, or several averaged."""
+        return (self.adapter,) if isinstance(self.adapter, str) else self.adapter
 
     def to_toml(self) -> str:
         """The config as a TOML file that `load_config` reads back to an equal config."""
@@ -106,7 +117,8 @@ class ModelConfig:
         if self.has_spans:
             values["span_vectors"] = self.span_tokens
         if self.adapter:  # by content, so the same adapter matches wherever it is checked out
-            values["adapter"] = _hash_folder(Path(self.adapter))
+            hashes = [_hash_folder(Path(a)) for a in self.adapters]
+            values["adapter"] = hashes[0] if isinstance(self.adapter, str) else hashes
         payload = json.dumps(values, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -136,8 +148,10 @@ def config_from_file(path: Path) -> ModelConfig:
     if unknown:
         raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(f.name for f in fields(ModelConfig))}")
     data.setdefault("name", path.stem)
-    if data.get("adapter") and not Path(data["adapter"]).is_absolute():
-        data["adapter"] = str((path.parent / data["adapter"]).resolve())
+    if isinstance(data.get("adapter"), str) and data["adapter"]:
+        data["adapter"] = str((path.parent / data["adapter"]).resolve())  # as written if absolute
+    elif isinstance(data.get("adapter"), list):
+        data["adapter"] = [str((path.parent / a).resolve()) if isinstance(a, str) else a for a in data["adapter"]]
     return ModelConfig(**data)
 
 

@@ -634,6 +634,48 @@ def test_native_adapter_made_by_peft_matches_peft_merge(checkpoints, tmp_path):
     assert torch.allclose(ours[real], expected[real], atol=1e-4)
 
 
+def test_a_list_of_adapters_is_merged_as_their_average(checkpoints, tmp_path):
+    """A model soup: W + mean_i (alpha_i / r_i) B_i A_i, for adapters of different ranks and alphas."""
+    folder = checkpoints["dream"]
+    targets = {f"layers.{i}.self_attn.{m}": (H if m == "q_proj" else N_KV * HEAD_DIM, H)
+               for i in range(N_LAYERS) for m in ("q_proj", "v_proj")}
+    first = write_lora(tmp_path / "a", targets, prefix="model.", r=4, alpha=8, seed=1)
+    second = write_lora(tmp_path / "b", targets, prefix="model.", r=2, alpha=8, seed=2)
+    model, _ = load(folder, adapter=(str(tmp_path / "a"), str(tmp_path / "b")))
+    sd = original_tensors(folder)
+    for module in targets:
+        (a1, b1), (a2, b2) = first[module], second[module]
+        sd[f"model.{module}.weight"] = sd[f"model.{module}.weight"] + (2.0 * b1 @ a1 + 4.0 * b2 @ a2) / 2
+    cfg = json.loads((folder / "config.json").read_text())
+    ids, _ = token_batch(*ORDINARY, [14])
+    with torch.no_grad():
+        ours = model(input_ids=ids).last_hidden_state
+        alone = load(folder, adapter=str(tmp_path / "a"))[0](input_ids=ids).last_hidden_state
+        twice = load(folder, adapter=(str(tmp_path / "a"),) * 2)[0](input_ids=ids).last_hidden_state
+    assert torch.allclose(ours, qwen_style_reference(sd, cfg, ids), atol=1e-4)
+    assert torch.allclose(twice, alone, atol=1e-5)  # the average of one adapter with itself is that adapter
+    write_lora(tmp_path / "c", dict(list(targets.items())[:1]), prefix="model.")
+    with pytest.raises(CheckpointError, match="adapts other modules"):
+        load(folder, adapter=(str(tmp_path / "a"), str(tmp_path / "c")))
+
+
+def test_adapter_lists_in_configs(tmp_path):
+    (tmp_path / "one.toml").write_text('backbone = "x"\nadapter = "ad/a"\n')
+    (tmp_path / "two.toml").write_text('backbone = "x"\nadapter = ["ad/a", "/abs/b"]\n')
+    for name in ("a", "b"):
+        write_lora(tmp_path / "ad" / name, {"layers.0.self_attn.q_proj": (H, H)}, prefix="model.")
+    one, two = load_config(tmp_path / "one.toml"), load_config(tmp_path / "two.toml")
+    assert one.adapters == (str(tmp_path / "ad" / "a"),)
+    assert two.adapter == (str(tmp_path / "ad" / "a"), "/abs/b") == two.adapters
+    (tmp_path / "back.toml").write_text(two.to_toml())
+    assert load_config(tmp_path / "back.toml") == two
+    soup = ModelConfig(name="s", backbone="x", adapter=[str(tmp_path / "ad" / "a"), str(tmp_path / "ad" / "b")])
+    assert soup.fingerprint() not in {one.fingerprint(), ModelConfig(name="b", backbone="x",
+                                                                      adapter=str(tmp_path / "ad" / "b")).fingerprint()}
+    with pytest.raises(ValueError, match="non-empty list"):
+        ModelConfig(name="e", backbone="x", adapter=[])
+
+
 def test_adapter_for_another_model_is_refused(checkpoints, tmp_path):
     write_lora(tmp_path / "adapter", {"transformer.blocks.0.att_proj": (3 * H, H)}, prefix="model.")
     with pytest.raises(CheckpointError, match="adapter.*do not exist"):
