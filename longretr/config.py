@@ -148,10 +148,12 @@ def config_from_file(path: Path) -> ModelConfig:
     if unknown:
         raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(f.name for f in fields(ModelConfig))}")
     data.setdefault("name", path.stem)
-    if isinstance(data.get("adapter"), str) and data["adapter"]:
-        data["adapter"] = str((path.parent / data["adapter"]).resolve())  # as written if absolute
-    elif isinstance(data.get("adapter"), list):
-        data["adapter"] = [str((path.parent / a).resolve()) if isinstance(a, str) else a for a in data["adapter"]]
+    def beside(a):  # a relative adapter path is relative to the config file; others stay as written
+        return str((path.parent / a).resolve()) if isinstance(a, str) and a and not Path(a).is_absolute() else a
+
+    adapter = data.get("adapter")
+    if adapter:
+        data["adapter"] = [beside(a) for a in adapter] if isinstance(adapter, list) else beside(adapter)
     return ModelConfig(**data)
 
 
