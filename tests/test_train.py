@@ -208,7 +208,7 @@ def test_shipped_adapters_fit_the_same_backbone():
         with safe_open(folder / "adapter_model.safetensors", "pt") as f:
             return {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
 
-    default = Path(load_config("default").adapter)
+    default = Path(load_config("default").adapters[0])
     folders = [p for p in default.parent.iterdir() if (p / "adapter_model.safetensors").exists()]
     assert len(folders) >= 2 and all((p / "GEMMA_NOTICE.txt").exists() for p in folders)
     for folder in folders:
