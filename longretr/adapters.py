@@ -23,16 +23,15 @@ ENCODER_PREFIX = {r"^model\.(?=(layers|embed_tokens|norm)\.)": ""}
 PEFT_PREFIX = "base_model.model."
 
 
-def merge_adapter(model: torch.nn.Module, adapter: str | Path | Sequence[str | Path], family: Family
-                  ) -> torch.nn.Module:
-    """The backbone with the adapter's weights merged in; a clear error if any adapter tensor has no home.
+def merge_adapter(model: torch.nn.Module, adapters: Sequence[str | Path], family: Family) -> torch.nn.Module:
+    """The backbone with the adapters' weights merged in; a clear error if any adapter tensor has no home.
 
     Several adapters (of the same modules) are merged as their average, a "model soup" (Wortsman et al. 2022): the
     mean of their weight deltas, exactly, as one LoRA of their summed rank (`soup`)."""
     from peft import PeftModel
     from peft.utils import set_peft_model_state_dict
 
-    paths = [Path(adapter)] if isinstance(adapter, (str, Path)) else [Path(a) for a in adapter]
+    paths = [Path(a) for a in adapters]
     loaded = [_load(path, model, family) for path in paths]
     config, weights = loaded[0] if len(loaded) == 1 else soup(loaded, paths)
     config.inference_mode = True

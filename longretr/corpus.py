@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
 TEXT_SUFFIXES = {".txt", ".md", ".rst"}
 HTML_SUFFIXES = {".html", ".htm"}
@@ -68,8 +69,6 @@ def iter_files(root: Path) -> Iterator[Path]:
 def read_corpus(root: Path | str, skipped: list[str] | None = None, progress: bool = False) -> Iterator[Document]:
     """Every document under root (a folder or a single file); unreadable files get one warning line
     and are appended to `skipped`. `progress` shows a bar over the files (PDFs take seconds each to read)."""
-    from tqdm.auto import tqdm
-
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"{root}: no such file or folder")
