@@ -1,0 +1,60 @@
+"""Compare a candidate model with a baseline over several known-item query sets, from compare_modes.py's JSON.
+
+Each --pair is BASE CANDIDATE, two compare_modes.json files for the same queries (same query ids). Printed per set
+and mode: both MRR@10 and how many queries ranked their document higher / lower under the candidate; then each
+mode's query-weighted mean over all the sets (the figure a decision rule over several sets reads).
+
+    .venv/bin/python scripts/compare_runs.py \\
+        --pair runs/pgdocs/compare_modes.json runs/pgdocs-soup/compare_modes.json \\
+        --pair runs/fresh/compare_modes.json runs/fresh-soup/compare_modes.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+MODES = ("dense", "hybrid")
+
+
+def reciprocal(rank: int | None) -> float:
+    return 1.0 / rank if rank else 0.0
+
+
+def compare(base: dict, cand: dict) -> dict:
+    """Per mode: MRR@10 of each, queries up / down, and the query count."""
+    if base["query_ids"] != cand["query_ids"]:
+        raise SystemExit("the two runs scored different queries")
+    out = {}
+    for mode in MODES:
+        b, c = base["runs"][mode]["ranks"], cand["runs"][mode]["ranks"]
+        up = sum(reciprocal(y) > reciprocal(x) for x, y in zip(b, c))
+        down = sum(reciprocal(y) < reciprocal(x) for x, y in zip(b, c))
+        out[mode] = {"base": base["runs"][mode]["mrr@10"], "candidate": cand["runs"][mode]["mrr@10"],
+                     "up": up, "down": down, "queries": len(b)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pair", nargs=2, type=Path, action="append", required=True, metavar=("BASE", "CANDIDATE"))
+    args = ap.parse_args(argv)
+    rows = [(cand.parent.name, compare(json.loads(base.read_text()), json.loads(cand.read_text())))
+            for base, cand in args.pair]
+    print("| set | mode | queries | base MRR@10 | candidate MRR@10 | up / down |")
+    print("|---|---|---|---|---|---|")
+    for name, r in rows:
+        for mode in MODES:
+            m = r[mode]
+            print(f"| {name} | {mode} | {m['queries']} | {m['base']:.3f} | {m['candidate']:.3f} | "
+                  f"{m['up']} / {m['down']} |")
+    for mode in MODES:
+        n = sum(r[mode]["queries"] for _, r in rows)
+        base = sum(r[mode]["base"] * r[mode]["queries"] for _, r in rows) / n
+        cand = sum(r[mode]["candidate"] * r[mode]["queries"] for _, r in rows) / n
+        print(f"{mode}, all {n} queries (query-weighted): base {base:.4f}, candidate {cand:.4f}")
+
+
+if __name__ == "__main__":
+    main()
