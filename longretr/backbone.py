@@ -98,7 +98,7 @@ def load_backbone(
             sub._attn_implementation = IMPLEMENTATION
         model = family.load(source, hf_config, dtype)
         tokenizer = load_tokenizer(source, family, raw)
-    if cfg.adapter:
+    if cfg.adapters:
         from .adapters import merge_adapter
 
         model = merge_adapter(model, cfg.adapters, family)

@@ -24,7 +24,7 @@ class ModelEntry:
     max_tokens: int | None = None
     attention: str = ""
     pooling: str = ""
-    adapter: str | tuple[str, ...] = ""
+    adapters: tuple[str, ...] = ()  # averaged when several
     weights: str = ""  # where the weights are, or why they are not usable yet
     error: str = ""  # a config that cannot be read
 
@@ -48,7 +48,7 @@ def describe(path: Path) -> ModelEntry:
     except (ValueError, TypeError) as e:
         return ModelEntry(config=str(path), name=path.stem, error=str(e))
     entry = ModelEntry(config=str(path), name=cfg.name, backbone=cfg.backbone, max_tokens=cfg.max_tokens,
-                       attention=cfg.attention, pooling=cfg.pooling, adapter=cfg.adapter)
+                       attention=cfg.attention, pooling=cfg.pooling, adapters=cfg.adapters)
     entry.weights = weights_status(cfg)
     try:
         entry.family, entry.parameters = count_parameters(cfg)
@@ -83,7 +83,7 @@ def _local_source(spec: str) -> Path | str | None:
 def weights_status(cfg: ModelConfig) -> str:
     spec = cfg.backbone
     status = _backbone_status(spec)
-    if cfg.adapter and not all((Path(a) / "adapter_config.json").is_file() for a in cfg.adapters):
+    if not all((Path(a) / "adapter_config.json").is_file() for a in cfg.adapters):
         status += "; adapter missing"
     return status
 
@@ -149,8 +149,7 @@ def format_table(entries: list[ModelEntry]) -> str:
             rows.append((name, f"error: {e.error}", "", "", "", "", "", ""))
             continue
         params = _human(e.parameters) if e.parameters else "?"
-        adapters = [e.adapter] if isinstance(e.adapter, str) else e.adapter
-        backbone = e.backbone + (f" + adapter {' & '.join(Path(a).name for a in adapters)}" if e.adapter else "")
+        backbone = e.backbone + (f" + adapter {' & '.join(Path(a).name for a in e.adapters)}" if e.adapters else "")
         rows.append((name, backbone, e.family, params, str(e.max_tokens), e.attention, e.pooling,
                      e.weights + (f" [{e.error}]" if e.error else "")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]

@@ -69,8 +69,10 @@ class ModelConfig:
 
     @property
     def adapters(self) -> tuple[str, ...]:
-        """The adapter folders, none, one, or several averaged."""
-        return (self.adapter,) if isinstance(self.adapter, str) else self.adapter
+        """The adapter folders: none, one, or several averaged."""
+        if isinstance(self.adapter, str):
+            return (self.adapter,) if self.adapter else ()
+        return self.adapter
 
     def to_toml(self) -> str:
         """The config as a TOML file that `load_config` reads back to an equal config."""
