@@ -91,5 +91,20 @@ compare-pgdocs: install
 	$(BIN)/python scripts/compare_modes.py --index indexes/pgdocs --corpus data/pgdocs \
 		--queries tests/data/pgdocs_queries.jsonl --out results/compare_pgdocs $(COMPARE_ARGS)
 
+# Every known-item set on both corpora with one model (README, Search modes: the default's table), into
+# results/compare/<set>/; about 65 min with AMX-BF16 when neither index exists. COMPARE_MODEL=NAME for another model
+# (indexes/demo-cmp-NAME, indexes/pgdocs-NAME).
+COMPARE_MODEL ?= default
+SUFFIX := $(if $(filter default,$(COMPARE_MODEL)),,-$(COMPARE_MODEL))
+DEMO_SETS := demo_queries demo_queries_heldout demo_queries_fresh demo_queries_fresh2
+PGDOCS_SETS := pgdocs_queries pgdocs_queries_fresh pgdocs_queries_fresh2
+.PHONY: compare-all
+compare-all: install
+	$(BIN)/python scripts/build_pgdocs_corpus.py
+	set -e; for q in $(DEMO_SETS); do $(BIN)/python scripts/compare_modes.py --index indexes/demo-cmp$(SUFFIX) \
+	  --corpus corpus --model $(COMPARE_MODEL) --queries tests/data/$$q.jsonl --out results/compare$(SUFFIX)/$$q; done
+	set -e; for q in $(PGDOCS_SETS); do $(BIN)/python scripts/compare_modes.py --index indexes/pgdocs$(SUFFIX) \
+	  --corpus data/pgdocs --model $(COMPARE_MODEL) --queries tests/data/$$q.jsonl --out results/compare$(SUFFIX)/$$q; done
+
 clean:
 	rm -rf $(VENV) corpus indexes/demo

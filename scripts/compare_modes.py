@@ -22,9 +22,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from longretr.config import load_config  # noqa: E402
 from longretr.evaluate.metrics import known_item  # noqa: E402
 from longretr.machine import describe  # noqa: E402
 from longretr.search import Searcher  # noqa: E402
+from longretr.store import read_manifest  # noqa: E402
 
 WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7)
 VARIANTS = [("rrf", w) for w in WEIGHTS] + [("convex", w) for w in WEIGHTS]
@@ -131,8 +133,13 @@ def plot(runs: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def ensure_index(index: Path, corpus: Path | None, model: str) -> None:
-    if (index / "manifest.json").exists():
+def ensure_index(index: Path, corpus: Path | None, model: str | None) -> None:
+    """Build the index if it is missing; refuse one built by another model than an explicit --model."""
+    manifest = read_manifest(index)
+    if manifest:
+        if model and manifest["model_fingerprint"] != load_config(model).fingerprint():
+            raise SystemExit(f"{index}: built by {manifest.get('model', {}).get('name', 'another model')}, not "
+                             f"{model}; give another --index (or none of --model to score the index as it is)")
         return
     if corpus is None:
         raise SystemExit(f"{index}: no index; pass --corpus to build it (20 min to 2 h on 2 CPU cores)")
@@ -143,7 +150,7 @@ def ensure_index(index: Path, corpus: Path | None, model: str) -> None:
     from longretr.embedder import Embedder
     from longretr.indexer import index_corpus
 
-    summary = index_corpus(corpus, index, Embedder(model))
+    summary = index_corpus(corpus, index, Embedder(model or "default"))
     print(f"{index}: {summary.line()}", file=sys.stderr)
 
 
@@ -151,7 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--index", type=Path, default=Path("indexes/demo-cmp"))
     ap.add_argument("--corpus", type=Path, default=None, help="Build the index from here if it is missing.")
-    ap.add_argument("--model", default="default", help="Model config for a missing index.")
+    ap.add_argument("--model", help="Model config: the one a missing index is built with (default: the default "
+                    "model), and the one an existing index must have been built with.")
     ap.add_argument("--queries", type=Path, default=REPO / "tests/data/demo_queries.jsonl")
     ap.add_argument("--out", type=Path, default=Path("results/compare_modes"))
     args = ap.parse_args(argv)

@@ -191,6 +191,8 @@ def test_compare_modes_script_scores_each_mode(corpus, tmp_path, embedder):
     written = json.loads((out / "compare_modes.json").read_text())
     assert written["runs"][written["best_mode"]]["mrr@10"] == max(written["runs"][m]["mrr@10"]
                                                                   for m in ("dense", "lexical", "hybrid"))
+    with pytest.raises(SystemExit, match="built by .*not gemma3-270m-causal"):  # never scored under another name
+        compare.main(["--index", str(folder), "--model", "gemma3-270m-causal", "--queries", str(queries)])
     queries.write_text('{"id": "1", "text": "x", "relevant": "nowhere.txt"}\n')
     with pytest.raises(SystemExit, match="relevant documents not in"):
         compare.main(["--index", str(folder), "--queries", str(queries), "--out", str(out)])
