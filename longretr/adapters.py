@@ -23,22 +23,24 @@ ENCODER_PREFIX = {r"^model\.(?=(layers|embed_tokens|norm)\.)": ""}
 PEFT_PREFIX = "base_model.model."
 
 
-def merge_adapter(model: torch.nn.Module, adapters: Sequence[str | Path], family: Family) -> torch.nn.Module:
+def merge_adapter(model: torch.nn.Module, adapters: Sequence[str | Path], family: Family,
+                  weights: Sequence[float] = ()) -> torch.nn.Module:
     """The backbone with the adapters' weights merged in; a clear error if any adapter tensor has no home.
 
     Several adapters (of the same modules) are merged as their average, a "model soup" (Wortsman et al. 2022): the
-    mean of their weight deltas, exactly, as one LoRA of their summed rank (`soup`)."""
+    mean of their weight deltas, exactly, as one LoRA of their summed rank (`soup`); or, with `weights`, as the
+    weighted sum of their deltas."""
     from peft import PeftModel
     from peft.utils import set_peft_model_state_dict
 
     paths = [Path(a) for a in adapters]
     loaded = [_load(path, model, family) for path in paths]
-    config, weights = loaded[0] if len(loaded) == 1 else soup(loaded, paths)
+    config, state = loaded[0] if len(loaded) == 1 and not weights else soup(loaded, paths, weights)
     config.inference_mode = True
     with warnings.catch_warnings():  # peft asks transformers a deprecated question; not the user's concern
         warnings.simplefilter("ignore", FutureWarning)
         peft_model = PeftModel(model, config)
-    result = set_peft_model_state_dict(peft_model, weights)
+    result = set_peft_model_state_dict(peft_model, state)
     unexpected = sorted(result.unexpected_keys)
     missing = sorted(k for k in result.missing_keys if ".lora_" in k)
     if unexpected or missing:
@@ -49,10 +51,12 @@ def merge_adapter(model: torch.nn.Module, adapters: Sequence[str | Path], family
     return peft_model.merge_and_unload()
 
 
-def soup(loaded: list[tuple], paths: list[Path]) -> tuple:
+def soup(loaded: list[tuple], paths: list[Path], mix: Sequence[float] = ()) -> tuple:
     """(config, weights) of one LoRA whose delta is the mean of the given adapters' deltas: with dW_i = s_i B_i A_i
     (s_i = alpha_i / r_i), mean_i dW_i = [B_1 s_1 / n, B_2 s_2 / n, ...] [A_1; A_2; ...], a LoRA of rank sum_i r_i
-    and scaling 1. Stored in the adapters' own dtype (bf16 for the shipped ones; their halving is exact)."""
+    and scaling 1; with `mix`, sum_i mix_i dW_i. Stored in the adapters' own dtype (bf16 for the shipped ones; their
+    halving is exact, other weights round B to bf16)."""
+    mix = list(mix) or [1 / len(paths)] * len(paths)
     configs, weights = [c for c, _ in loaded], [w for _, w in loaded]
     for path, w in zip(paths[1:], weights[1:]):
         if set(w) != set(weights[0]):
@@ -69,8 +73,8 @@ def soup(loaded: list[tuple], paths: list[Path]) -> tuple:
         b_key = key.replace(".lora_A.", ".lora_B.")
         dtype = weights[0][key].dtype
         out[key] = torch.cat([w[key] for w in weights], dim=0)
-        out[b_key] = torch.cat([w[b_key].float() * (c.lora_alpha / c.r / len(paths))
-                                for c, w in zip(configs, weights)], dim=1).to(dtype)
+        out[b_key] = torch.cat([w[b_key].float() * (c.lora_alpha / c.r * m)
+                                for c, w, m in zip(configs, weights, mix)], dim=1).to(dtype)
     config = copy.deepcopy(configs[0])
     config.r = config.lora_alpha = sum(c.r for c in configs)
     config.use_rslora = False

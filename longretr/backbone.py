@@ -101,7 +101,7 @@ def load_backbone(
     if cfg.adapters:
         from .adapters import merge_adapter
 
-        model = merge_adapter(model, cfg.adapters, family)
+        model = merge_adapter(model, cfg.adapters, family, cfg.adapter_weights)
     if cfg.backbone.startswith(REMOTE_PREFIX):
         model = LastHiddenState(model)
     set_causal(model, causal)

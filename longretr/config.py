@@ -31,6 +31,8 @@ class ModelConfig:
     # Path to a PEFT/LoRA adapter folder, "" for none; or a list of them, merged as their average (a "model soup":
     # the mean of their weight deltas; adapters.soup).
     adapter: str | tuple[str, ...] = ""
+    # One weight per adapter: the merged delta is sum_i w_i dW_i instead of the mean. Empty: the mean (1/n each).
+    adapter_weights: tuple[float, ...] = ()
     # > 0: a document longer than this many tokens also gets a second vector, of its first lead_tokens tokens,
     # and scores the higher of its two cosines. A whole document's mean dilutes its title and summary; the lead
     # keeps them (docs/training-studies.md, "Document vectors": it raised dense retrieval on three sets of long
@@ -51,6 +53,10 @@ class ModelConfig:
             object.__setattr__(self, "adapter", tuple(self.adapter))  # a TOML list; a tuple keeps the config frozen
             if not self.adapter or not all(isinstance(a, str) and a for a in self.adapter):
                 raise ValueError(f"config {self.name}: adapter must be a path or a non-empty list of paths")
+        object.__setattr__(self, "adapter_weights", tuple(float(w) for w in self.adapter_weights))
+        if self.adapter_weights and len(self.adapter_weights) != len(self.adapters):
+            raise ValueError(f"config {self.name}: adapter_weights has {len(self.adapter_weights)} weights for "
+                             f"{len(self.adapters)} adapters")
         if self.attention not in ("bidirectional", "causal"):
             raise ValueError(f"config {self.name}: attention must be bidirectional or causal, got {self.attention!r}")
         if self.pooling not in ("mean", "last"):
@@ -114,6 +120,8 @@ class ModelConfig:
         """Hash of everything that changes a vector; an index is only searched with the same one."""
         keys = ("backbone", "attention", "pooling", "normalize", "max_tokens", "query_instruction", "adapter")
         values = {k: getattr(self, k) for k in keys}
+        if self.adapter_weights:  # only when set, so the fingerprints of plain means stay as they were
+            values["adapter_weights"] = list(self.adapter_weights)
         if self.has_leads:  # only when on, so indexes built before the setting existed keep their fingerprint
             values["lead_vectors"] = self.lead_tokens  # not "lead_tokens": that key meant one summed vector
         if self.has_spans:
