@@ -655,10 +655,10 @@ def test_a_list_of_adapters_is_merged_as_their_average(checkpoints, tmp_path):
     assert torch.allclose(ours, qwen_style_reference(sd, cfg, ids), atol=1e-4)
     assert torch.allclose(twice, alone, atol=1e-5)  # the average of one adapter with itself is that adapter
     weighted = load(folder, adapter=(str(tmp_path / "a"), str(tmp_path / "b")), adapter_weights=(0.3, 0.9))[0]
+    sd = original_tensors(folder)
     for module in targets:
         (a1, b1), (a2, b2) = first[module], second[module]
-        sd[f"model.{module}.weight"] = original_tensors(folder)[f"model.{module}.weight"] + (
-            0.3 * 2.0 * b1 @ a1 + 0.9 * 4.0 * b2 @ a2)
+        sd[f"model.{module}.weight"] = sd[f"model.{module}.weight"] + (0.3 * 2.0 * b1 @ a1 + 0.9 * 4.0 * b2 @ a2)
     with torch.no_grad():
         assert torch.allclose(weighted(input_ids=ids).last_hidden_state, qwen_style_reference(sd, cfg, ids), atol=1e-4)
     write_lora(tmp_path / "c", dict(list(targets.items())[:1]), prefix="model.")
