@@ -163,6 +163,30 @@ def test_top_layers_only_train_those_layers(tmp_path, tiny_gemma):
     assert _trained_layers(tmp_path / "run") == {2, 3}
 
 
+def test_training_on_top_of_a_configs_weighted_adapters_applies_them_all(tmp_path, tiny_gemma):
+    first = _cfg(tmp_path, tiny_gemma, steps=3, output=str(tmp_path / "a"))
+    Trainer(first).train(progress=False)
+    Trainer(replace(first, output=str(tmp_path / "b"), seed=2)).train(progress=False)
+    soup = write_config(tmp_path, tiny_gemma, name="soup", adapter=[str(tmp_path / "a" / "adapter"),
+                                                                     str(tmp_path / "b" / "adapter")],
+                        adapter_weights=[0.7, 0.6])
+    top = Trainer(replace(first, model=str(soup), output=str(tmp_path / "top"), steps=3))
+    top.train(progress=False)
+    applied = load_config(tmp_path / "top" / "adapter" / "model.toml")
+    assert applied.adapter_weights == (0.7, 0.6, 1.0)
+    assert [Path(a).name for a in applied.adapters[:2]] == ["adapter", "adapter"]
+    top.model.eval()
+    with torch.no_grad():
+        trained = top._embed(["Find it; fox", "Find it; lazy dog"], 16)[0].numpy()
+    plain = Embedder(str(soup)).encode_queries(["fox", "lazy dog"])
+    loaded = Embedder(str(tmp_path / "top" / "adapter" / "model.toml")).encode_queries(["fox", "lazy dog"])
+    assert (loaded * trained).sum(axis=1).min() > 0.999  # the model.toml gives what was trained
+    assert (plain * trained).sum(axis=1).min() < 0.9999  # and the new adapter changed it
+    narrow = replace(first, model=str(soup), output=str(tmp_path / "narrow"), lora_targets=["q_proj"])
+    with pytest.raises(ValueError, match="adapts modules"):
+        Trainer(narrow)
+
+
 def test_diffusion_then_contrastive_continues_the_adapter(tmp_path, tiny_gemma, embedder):
     for n in range(8, 40):  # window masks of the training shapes, made under inference mode
         embedder.encode_documents([" ".join((WORDS * 4)[:n])], progress=False)

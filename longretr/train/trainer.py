@@ -5,7 +5,8 @@ A run folder holds:
     loss.png         the loss curve
     checkpoint/      the latest resumable state (adapter, AdamW moments, scheduler, step, RNG), bf16, small
                      enough to commit (no file over 10 MB for LoRA r16 on Gemma 3 270M)
-    adapter/         the final LoRA adapter (bf16 safetensors) + model.toml that applies it + NOTICE
+    adapter/         the final LoRA adapter (bf16 safetensors) + model.toml that applies it (after the model
+                     config's own adapters, if it has any: the run trains on top of them) + NOTICE
     card.md          data, steps, time, hardware, final loss; validation before/after is added by
                      scripts/train_card.py (see there)
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import shutil
 import time
@@ -88,13 +90,11 @@ class Trainer:
         self.model_cfg = load_config(cfg.model)
         if cfg.objective == "diffusion" and self.model_cfg.attention != "bidirectional":
             raise ValueError("the diffusion objective needs a bidirectional model config")
-        if self.model_cfg.adapter:  # its adapter would be merged, and the new one would not say so
-            raise ValueError(f"model config {cfg.model!r} already has an adapter; train the plain backbone and pass "
-                             "the adapter as init_adapter to continue training it")
         self.device, self.dtype = pick_device_dtype(cfg.dtype, device)
         model, self.tokenizer = load_backbone(self.model_cfg, self.dtype, self.device)
         torch.manual_seed(cfg.seed)  # LoRA's random init: the same run from the same config, whatever ran before
         self.model = self._add_lora(model)
+        self._check_stackable()
         if cfg.init_adapter:
             self._load_lora(Path(cfg.init_adapter))
         self.teacher = _minilm(self.device) if cfg.distill_weight > 0 else None
@@ -115,6 +115,22 @@ class Trainer:
             # made backward also run through the frozen layers below the LoRA ones, for nothing.
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return model
+
+    def _check_stackable(self) -> None:
+        """A model config's own adapters are merged into the weights this run trains on; the run's model.toml then
+        lists them before the new one (adapters.soup), which needs them all to adapt the same modules."""
+        def shape(config: dict) -> tuple[list[str], list[int]]:  # target_modules: names, or one regex string
+            targets = config["target_modules"]
+            names = [targets] if isinstance(targets, str) else sorted(targets)
+            return names, sorted(config.get("layers_to_transform") or [])
+
+        ours = shape(vars(self.model.peft_config["default"]))
+        for folder in self.model_cfg.adapters:
+            theirs = json.loads((Path(folder) / "adapter_config.json").read_text())
+            if shape(theirs) != ours:
+                raise ValueError(f"{folder}: the model config's adapter adapts modules {theirs['target_modules']} "
+                                 f"(layers {theirs.get('layers_to_transform') or 'all'}), this run's LoRA {ours[0]} "
+                                 f"(layers {ours[1] or 'all'}); set lora_targets / lora_layers to match it")
 
     def _load_lora(self, folder: Path) -> None:
         """LoRA weights saved by a run of the same shape: an earlier stage's adapter (one adapter then holds every
@@ -333,7 +349,12 @@ class Trainer:
         if notice is not None:
             shutil.copy(notice, tmp / notice.name)
         cfg = self.model_cfg
-        (tmp / "model.toml").write_text(replace(cfg, name=f"{cfg.name}-{self.out.name}", adapter=".").to_toml())
+        applied = replace(cfg, name=f"{cfg.name}-{self.out.name}", adapter=".", adapter_weights=())
+        if cfg.adapters:  # trained on top of these, merged as the config merges them: apply them, then this one
+            base = tuple(os.path.relpath(Path(a).resolve(), folder.resolve()) for a in cfg.adapters)
+            weights = cfg.adapter_weights or (1 / len(base),) * len(base)
+            applied = replace(applied, adapter=(*base, "."), adapter_weights=(*weights, 1.0))
+        (tmp / "model.toml").write_text(applied.to_toml())
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
 
