@@ -93,9 +93,10 @@ compare-pgdocs: install
 
 # Every known-item set on both corpora with one model (README, Search modes: the default's table), into
 # results/compare/<set>/; about 65 min with AMX-BF16 when neither index exists. COMPARE_MODEL=NAME for another model
-# (indexes/demo-cmp-NAME, indexes/pgdocs-NAME).
+# (indexes/demo-cmp-NAME, indexes/pgdocs-NAME, results/compare-NAME); for a .toml path, COMPARE_NAME names those.
 COMPARE_MODEL ?= default
-SUFFIX := $(if $(filter default,$(COMPARE_MODEL)),,-$(COMPARE_MODEL))
+COMPARE_NAME ?= $(COMPARE_MODEL)
+SUFFIX := $(if $(filter default,$(COMPARE_NAME)),,-$(COMPARE_NAME))
 DEMO_SETS := demo_queries demo_queries_heldout demo_queries_fresh demo_queries_fresh2
 PGDOCS_SETS := pgdocs_queries pgdocs_queries_fresh pgdocs_queries_fresh2
 .PHONY: compare-all
