@@ -11,6 +11,7 @@ from longretr.embedder import Embedder
 from longretr.machine import describe
 from longretr.train.data import (
     Triplet,
+    dense_ranker,
     longdoc_triplets,
     manpage_triplets,
     mine_negatives,
@@ -267,6 +268,26 @@ def test_mined_negative_is_the_closest_document_of_another_group():
     assert mined[3].negatives[0] == texts["a"]
     assert mined[2].negatives == [texts["d"]]  # nothing else shares a term with the query: unchanged
     assert mined[4].negatives == ["x"]  # only its own dataset's positives are candidates
+
+
+
+def test_dense_mining_ranks_by_the_embedder_with_the_triplets_instruction(tmp_path, tiny_gemma):
+    embedder = Embedder(str(write_config(tmp_path, tiny_gemma)))
+    texts = {"a": "memory barriers for smp", "b": "Find it; run queues", "c": "run queues",
+             "d": "audio codec jack detection"}
+    rows = [Triplet("run queues", texts["a"], [texts["d"]], "Find it", "docs", {"name": "a"}),
+            Triplet("run queues", texts["c"], [texts["d"]], "", "docs", {"name": "c"}),
+            Triplet("audio codec jack detection", texts["d"], [texts["a"]], "", "docs", {"name": "d"}),
+            Triplet("x", texts["b"], [texts["a"]], "", "docs", {"name": "b"})]
+    rank = dense_ranker(embedder, max_doc_tokens=64)
+    order = [texts["a"], texts["c"], texts["d"], texts["b"]]  # the pool: positives in row order
+    hits = rank(rows, order)
+    assert hits[0][0] == 3 and hits[1][0] == 1  # identical text first: with the instruction, then without
+    assert hits[2][0] == 2
+    mined = mine_negatives(rows, "name", rank)
+    assert mined[0].negatives == [texts["b"], texts["d"]]  # the embedder's closest other document, old one second
+    assert mined[1].negatives[0] == order[hits[1][1]]  # its own positive ranks first and is skipped
+    assert mined[2].negatives[0] == order[hits[2][1]] != texts["d"]
 
 
 PAGE = """getopt(3)                Library Functions Manual                getopt(3)

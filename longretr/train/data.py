@@ -1,7 +1,7 @@
 """Training data: triplet JSONL in the public E5 / echo-embeddings layout, plus builders that make
 triplets from ReasonAug (../shared/data/reasonaug), long-document pairs from local raw text, plain-language
 pairs from Debian's manual pages and package descriptions, and copies of each with BM25-mined hard negatives
-(`*-mined.jsonl`).
+(`*-mined.jsonl`) or, given an embedder, negatives it ranks high itself (`*-dmined.jsonl`).
 
 Triplet row: {"query", "positive", "negative" | "negatives", "instruction"?, "dataset"?}.
 Python's own documentation is never a source: the demo corpus is evaluated on it.
@@ -18,7 +18,7 @@ import re
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -306,28 +306,49 @@ def longdoc_triplets(docs: list[tuple[str, str]], per_doc: int = 2, val_fraction
 
 # ---- mined hard negatives -------------------------------------------------------------------
 
-def mine_negatives(rows: list[Triplet], group: str) -> list[Triplet]:
-    """Put first among each triplet's negatives the text BM25 ranks highest for its query among the positives
-    of the same dataset from another `extra[group]` (concept or document), so no sibling of the positive (nor
-    a copy of it under another name) becomes a negative. The old negatives follow; the order of rows is kept.
-    A harder negative was meant to carry more signal per CPU-second than a random one; at 35 CPU minutes it
-    changed no validation score (docs/training-studies.md, "What a CPU-hour buys")."""
+Ranker = Callable[[list[Triplet], list[str]], list[list[int]]]  # per triplet's query, text indices best first
+
+
+def bm25_ranker(rows: list[Triplet], texts: list[str], k: int = 10) -> list[list[int]]:
+    """BM25 on the bare query (its instruction is the same words for a whole dataset)."""
+    index = LexicalIndex.build(texts, np.arange(len(texts)))
+    return [[int(v) for v, _ in hits] for hits in index.search([t.query for t in rows], k=k)]
+
+
+def dense_ranker(embedder, max_doc_tokens: int, k: int = 10) -> Ranker:
+    """Rank with an embedder's whole-text vectors, texts cut to `max_doc_tokens` as training sees them, each query
+    with its triplet's instruction in front as training gives it (not the model config's instruction)."""
+    def rank(rows: list[Triplet], texts: list[str]) -> list[list[int]]:
+        ids = [x[:max_doc_tokens] for x in embedder.tokenize(texts)[0]]
+        docs = embedder._encode_ids(ids, progress=True)[0]
+        queries = [f"{t.instruction}; {t.query}" if t.instruction else t.query for t in rows]
+        q = embedder._encode_ids(embedder.tokenize(queries)[0], progress=True)[0]
+        return np.argsort(-(q @ docs.T), axis=1)[:, :k].tolist()
+    return rank
+
+
+def mine_negatives(rows: list[Triplet], group: str, rank: Ranker = bm25_ranker) -> list[Triplet]:
+    """Put first among each triplet's negatives the text `rank` (BM25 unless given) puts highest for its query
+    among the positives of the same dataset from another `extra[group]` (concept or document), so no sibling of
+    the positive (nor a copy of it under another name) becomes a negative. The old negatives follow; the order of
+    rows is kept. BM25-mined negatives changed no validation score at 35 CPU minutes (docs/training-studies.md,
+    "What a CPU-hour buys"); `dense_ranker` mines the ones the embedder itself confuses."""
     out = list(rows)
     for dataset in sorted({t.dataset for t in rows}):
         at = [i for i, t in enumerate(rows) if t.dataset == dataset]
         pool = list(dict.fromkeys((rows[i].positive, rows[i].extra[group]) for i in at))
-        index = LexicalIndex.build([text for text, _ in pool], np.arange(len(pool)))
-        for i, hits in zip(at, index.search([rows[i].query for i in at], k=10)):
+        for i, hits in zip(at, rank([rows[i] for i in at], [text for text, _ in pool])):
             t = rows[i]
-            pick = next((pool[v][0] for v, _ in hits if pool[v][1] != t.extra[group] and pool[v][0] != t.positive),
+            pick = next((pool[v][0] for v in hits if pool[v][1] != t.extra[group] and pool[v][0] != t.positive),
                         None)
             if pick is not None:
                 out[i] = Triplet(t.query, t.positive, [pick] + t.negatives, t.instruction, t.dataset, t.extra)
     return out
 
 
-def build_all(out: Path, reasonaug: Path, seed: int = 0) -> dict[str, int]:
-    """Write every training / validation file into `out`; return row counts."""
+def build_all(out: Path, reasonaug: Path, seed: int = 0, dense: Ranker | None = None) -> dict[str, int]:
+    """Write every training / validation file into `out`; return row counts. With `dense` (a `dense_ranker`),
+    also *-train-dmined.jsonl: the same triplets with the embedder's own hardest negative first."""
     ra_train, ra_val = reasonaug_triplets(reasonaug, seed=seed)
     raw = list(linux_doc_texts()) + list(debian_reference_texts())
     if not raw:
@@ -340,6 +361,10 @@ def build_all(out: Path, reasonaug: Path, seed: int = 0) -> dict[str, int]:
              "reasonaug-train-mined.jsonl": mine_negatives(ra_train, "concept"),
              "longdoc-train-mined.jsonl": mine_negatives(ld_train, "name"),
              "manpage-train-mined.jsonl": mine_negatives(mp_train, "name")}
+    if dense is not None:
+        files |= {"reasonaug-train-dmined.jsonl": mine_negatives(ra_train, "concept", dense),
+                  "longdoc-train-dmined.jsonl": mine_negatives(ld_train, "name", dense),
+                  "manpage-train-dmined.jsonl": mine_negatives(mp_train, "name", dense)}
     try:  # only the study configs/train/cpu-2g-packages.toml reads these; the default's recipe builds without them
         pk_train, pk_val = package_triplets(list(package_descriptions()), seed=seed)
         files |= {"package-train.jsonl": pk_train, "package-val.jsonl": pk_val,
