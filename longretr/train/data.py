@@ -23,10 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..lexical import LexicalIndex
+
+if TYPE_CHECKING:  # the embedder loads torch; building data without one does not need it
+    from ..embedder import Embedder
 
 REASONAUG_Q2Q = "Given a problem, retrieve a problem that applies the same concept, with its solution"
 REASONAUG_Q2C = "Given a problem, retrieve the definition of the concept it applies"
@@ -315,11 +319,12 @@ def bm25_ranker(rows: list[Triplet], texts: list[str], k: int = 10) -> list[list
     return [[int(v) for v, _ in hits] for hits in index.search([t.query for t in rows], k=k)]
 
 
-def dense_ranker(embedder, max_doc_tokens: int, k: int = 10) -> Ranker:
+def dense_ranker(embedder: Embedder, max_doc_tokens: int, k: int = 10) -> Ranker:
     """Rank with an embedder's whole-text vectors, texts cut to `max_doc_tokens` as training sees them, each query
     with its triplet's instruction in front as training gives it (not the model config's instruction)."""
     def rank(rows: list[Triplet], texts: list[str]) -> list[list[int]]:
         ids = [x[:max_doc_tokens] for x in embedder.tokenize(texts)[0]]
+        # _encode_ids, not encode_documents: one whole-text vector per text, no lead or span vectors to skip
         docs = embedder._encode_ids(ids, progress=True)[0]
         queries = [f"{t.instruction}; {t.query}" if t.instruction else t.query for t in rows]
         q = embedder._encode_ids(embedder.tokenize(queries)[0], progress=True)[0]
