@@ -8,7 +8,19 @@ descriptions), and *-mined.jsonl copies with BM25-mined hard negatives. With --d
 import argparse
 from pathlib import Path
 
-from longretr.train.data import build_all, dense_ranker
+from longretr.train.data import build_all, dense_ranker, read_triplets
+
+
+def report_dense_negatives(out: Path) -> None:
+    """Per *-train-dmined.jsonl: how many first negatives differ from the plain file's and match BM25's."""
+    for dmined in sorted(out.glob("*-train-dmined.jsonl")):
+        name = dmined.name.removesuffix("-dmined.jsonl")
+        dense, plain, bm25 = (read_triplets(out / f) for f in (dmined.name, f"{name}.jsonl", f"{name}-mined.jsonl"))
+        changed = sum(d.negatives[0] != p.negatives[0] for d, p in zip(dense, plain))
+        same = sum(d.negatives[0] == b.negatives[0] for d, b in zip(dense, bm25))
+        print(f"{dmined}: first negative differs from the plain file's in {changed:,} of {len(dense):,} rows, "
+              f"is BM25's in {same:,}")
+
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
@@ -24,3 +36,5 @@ if __name__ == "__main__":
         dense = dense_ranker(Embedder(args.dense_mine), args.max_doc_tokens)
     for name, count in build_all(args.out, args.reasonaug, dense=dense).items():
         print(f"{args.out / name}: {count} rows")
+    if dense is not None:
+        report_dense_negatives(args.out)

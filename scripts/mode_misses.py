@@ -5,7 +5,7 @@ Reads compare_modes.json files.
 A miss is a rank above --rank (default 3) or no rank (not in the top 10). Printed per set: each mode's miss count,
 then the dense misses with their relevant page. With --misses (a JSON whose rows carry `relevant` and `dense_top3`,
 as training/soup/compare-all/dense-misses-pgdocs.json) and --index, it also prints the median token count of the
-missed pages and of the pages dense mode ranks first for them, read from the index's docs-*.parquet.
+missed pages and of the pages dense mode ranks first for them, read from the index's docs table.
 
     .venv/bin/python scripts/mode_misses.py \\
         longretr/weights/gemma3-270m-diffembed-cpu2/training/soup/compare-all/pgdocs_queries*/compare_modes.json \\
@@ -18,9 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_modes import read_known_items  # noqa: E402
+
+from longretr.store import read_manifest  # noqa: E402
 
 MODES = ("dense", "lexical", "minilm-chunked")
 
@@ -32,11 +38,9 @@ def misses(run: dict, mode: str, cutoff: int) -> list[str]:
 
 
 def token_counts(index: Path) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for part in sorted(index.glob("docs-*.parquet")):
-        for row in pq.read_table(part, columns=["id", "n_tokens"]).to_pylist():
-            counts[row["id"]] = row["n_tokens"]
-    return counts
+    """Document id -> tokens encoded, from the docs table of the index's current version."""
+    docs = pq.read_table(index / read_manifest(index)["files"]["docs"], columns=["id", "n_tokens"])
+    return dict(zip(docs["id"].to_pylist(), docs["n_tokens"].to_pylist()))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         run = json.loads(path.read_text())
         counts = [str(len(misses(run, m, args.rank))) if m in run["runs"] else "-" for m in MODES]
         print(f"| {path.parent.name} | {len(run['query_ids'])} | {' | '.join(counts)} |")
-        relevant = {q["id"]: q["relevant"] for q in map(json.loads, Path(run["query_file"]).read_text().splitlines())}
+        relevant = {q["id"]: q["relevant"] for q in read_known_items(Path(run["query_file"]))}
         dense_missed += [(qid, relevant[qid]) for qid in misses(run, "dense", args.rank)]
     print(f"\ndense misses (rank > {args.rank} or none), {len(dense_missed)}:")
     for qid, page in dense_missed:

@@ -270,7 +270,6 @@ def test_mined_negative_is_the_closest_document_of_another_group():
     assert mined[4].negatives == ["x"]  # only its own dataset's positives are candidates
 
 
-
 def test_dense_mining_ranks_by_the_embedder_with_the_triplets_instruction(tmp_path, tiny_gemma):
     embedder = Embedder(str(write_config(tmp_path, tiny_gemma)))
     texts = {"a": "memory barriers for smp", "b": "Find it; run queues", "c": "run queues",

@@ -46,6 +46,11 @@ class Triplet:
     dataset: str = "default"
     extra: dict = field(default_factory=dict)
 
+    @property
+    def query_text(self) -> str:
+        """The query as the model reads it: `"{instruction}; {query}"`, or the bare query without an instruction."""
+        return f"{self.instruction}; {self.query}" if self.instruction else self.query
+
     def to_json(self) -> str:
         return json.dumps({"query": self.query, "positive": self.positive, "negatives": self.negatives,
                            "instruction": self.instruction, "dataset": self.dataset}, ensure_ascii=False)
@@ -326,8 +331,7 @@ def dense_ranker(embedder: Embedder, max_doc_tokens: int, k: int = 10) -> Ranker
         ids = [x[:max_doc_tokens] for x in embedder.tokenize(texts)[0]]
         # _encode_ids, not encode_documents: one whole-text vector per text, no lead or span vectors to skip
         docs = embedder._encode_ids(ids, progress=True)[0]
-        queries = [f"{t.instruction}; {t.query}" if t.instruction else t.query for t in rows]
-        q = embedder._encode_ids(embedder.tokenize(queries)[0], progress=True)[0]
+        q = embedder._encode_ids(embedder.tokenize([t.query_text for t in rows])[0], progress=True)[0]
         return np.argsort(-(q @ docs.T), axis=1)[:, :k].tolist()
     return rank
 

@@ -422,8 +422,7 @@ class _Sampler:
 
 def _texts(batch: list[Triplet]) -> tuple[list[str], list[str]]:
     """Queries (with their instruction) and documents: the positives in query order, then one hard negative each."""
-    queries = [f"{t.instruction}; {t.query}" if t.instruction else t.query for t in batch]
-    return queries, [t.positive for t in batch] + [n for t in batch for n in t.negatives[:1]]
+    return [t.query_text for t in batch], [t.positive for t in batch] + [n for t in batch for n in t.negatives[:1]]
 
 
 def _rng_state(device: str) -> tuple:
