@@ -169,6 +169,12 @@ class Embedder:
         ids, _ = self.tokenize([self.config.format_query(q) for q in queries])
         return self._encode_ids(ids, progress=False)[0]
 
+    def encode_texts(self, texts: list[str], max_tokens: int | None = None, progress: bool = True) -> np.ndarray:
+        """One whole-text vector per text as given (no instruction, no lead or span vectors), each cut to
+        `max_tokens` if set: what training sees, for mining negatives with the model itself."""
+        ids = [x[:max_tokens] for x in self.tokenize(texts)[0]]
+        return self._encode_ids(ids, progress=progress)[0]
+
     def encode_documents(self, texts: list[str], progress: bool = True) -> EncodedDocuments:
         start = time.perf_counter()
         ids, truncated = self.tokenize(texts)

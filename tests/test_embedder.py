@@ -38,6 +38,15 @@ def test_queries_get_the_instruction_documents_do_not(embedder):
     assert np.allclose(q, d_with, atol=1e-6) and not np.allclose(q, d_plain, atol=1e-3)
 
 
+def test_encode_texts_gives_whole_text_vectors_cut_where_asked(embedder):
+    same_start = ["fox dog " * 20 + "alpha", "fox dog " * 20 + "omega"]
+    cut = embedder.encode_texts(same_start, max_tokens=8, progress=False)
+    whole = embedder.encode_texts(same_start, progress=False)
+    assert np.allclose(cut[0], cut[1], atol=1e-6) and not np.allclose(whole[0], whole[1], atol=1e-3)
+    assert np.allclose(embedder.encode_texts(["the fox"], progress=False)[0],
+                       embedder.encode_documents(["the fox"]).vectors[0], atol=1e-6)  # no instruction added
+
+
 def test_truncation_is_reported(embedder):
     enc = embedder.encode_documents(["fox " * 200, "dog"])
     assert enc.truncated == [True, False] and enc.n_tokens[0] == 64

@@ -328,10 +328,8 @@ def dense_ranker(embedder: Embedder, max_doc_tokens: int, k: int = 10) -> Ranker
     """Rank with an embedder's whole-text vectors, texts cut to `max_doc_tokens` as training sees them, each query
     with its triplet's instruction in front as training gives it (not the model config's instruction)."""
     def rank(rows: list[Triplet], texts: list[str]) -> list[list[int]]:
-        ids = [x[:max_doc_tokens] for x in embedder.tokenize(texts)[0]]
-        # _encode_ids, not encode_documents: one whole-text vector per text, no lead or span vectors to skip
-        docs = embedder._encode_ids(ids, progress=True)[0]
-        q = embedder._encode_ids(embedder.tokenize([t.query_text for t in rows])[0], progress=True)[0]
+        docs = embedder.encode_texts(texts, max_tokens=max_doc_tokens)
+        q = embedder.encode_texts([t.query_text for t in rows])
         return np.argsort(-(q @ docs.T), axis=1)[:, :k].tolist()
     return rank
 
