@@ -18,6 +18,7 @@ from longretr.train.data import (
     package_descriptions,
     package_triplets,
     split_manpage,
+    window_positives,
     write_jsonl,
 )
 from longretr.train.losses import diffusion_loss, info_nce, mask_tokens
@@ -248,6 +249,23 @@ def test_longdoc_triplets_split_documents():
     assert train and val and not train_pos & {t.positive for t in val}
     assert all(t.negatives[0] != t.positive for t in train + val)
     assert {t.query for t in train} >= {"The title of 5", "The title of 7"} - {t.query for t in val}
+
+
+def test_window_positives_hold_the_query_where_a_cut_from_the_start_would_not():
+    filler = "".join(f"line {i} of filler text about nothing in particular\n" for i in range(200))
+    doc = filler[:3000] + "The scheduler balances run queues\nacross every CPU it can find.\n" + filler[3000:]
+    other = "another page\n" * 500
+    rows = [Triplet("The scheduler balances run queues across every CPU it can find.", doc, [other], "", "longdoc"),
+            Triplet("line 1 of filler text about nothing in particular", doc, [other], "", "longdoc")]
+    for seed in range(20):
+        far, near = window_positives(rows, max_chars=1000, seed=seed)
+        assert near == rows[1]  # the query is in the opening: nothing to do
+        assert len(far.positive) == 1000 and far.positive in doc and far.positive.startswith("line")
+        assert "The scheduler balances run queues\nacross every CPU" in far.positive[:500 + 64]
+        assert len(far.negatives[0]) == 1000 and far.negatives[0] in other
+    # the query's place in the window and the negative's place in its page are drawn, not fixed
+    draws = [window_positives(rows, max_chars=1000, seed=s)[0] for s in range(20)]
+    assert len({doc.find(t.positive) for t in draws}) > 1
 
 
 def test_mined_negative_is_the_closest_document_of_another_group():

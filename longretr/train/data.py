@@ -1,7 +1,8 @@
 """Training data: triplet JSONL in the public E5 / echo-embeddings layout, plus builders that make
 triplets from ReasonAug (../shared/data/reasonaug), long-document pairs from local raw text, plain-language
 pairs from Debian's manual pages and package descriptions, and copies of each with BM25-mined hard negatives
-(`*-mined.jsonl`) or, given an embedder, negatives it ranks high itself (`*-dmined.jsonl`).
+(`*-mined.jsonl`) or, given an embedder, negatives it ranks high itself (`*-dmined.jsonl`), and long-document
+pairs whose positive is the window that holds the query (`longdoc-train-windows.jsonl`).
 
 Triplet row: {"query", "positive", "negative" | "negatives", "instruction"?, "dataset"?}.
 Python's own documentation is never a source: the demo corpus is evaluated on it.
@@ -313,6 +314,38 @@ def longdoc_triplets(docs: list[tuple[str, str]], per_doc: int = 2, val_fraction
     return build(list(range(n_val, len(docs)))), build(list(range(n_val)))
 
 
+WINDOW_CHARS = 1400  # kernel/Debian text: a median of ~370 tokens, so nearly every window fits a 512-token cut
+
+
+def window_positives(rows: list[Triplet], max_chars: int = WINDOW_CHARS, seed: int = 0) -> list[Triplet]:
+    """Long-document pairs as a short training length sees them. Training cuts a document to its first
+    `max_doc_tokens`, so a query copied from further in no longer occurs in its positive (at 512 tokens, over half of
+    `longdoc_triplets`' rows). Where the query lies beyond the first `max_chars`, the positive becomes a `max_chars`
+    window of the document starting at a line start before the query, which ends in the window's first half; the
+    hard negatives become windows of the same size at random places in theirs, so a window alone does not mark a
+    positive. Other rows are kept as they are."""
+    rng = random.Random(seed)
+    out = []
+    for t in rows:
+        hit = re.search(r"\s+".join(map(re.escape, t.query.split())), t.positive)
+        if hit is None or hit.end() <= max_chars or hit.end() - hit.start() > max_chars:
+            out.append(t)
+            continue
+        earliest = min(hit.start(), hit.end() - max_chars // 2)  # a query spread over blank space may be long
+        start = rng.randint(earliest, hit.start())
+        line = t.positive.rfind("\n", 0, start) + 1
+        start = line if line >= earliest else start
+        negatives = [_window(n, max_chars, rng) for n in t.negatives]
+        out.append(Triplet(t.query, t.positive[start:start + max_chars], negatives, t.instruction, t.dataset, t.extra))
+    return out
+
+
+def _window(text: str, size: int, rng: random.Random) -> str:
+    start = rng.randint(0, max(0, len(text) - size))
+    line = text.rfind("\n", 0, start) + 1
+    return text[line if start - line < size // 4 else start:][:size]
+
+
 # ---- mined hard negatives -------------------------------------------------------------------
 
 Ranker = Callable[[list[Triplet], list[str]], list[list[int]]]  # per triplet's query, text indices best first
@@ -367,6 +400,7 @@ def build_all(out: Path, reasonaug: Path, seed: int = 0, dense: Ranker | None = 
              "manpage-train.jsonl": mp_train, "manpage-val.jsonl": mp_val,
              "reasonaug-train-mined.jsonl": mine_negatives(ra_train, "concept"),
              "longdoc-train-mined.jsonl": mine_negatives(ld_train, "name"),
+             "longdoc-train-windows.jsonl": window_positives(ld_train, seed=seed),
              "manpage-train-mined.jsonl": mine_negatives(mp_train, "name")}
     if dense is not None:
         files |= {"reasonaug-train-dmined.jsonl": mine_negatives(ra_train, "concept", dense),
