@@ -319,7 +319,7 @@ WINDOW_CHARS = 1400  # kernel/Debian text: a median of ~370 tokens, so nearly ev
 
 def window_positives(rows: list[Triplet], max_chars: int = WINDOW_CHARS, seed: int = 0) -> list[Triplet]:
     """Long-document pairs as a short training length sees them. Training cuts a document to its first
-    `max_doc_tokens`, so a query copied from further in no longer occurs in its positive (at 512 tokens, over half of
+    `max_doc_tokens`, so a query copied from further in no longer occurs in its positive (at 512 tokens, about 30% of
     `longdoc_triplets`' rows). Where the query lies beyond the first `max_chars`, the positive becomes a `max_chars`
     window of the document starting at a line start before the query, which ends in the window's first half; the
     hard negatives become windows of the same size at random places in theirs, so a window alone does not mark a
