@@ -4,13 +4,22 @@ length, so a CPU run can be planned (what each CPU-hour buys in tokens). Quality
     .venv/bin/python scripts/bench_train.py            # needs data/train (scripts/build_train_data.py)
 
 Each case runs a few real training steps on data/train (reasonaug + longdoc), skips the first (warm-up) and
-reports tokens/s forward+backward; writes results/bench_train/bench_train.json.
+reports tokens/s forward+backward, with the page faults and kernel time of the whole run; writes
+results/bench_train/bench_train.json.
+
+    .venv/bin/python scripts/bench_train.py --thp both --only "all layers, docs 256"
+
+runs each case twice, in fresh processes, with torch's transparent-huge-page allocation off and on
+(THP_MEM_ALLOC_ENABLE, which longretr turns on; torch reads it once per process).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -45,11 +54,32 @@ def run_case(layers: list[int], doc_tokens: int, ckpt: bool, steps: int, batch: 
         cfg = TrainConfig(model="gemma3-270m-bidir", data=data, output=str(Path(tmp) / "run"), steps=steps,
                           batch_size=batch, warmup=1, max_query_tokens=64, max_doc_tokens=doc_tokens,
                           lora_layers=layers, gradient_checkpointing=ckpt, save_every=10**6)
+        before = resource.getrusage(resource.RUSAGE_SELF)
         Trainer(cfg).train(progress=False)
+        after = resource.getrusage(resource.RUSAGE_SELF)
         log = [json.loads(line) for line in (Path(tmp) / "run" / "log.jsonl").read_text().splitlines()][1:]
     tokens, seconds = sum(r["tokens"] for r in log), sum(r["seconds"] for r in log)
     return {"tokens_per_second": round(tokens / seconds), "seconds_per_step": round(seconds / len(log), 1),
-            "tokens_per_step": round(tokens / len(log)), "timed_steps": len(log)}
+            "tokens_per_step": round(tokens / len(log)), "timed_steps": len(log),
+            # whole run, warm-up step and model load included: where the time went besides arithmetic
+            "minor_page_faults": after.ru_minflt - before.ru_minflt,
+            "user_seconds": round(after.ru_utime - before.ru_utime, 1),
+            "kernel_seconds": round(after.ru_stime - before.ru_stime, 1),
+            "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "")}
+
+
+def run_case_thp(name: str, args: argparse.Namespace) -> dict:
+    """The case in two fresh processes, THP allocation off then on."""
+    out = {}
+    for label, value in (("thp off", "0"), ("thp on", "1")):
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, __file__, "--case", name, "--steps", str(args.steps), "--batch", str(args.batch),
+                   "--data", *args.data, "--out", tmp]
+            env = {**os.environ, "THP_MEM_ALLOC_ENABLE": value}
+            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+            out[label] = json.loads((Path(tmp) / "bench_train.json").read_text())["cases"][name]
+    out["speedup"] = round(out["thp on"]["tokens_per_second"] / out["thp off"]["tokens_per_second"], 2)
+    return out
 
 
 def main() -> None:
@@ -58,6 +88,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--data", nargs="+", default=TRAIN_DATA)
     ap.add_argument("--only", default="", help="Run only the cases whose name contains this text.")
+    ap.add_argument("--case", default="", help="Run only the case of exactly this name.")
+    ap.add_argument("--thp", choices=("as-set", "both"), default="as-set",
+                    help="both: each case with THP allocation off and on, side by side (fresh processes).")
     ap.add_argument("--out", type=Path, default=Path("results/bench_train"))
     args = ap.parse_args()
     require_data(args.data)
@@ -65,9 +98,12 @@ def main() -> None:
     print(f"machine: {machine['summary']}; load average {load_average()}", flush=True)
     results = {"machine": machine, "load_average_start": load_average(), "batch": args.batch, "cases": {}}
     for name, layers, doc_tokens, ckpt in CASES:
-        if args.only and args.only not in name:
+        if (args.only and args.only not in name) or (args.case and args.case != name):
             continue
-        results["cases"][name] = run_case(layers, doc_tokens, ckpt, args.steps, args.batch, args.data)
+        if args.thp == "both":
+            results["cases"][name] = run_case_thp(name, args)
+        else:
+            results["cases"][name] = run_case(layers, doc_tokens, ckpt, args.steps, args.batch, args.data)
         print(f"{name:<26} {results['cases'][name]}", flush=True)
     results["load_average_end"] = load_average()
     args.out.mkdir(parents=True, exist_ok=True)
