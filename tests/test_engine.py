@@ -162,17 +162,18 @@ def test_native_bf16_is_read_from_cpu_flags(tmp_path, flags, native):
     assert embedder_module._cpu_has_native_bf16(tmp_path / "missing") is False
 
 
-@pytest.mark.parametrize("exported", [None, "0"])
-def test_import_sets_cpu_runtime_defaults_and_an_exported_value_wins(exported):
-    # Both are read once, when torch first allocates or starts its threads, so `import longretr` must set them
-    # before torch; a fresh interpreter is the only way to see that.
+
+@pytest.mark.parametrize("exported", [None, "ACTIVE"])
+def test_import_sets_the_openmp_wait_policy_and_an_exported_value_wins(exported):
+    # libgomp reads it once, when torch starts its threads, so `import longretr` must set it before torch; a fresh
+    # interpreter is the only way to see that.
     import os
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "OMP_WAIT_POLICY")}
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if exported is not None:
-        env["THP_MEM_ALLOC_ENABLE"] = exported
-    code = "import os, longretr; print(os.environ['THP_MEM_ALLOC_ENABLE'], os.environ['OMP_WAIT_POLICY'])"
+        env["OMP_WAIT_POLICY"] = exported
+    code = "import os, longretr; print(os.environ['OMP_WAIT_POLICY'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split() == [exported or "1", "PASSIVE"]
+    assert out.split() == [exported or "PASSIVE"]
