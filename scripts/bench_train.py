@@ -7,11 +7,11 @@ Each case runs a few real training steps on data/train (reasonaug + longdoc), sk
 reports tokens/s forward+backward, with the page faults and kernel time of the whole run; writes
 results/bench_train/bench_train.json.
 
-    .venv/bin/python scripts/bench_train.py --thp both --only "all layers, docs 256"
+    make bench-train-thp      # = scripts/bench_train.py --thp both --case "all layers, docs 512" --steps 3
 
-runs each case twice, in fresh processes, with torch's transparent-huge-page allocation off and on
-(THP_MEM_ALLOC_ENABLE; torch reads it once per process). It cut page faults 9x but not kernel time or step time
-(README, Training throughput), so longretr leaves it off.
+(`--thp both`) runs each selected case twice, in fresh processes, with torch's transparent-huge-page allocation
+off and on (THP_MEM_ALLOC_ENABLE; torch reads it once per process). It cut page faults 9x but not kernel time or
+step time (README, Training throughput), so longretr leaves it off.
 """
 
 from __future__ import annotations
