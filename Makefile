@@ -73,7 +73,7 @@ bench-train: install
 # (README, Training throughput: it did not help, so it stays off). One case, 3 steps each; needs data/train.
 .PHONY: bench-train-thp
 bench-train-thp: install
-	$(BIN)/python scripts/bench_train.py --thp both --case "all layers, docs 512" --steps 3 --out results/bench_train_thp
+	$(BIN)/python scripts/bench_train.py --thp both --only "all layers, docs 512" --steps 3 --out results/bench_train_thp
 
 # Retrieval quality per CPU-minute of training, per choice (rank, layers, length, distillation); docs/training-studies.md.
 # 5 cases x (10 min training + 2 min scoring) + the untrained backbone: about 65 min. BENCH_TRAIN_QUALITY_ARGS to tune.

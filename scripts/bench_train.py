@@ -7,7 +7,7 @@ Each case runs a few real training steps on data/train (reasonaug + longdoc), sk
 reports tokens/s forward+backward, with the page faults and kernel time of the whole run; writes
 results/bench_train/bench_train.json.
 
-    make bench-train-thp      # = scripts/bench_train.py --thp both --case "all layers, docs 512" --steps 3
+    make bench-train-thp      # = scripts/bench_train.py --thp both --only "all layers, docs 512" --steps 3
 
 (`--thp both`) runs each selected case twice, in fresh processes, with torch's transparent-huge-page allocation
 off and on (THP_MEM_ALLOC_ENABLE; torch reads it once per process). It cut page faults 9x but not kernel time or
@@ -75,7 +75,7 @@ def run_case_thp(name: str, args: argparse.Namespace) -> dict:
     out = {}
     for label, value in (("thp off", "0"), ("thp on", "1")):
         with tempfile.TemporaryDirectory() as tmp:
-            cmd = [sys.executable, __file__, "--case", name, "--steps", str(args.steps), "--batch", str(args.batch),
+            cmd = [sys.executable, __file__, "--only", name, "--steps", str(args.steps), "--batch", str(args.batch),
                    "--data", *args.data, "--out", tmp]
             env = {**os.environ, "THP_MEM_ALLOC_ENABLE": value}
             subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
@@ -90,7 +90,6 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--data", nargs="+", default=TRAIN_DATA)
     ap.add_argument("--only", default="", help="Run only the cases whose name contains this text.")
-    ap.add_argument("--case", default="", help="Run only the case of exactly this name.")
     ap.add_argument("--thp", choices=("as-set", "both"), default="as-set",
                     help="both: each case with THP allocation off and on, side by side (fresh processes).")
     ap.add_argument("--out", type=Path, default=Path("results/bench_train"))
@@ -100,7 +99,7 @@ def main() -> None:
     print(f"machine: {machine['summary']}; load average {load_average()}", flush=True)
     results = {"machine": machine, "load_average_start": load_average(), "batch": args.batch, "cases": {}}
     for name, layers, doc_tokens, ckpt in CASES:
-        if (args.only and args.only not in name) or (args.case and args.case != name):
+        if args.only and args.only not in name:
             continue
         if args.thp == "both":
             results["cases"][name] = run_case_thp(name, args)

@@ -1,6 +1,10 @@
 """The encoding engine around the attention: OOM split-and-retry, token-budget packing, dtype/device
 choice, token-wise chunking, progress reporting. Tiny random-weight models only."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -162,15 +166,10 @@ def test_native_bf16_is_read_from_cpu_flags(tmp_path, flags, native):
     assert embedder_module._cpu_has_native_bf16(tmp_path / "missing") is False
 
 
-
 @pytest.mark.parametrize("exported", [None, "ACTIVE"])
 def test_import_sets_the_openmp_wait_policy_and_an_exported_value_wins(exported):
     # libgomp reads it once, when torch starts its threads, so `import longretr` must set it before torch; a fresh
     # interpreter is the only way to see that.
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if exported is not None:
         env["OMP_WAIT_POLICY"] = exported
