@@ -7,10 +7,9 @@ weights) so the index's default can be chosen on evidence. Writes JSON + a PNG u
     .venv/bin/python scripts/compare_modes.py --index indexes/demo-cmp --corpus corpus
 
 A missing index is built first from --corpus (the demo corpus is written there if the folder does
-not exist): with the default model that takes about 20 minutes on 2 cores with AMX-BF16, about 2 hours on a
+not exist): with the default model that takes about 20 minutes on 2 cores with AMX-BF16, about 100 minutes on a
 2-core AMD EPYC and 1 h 45 min on a 2-core Xeon without AMX (both fp32), so it is reused. (EPYC, 2026-12-04:
-the PostgreSQL index, 1.29M tokens, took 80 minutes; the demo index, 1.50M, ran at 174 tokens/s on its
-32k-token documents.)
+the PostgreSQL index, 1.29M tokens, took 80 minutes; the demo index, 1.50M, about 100 minutes over two runs.)
 """
 
 from __future__ import annotations
