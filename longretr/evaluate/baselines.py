@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import io
 import json
 import os
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..store import atomic_write_bytes
 from .data import RetrievalSet
 
 
@@ -157,10 +159,9 @@ class ChunkedMiniLMScorer(Scorer):
             return np.load(path), True
         vectors = self._encode(pieces, progress)
         self.cache.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, vectors)
-        os.replace(tmp, path)  # a reader never sees half a file
+        buffer = io.BytesIO()
+        np.save(buffer, vectors)
+        atomic_write_bytes(path, buffer.getvalue())  # a reader never sees half a file
         return vectors, False
 
     def _encode(self, pieces: list[list[int]], progress: bool) -> np.ndarray:
