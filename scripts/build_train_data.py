@@ -3,7 +3,8 @@ pairs + raw text from the Debian packages linux-doc-6.1 and debian-reference-en,
 manual pages of manpages, manpages-dev and perl-doc, Debian's package descriptions (when apt has its English
 descriptions), and *-mined.jsonl copies with BM25-mined hard negatives. With --dense-mine MODEL, also
 *-train-dmined.jsonl copies whose first negative is the page or concept that MODEL ranks highest (documents cut to
---max-doc-tokens, as training cuts them)."""
+--max-doc-tokens, as training cuts them); with --max-ratio R as well, *-train-dminedNN.jsonl (NN = 100 R), whose
+negatives score at most R x the positive's cosine (positive-aware mining)."""
 
 import argparse
 from pathlib import Path
@@ -11,10 +12,10 @@ from pathlib import Path
 from longretr.train.data import build_all, dense_ranker, read_triplets
 
 
-def report_dense_negatives(out: Path) -> None:
-    """Per *-train-dmined.jsonl: how many first negatives differ from the plain file's and match BM25's."""
-    for dmined in sorted(out.glob("*-train-dmined.jsonl")):
-        name = dmined.name.removesuffix("-dmined.jsonl")
+def report_dense_negatives(out: Path, tag: str) -> None:
+    """Per *-train-{tag}.jsonl: how many first negatives differ from the plain file's and match BM25's."""
+    for dmined in sorted(out.glob(f"*-train-{tag}.jsonl")):
+        name = dmined.name.removesuffix(f"-{tag}.jsonl")
         dense, plain, bm25 = (read_triplets(out / f) for f in (dmined.name, f"{name}.jsonl", f"{name}-mined.jsonl"))
         changed = sum(d.negatives[0] != p.negatives[0] for d, p in zip(dense, plain))
         same = sum(d.negatives[0] == b.negatives[0] for d, b in zip(dense, bm25))
@@ -28,13 +29,16 @@ if __name__ == "__main__":
     ap.add_argument("--reasonaug", type=Path, default=Path("../shared/data/reasonaug"))
     ap.add_argument("--dense-mine", metavar="MODEL", help="a model config name or .toml path, e.g. default")
     ap.add_argument("--max-doc-tokens", type=int, default=512)
+    ap.add_argument("--max-ratio", type=float, help="with --dense-mine: skip negatives above R x the positive's cosine")
     args = ap.parse_args()
-    dense = None
+    if args.max_ratio is not None and not (args.dense_mine and 0 < args.max_ratio < 1):
+        ap.error("--max-ratio needs --dense-mine and a value between 0 and 1, e.g. 0.95")
+    dense, tag = None, "dmined" if args.max_ratio is None else f"dmined{round(args.max_ratio * 100)}"
     if args.dense_mine:
         from longretr.embedder import Embedder  # loads torch; the plain build does not need it
 
-        dense = dense_ranker(Embedder(args.dense_mine), args.max_doc_tokens)
-    for name, count in build_all(args.out, args.reasonaug, dense=dense).items():
+        dense = dense_ranker(Embedder(args.dense_mine), args.max_doc_tokens, max_ratio=args.max_ratio)
+    for name, count in build_all(args.out, args.reasonaug, dense=dense, dense_tag=tag).items():
         print(f"{args.out / name}: {count} rows")
     if dense is not None:
-        report_dense_negatives(args.out)
+        report_dense_negatives(args.out, tag)

@@ -307,6 +307,25 @@ def test_dense_mining_ranks_by_the_embedder_with_the_triplets_instruction(tmp_pa
     assert mined[2].negatives[0] == order[hits[2][1]] != texts["d"]
 
 
+
+def test_positive_aware_mining_leaves_out_texts_scored_too_close_to_the_positive(tmp_path, tiny_gemma):
+    embedder = Embedder(str(write_config(tmp_path, tiny_gemma)))
+    texts = ["run queues and load balancing", "the run queue of each cpu", "audio codec jack detection",
+             "memory barriers for smp", "page cache writeback"]
+    rows = [Triplet("which cpu runs a task", text, ["x"], "", "docs", {"name": str(i)}) for i, text in
+            enumerate(texts)]
+    scores = embedder.encode_texts([t.query_text for t in rows]) @ embedder.encode_texts(texts, max_tokens=64).T
+    plain = dense_ranker(embedder, max_doc_tokens=64)(rows, texts)
+    first, second = sorted(scores[0, 1:], reverse=True)[:2]
+    assert scores[0, 0] > 0 and first > second
+    ratio = float((first + second) / 2 / scores[0, 0])  # between the two closest other texts: the closest goes
+    aware = dense_ranker(embedder, max_doc_tokens=64, max_ratio=ratio)(rows, texts)
+    closest = next(v for v in plain[0] if v != 0)
+    assert closest not in aware[0] and len(aware[0]) < len(plain[0])
+    assert aware[0] == [v for v in plain[0] if scores[0, v] <= ratio * scores[0, 0]]
+    mined = mine_negatives(rows, "name", dense_ranker(embedder, max_doc_tokens=64, max_ratio=ratio))
+    assert mined[0].negatives == [texts[next(v for v in aware[0] if v != 0)], "x"]
+
 PAGE = """getopt(3)                Library Functions Manual                getopt(3)
 
 NAME
