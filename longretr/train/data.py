@@ -369,10 +369,14 @@ def dense_ranker(embedder: Embedder, max_doc_tokens: int, k: int = 10, max_ratio
         docs = embedder.encode_texts(texts, max_tokens=max_doc_tokens)
         scores = embedder.encode_texts([t.query_text for t in rows]) @ docs.T
         if max_ratio is not None:
-            at = {text: i for i, text in enumerate(texts)}
+            at, cut = {text: i for i, text in enumerate(texts)}, 0
             for row, t in zip(scores, rows):
                 if t.positive in at:
-                    row[row > max_ratio * row[at[t.positive]]] = -np.inf
+                    close = row > max_ratio * row[at[t.positive]]
+                    cut += int(close.sum() - close[at[t.positive]]) > 0
+                    row[close] = -np.inf
+            print(f"positive-aware mining: {cut:,} of {len(rows):,} queries lose texts above {max_ratio} x their "
+                  "positive's cosine", file=sys.stderr)
         order = np.argsort(-scores, axis=1)[:, :k]
         return [[int(v) for v in o if scores[i, v] > -np.inf] for i, o in enumerate(order)]
     return rank
