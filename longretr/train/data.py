@@ -363,7 +363,7 @@ def dense_ranker(embedder: Embedder, max_doc_tokens: int, k: int = 10, max_ratio
 
     With `max_ratio`, texts scoring above `max_ratio` x the cosine of the triplet's own positive (when it is among
     `texts`) are left out: "positive-aware" mining (NV-Retriever, arXiv 2407.15831), since a text the embedder puts
-    that close to the positive is often a second right answer. Without it the negatives the default ranked highest
+    that close to the positive may be a second right answer. Without it the negatives the default ranked highest
     cost dense MRR@10 0.06 (docs/training-studies.md, "Dense-mined negatives")."""
     def rank(rows: list[Triplet], texts: list[str]) -> list[list[int]]:
         docs = embedder.encode_texts(texts, max_tokens=max_doc_tokens)
