@@ -90,7 +90,8 @@ compare-modes: install
 	$(BIN)/python scripts/compare_modes.py --index indexes/demo-cmp --corpus corpus $(COMPARE_ARGS)
 
 # The same on 300 long pages of the PostgreSQL 15 manual with 70 known-item queries (README, Search modes). Needs
-# Debian's postgresql-doc-15 (apt-get install postgresql-doc-15); indexes/pgdocs is built once (~20 min with AMX-BF16).
+# Debian's postgresql-doc-15 (apt-get update && apt-get install postgresql-doc-15; the page list is from 15.20);
+# indexes/pgdocs is built once (~20 min with AMX-BF16).
 .PHONY: compare-pgdocs
 compare-pgdocs: install
 	$(BIN)/python scripts/build_pgdocs_corpus.py

@@ -5,7 +5,7 @@ A second demo corpus, unlike the pydoc one and in no training data: long technic
 manual. `tests/data/pgdocs_pages.txt` lists them, so the corpus is the same on every machine with the
 package; `tests/data/pgdocs_queries.jsonl` asks about 60 of them in plain language.
 
-    apt-get install postgresql-doc-15
+    apt-get update && apt-get install postgresql-doc-15    # the list is from 15.20-0+deb12u1
     .venv/bin/python scripts/build_pgdocs_corpus.py            # writes data/pgdocs/*.html
     .venv/bin/python scripts/compare_modes.py --index indexes/pgdocs --corpus data/pgdocs \
         --queries tests/data/pgdocs_queries.jsonl --out runs/pgdocs
@@ -49,7 +49,8 @@ def main() -> None:
     names = PAGES.read_text().split()
     missing = [name for name in names if not (args.source / name).is_file()]
     if missing:
-        sys.exit(f"{args.source}: {len(missing)} listed pages missing (first: {missing[0]}); another package version?")
+        sys.exit(f"{args.source}: {len(missing)} listed pages missing (first: {missing[0]}); "
+                 "the list was taken from postgresql-doc-15 15.20-0+deb12u1: apt-get update, then install it again")
     args.out.mkdir(parents=True, exist_ok=True)
     for name in names:
         shutil.copyfile(args.source / name, args.out / name)
