@@ -92,6 +92,8 @@ def search(
 
     if (query is None) == (queries is None):
         _fail("give either a QUERY or --queries FILE")
+    if query is not None and not query.strip():
+        _fail("the query is empty")
     if k < 1:
         _fail("-k must be at least 1")
     if server and model:

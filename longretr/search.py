@@ -198,6 +198,8 @@ def snippet(text: str, query: str, width: int = 200, within: list[int] | None = 
 
 def read_queries(path: Path) -> list[tuple[str, str]]:
     """JSONL with id and text, or TSV id<TAB>text."""
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
     out = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -213,6 +215,8 @@ def read_queries(path: Path) -> list[tuple[str, str]]:
             if len(parts) != 2:
                 raise ValueError(f"{path}:{n}: expected id<TAB>text")
             out.append((parts[0], parts[1]))
+        if not out[-1][1].strip():
+            raise ValueError(f"{path}:{n}: query {out[-1][0]!r} has no text")
     if not out:
         raise ValueError(f"{path}: no queries")
     return out

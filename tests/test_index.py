@@ -313,6 +313,13 @@ def test_cli_index_and_search(corpus, tmp_path, tiny_gemma):
     assert len(lines) == 6 and lines[0].startswith("q1 Q0 ") and lines[0].endswith(" longretr-dense")
     r = runner.invoke(app, ["search", "x", "--index", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "no index here" in r.output
+    r = runner.invoke(app, ["search", "  ", "--index", str(folder)])
+    assert r.exit_code == 2 and "the query is empty" in r.output
+    queries.write_text("q1\tlazy dog\nq2\t \n")
+    r = runner.invoke(app, ["search", "--queries", str(queries), "--index", str(folder)])
+    assert r.exit_code == 2 and f"{queries}:2: query 'q2' has no text" in r.output
+    r = runner.invoke(app, ["search", "--queries", str(tmp_path / "none.tsv"), "--index", str(folder)])
+    assert r.exit_code == 2 and f"{tmp_path / 'none.tsv'}: no such file" in r.output
     causal = write_config(tmp_path, tiny_gemma, name="causal", attention="causal")
     r = runner.invoke(app, ["search", "x", "--index", str(folder), "--model", str(causal)])
     assert r.exit_code == 2 and "was built with model" in r.output
