@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from compare_modes import read_known_items  # noqa: E402
 
 from longretr.embedder import Embedder  # noqa: E402
+from longretr.evaluate.metrics import known_item  # noqa: E402
 from longretr.machine import describe  # noqa: E402
 from longretr.store import VID_MASK, load  # noqa: E402
 
@@ -57,8 +58,8 @@ def doc_scores(q: torch.Tensor, vecs: torch.Tensor, owner: torch.Tensor, n_docs:
 
 
 def mrr10(scores: torch.Tensor, gold: torch.Tensor) -> float:
-    rank = (scores > scores[torch.arange(len(gold)), gold][:, None]).sum(1) + 1
-    return float(torch.where(rank <= 10, 1.0 / rank, torch.zeros(len(gold))).mean())
+    """MRR@10 by the project's known-item metric (documents as column numbers)."""
+    return known_item(scores.topk(10, dim=1).indices.tolist(), gold.tolist(), 10)["mrr@10"]
 
 
 def fit_and_score(q: torch.Tensor, gold: torch.Tensor, vecs: torch.Tensor, owner: torch.Tensor, n_docs: int,
