@@ -7,7 +7,8 @@ index's documents (a document scores the best cosine of its vectors, as dense se
 known-item queries, and scores the other half; then the halves swap. The queries are evaluation queries, so
 nothing fitted here may ship: a map that gains little even in-domain will gain less trained on other data.
 It also counts the distinct documents that dense mode wrongly ranks first (few distinct ones would mean hub
-documents, which a per-document penalty could fix).
+documents, which a per-document penalty could fix), and which of a document's vectors (whole, lead, or a span) gave
+each first-placed document its score, for all queries and for the wrong first places.
 
     .venv/bin/python scripts/vector_headroom.py --index indexes/pgdocs \\
         --queries tests/data/pgdocs_queries.jsonl tests/data/pgdocs_queries_fresh.jsonl \\
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import faiss
@@ -34,13 +36,15 @@ from compare_modes import read_known_items  # noqa: E402
 from longretr.embedder import Embedder  # noqa: E402
 from longretr.evaluate.metrics import known_item  # noqa: E402
 from longretr.machine import describe  # noqa: E402
-from longretr.store import VID_MASK, load  # noqa: E402
+from longretr.search import manifest_model  # noqa: E402
+from longretr.store import EXTRA_ID, EXTRA_STEP, VID_MASK, load  # noqa: E402
 
 SCALE = 50.0  # the training recipe's (temperature 0.02)
 
 
-def index_vectors(folder: str) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """Document ids, every vector in the index, and the column (document) that owns each vector."""
+def index_vectors(folder: str) -> tuple[list[str], torch.Tensor, torch.Tensor, list[str]]:
+    """Document ids, every vector in the index, the column (document) that owns each vector, and each vector's kind:
+    whole, lead or span (store.EXTRA_ID: a document's other vectors are its lead, where it has one, then its spans)."""
     snap = load(folder, lexical=False, ann=False)
     ids = faiss.vector_to_array(snap.index.id_map)
     vecs = snap.index.index.reconstruct_n(0, snap.index.ntotal)
@@ -48,7 +52,19 @@ def index_vectors(folder: str) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     docs = sorted(set(vid2doc.values()))
     col = {d: i for i, d in enumerate(docs)}
     owner = [col[vid2doc[int(v)]] for v in ids & VID_MASK]
-    return docs, torch.tensor(vecs), torch.tensor(owner)
+    config = manifest_model(folder, snap.manifest)
+    has_lead = {v for v, n in zip(snap.docs.column("vid").to_pylist(), snap.docs.column("n_tokens").to_pylist())
+                if config.lead_for(n)}  # as search does: where a document has a lead, its first other vector is it
+    kinds = ["whole" if i < EXTRA_ID else "lead" if i < EXTRA_ID + EXTRA_STEP and i & VID_MASK in has_lead else "span"
+             for i in ids.tolist()]
+    return docs, torch.tensor(vecs), torch.tensor(owner), kinds
+
+
+def winning_kinds(q: torch.Tensor, vecs: torch.Tensor, owner: torch.Tensor, kinds: list[str], top: torch.Tensor
+                  ) -> list[str]:
+    """Per query, the kind of the vector that gave its first-placed document (top) that document's score."""
+    sims = (q @ vecs.T).masked_fill(owner[None] != top[:, None], -2.0)
+    return [kinds[i] for i in sims.argmax(1).tolist()]
 
 
 def doc_scores(q: torch.Tensor, vecs: torch.Tensor, owner: torch.Tensor, n_docs: int) -> torch.Tensor:
@@ -90,7 +106,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
-    docs, vecs, owner = index_vectors(args.index)
+    docs, vecs, owner, kinds = index_vectors(args.index)
     col = {d: i for i, d in enumerate(docs)}
     queries = [q for path in args.queries for q in read_known_items(path)]
     q = torch.tensor(Embedder(args.model).encode_queries([x["text"] for x in queries]))
@@ -99,14 +115,19 @@ def main() -> None:
     base = doc_scores(q, vecs, owner, len(docs))
     top = base.argmax(1)
     wrong = top != gold
+    won_by = winning_kinds(q, vecs, owner, kinds, top)
     result = {"index": args.index, "model": args.model, "queries": len(queries),
               "query_files": [str(p) for p in args.queries], "dense_mrr@10": mrr10(base, gold),
               "wrong_top1": int(wrong.sum()), "distinct_wrong_top1_documents": len(set(top[wrong].tolist())),
+              "top1_won_by": dict(Counter(won_by)),
+              "wrong_top1_won_by": dict(Counter(k for k, w in zip(won_by, wrong.tolist()) if w)),
               "folds": [], "machine": describe()}
     perm = torch.tensor(np.random.default_rng(0).permutation(len(queries)))
     halves = [perm[::2], perm[1::2]]
     print(f"dense MRR@10 {result['dense_mrr@10']:.4f} over {len(queries)} queries; {result['wrong_top1']} wrong "
           f"first places, {result['distinct_wrong_top1_documents']} distinct documents")
+    print(f"first places won by a document's {result['top1_won_by']} vector; the wrong ones by "
+          f"{result['wrong_top1_won_by']}")
     for both in (False, True):
         for l2 in (0.1, 1.0, 10.0):
             for steps in (50, 200):

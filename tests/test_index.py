@@ -337,3 +337,33 @@ def test_cli_search_shows_the_matching_passage(tmp_path, tiny_gemma):
     assert hits["long.txt"]["snippet"].strip("…") in long[a:b]
     r = runner.invoke(app, args)
     assert r.exit_code == 0 and f"long.txt  (passage: characters {a:,}-{b:,})" in r.output
+
+
+def test_vector_headroom_tells_whole_lead_and_span_vectors_apart(tmp_path, embedder):
+    """scripts/vector_headroom.py counts which kind of vector won each first place; it reads the kinds back from the
+    index's ids as search does (a lead only where the document is longer than lead_tokens)."""
+    from tiny_models import load_script
+
+    headroom = load_script("vector_headroom")
+    texts = {"long.txt": "the archive index " + " ".join(["fox jumps"] * 30),
+             "mid.txt": "a lazy dog sleeps in the sun all day and all night long",  # spans, but no lead
+             "short.txt": "the fox"}
+    cfg = embedder.config
+    try:
+        embedder.config = replace(cfg, lead_tokens=48, span_tokens=8)
+        folder = tmp_path / "idx"
+        index_corpus(write_corpus(tmp_path / "corpus", texts), folder, embedder, progress=False)
+        enc = embedder.encode_documents(list(texts.values()), progress=False)
+        docs, vecs, owner, kinds = headroom.index_vectors(str(folder))
+        assert docs == sorted(texts)
+        n = dict(zip(texts, enc.n_tokens))
+        lead_for, spans_for = embedder.config.lead_for, embedder.config.spans_for
+        assert spans_for(n["mid.txt"]) and not lead_for(n["mid.txt"]) and lead_for(n["long.txt"])
+        want = {d: ["whole"] + ["lead"] * bool(lead_for(n[d])) + ["span"] * len(spans_for(n[d])) for d in texts}
+        for col, d in enumerate(docs):
+            assert sorted(k for k, o in zip(kinds, owner.tolist()) if o == col) == sorted(want[d]), d
+        pick = [kinds.index("lead"), kinds.index("span"), kinds.index("whole")]
+        top = owner[pick]
+        assert headroom.winning_kinds(vecs[pick], vecs, owner, kinds, top) == ["lead", "span", "whole"]
+    finally:
+        embedder.config = cfg

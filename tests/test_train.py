@@ -2,6 +2,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tiny_models import load_script, write_config
@@ -49,6 +50,42 @@ def _cfg(tmp_path, tiny_gemma, **kw):
 def test_info_nce_prefers_aligned_pairs():
     q = torch.nn.functional.normalize(torch.randn(4, 8), dim=1)
     assert info_nce(q, q) < info_nce(q, q.flip(0))
+
+
+def test_info_nce_with_owners_scores_each_candidate_by_its_best_vector():
+    torch.manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(2, 8), dim=1)
+    noise = torch.nn.functional.normalize(torch.randn(3, 8), dim=1)
+    # candidate 0: a vector far from query 0, then one equal to it; candidate 1: query 1 itself
+    vectors = torch.cat([noise[:1], q[:1], q[1:], noise[1:]])
+    owners = torch.tensor([0, 0, 1, 1, 1])
+    best = torch.stack([(q @ vectors[owners == c].T).amax(1) for c in range(2)], dim=1)
+    expected = torch.nn.functional.cross_entropy(best * 50.0, torch.arange(2))
+    torch.testing.assert_close(info_nce(q, vectors, owners=owners), expected)
+    assert info_nce(q, vectors, owners=owners) < info_nce(q, vectors[[0, 2]])  # the whole vectors alone score worse
+
+
+def test_span_scoring_trains_the_span_vectors_that_indexing_makes(tmp_path, tiny_gemma):
+    """doc_scoring = "best": the training pass's span vectors are the ones `longretr index` stores (same spans, same
+    pass), and a run with them learns."""
+    model = write_config(tmp_path, tiny_gemma, name="spans", span_tokens=8)
+    cfg = _cfg(tmp_path, tiny_gemma, model=str(model), doc_scoring="best", steps=8)
+    trainer = Trainer(cfg)
+    docs = [" ".join(WORDS[:n]) for n in (5, 14, 30)]  # 6 to 31 tokens: no spans, and two to four
+    trainer.model.eval()
+    with torch.no_grad():
+        vecs, owners, _ = trainer._embed(docs, cfg.max_doc_tokens, spans=True)
+    encoded = Embedder(str(model)).encode_documents(docs, progress=False)
+    for row in range(len(docs)):
+        expected = [encoded.vectors[row]] + list(encoded.extra.get(row, []))
+        assert len(expected) == int((owners == row).sum())
+        torch.testing.assert_close(vecs[owners == row], torch.tensor(np.stack(expected)), atol=1e-4, rtol=1e-4)
+    assert len(encoded.extra) == 2
+    trainer.train(progress=False)
+    log = [json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert sum(log[-3:]) < sum(log[:3]) * 0.8, log
+    with pytest.raises(ValueError, match="span_tokens = 0"):
+        Trainer(_cfg(tmp_path, tiny_gemma, doc_scoring="best"))
 
 
 def test_masking_and_diffusion_loss():
@@ -141,9 +178,9 @@ def test_accumulation_widens_the_batch_with_exact_gradients(tmp_path, tiny_gemma
     q = torch.cat([r[0] for r in reps])
     d = torch.cat([r[1][:2] for r in reps] + [r[1][2:] for r in reps])
     queries, docs = _texts(batch)
-    reference = trainer._loss(q, d, queries, docs)
+    reference = trainer._loss(q, d, None, queries, docs)
     reference.backward()
-    assert tokens == sum(r[2] for r in reps)
+    assert tokens == sum(r[3] for r in reps)
     assert d.shape[0] == 12 and abs(loss - reference.item()) < 1e-5
     assert any(g.abs().sum() > 0 for n, g in cached.items() if "lora_A" in n)
     for n, p in params.items():
@@ -448,6 +485,9 @@ def test_training_config_names_the_bad_key(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('model = "default"\nlearning_rate = 1e-4\n')
     with pytest.raises(ValueError, match=r"bad\.toml.*learning_rate"):
+        TrainConfig.from_toml(bad)
+    bad.write_text('doc_scoring = "best"\ngrad_accum = 2\n')
+    with pytest.raises(ValueError, match=r"bad\.toml.*grad_accum"):
         TrainConfig.from_toml(bad)
 
 

@@ -6,11 +6,17 @@ import torch
 import torch.nn.functional as F
 
 
-def info_nce(queries: torch.Tensor, candidates: torch.Tensor, scale: float = 50.0) -> torch.Tensor:
+def info_nce(queries: torch.Tensor, candidates: torch.Tensor, scale: float = 50.0,
+             owners: torch.Tensor | None = None) -> torch.Tensor:
     """InfoNCE on cosine similarity x scale (50 = temperature 0.02). Candidate i is query i's positive;
-    every other candidate (in-batch positives and all hard negatives) is a negative."""
-    logits = queries @ candidates.T * scale
-    return F.cross_entropy(logits, torch.arange(len(queries), device=queries.device))
+    every other candidate (in-batch positives and all hard negatives) is a negative. With `owners`, `candidates`
+    are vectors and owners[v] the candidate that vector v belongs to: a candidate scores its best vector's cosine,
+    as dense search scores a document with span vectors."""
+    sims = queries @ candidates.T
+    if owners is not None:
+        n = int(owners.max()) + 1
+        sims = sims.new_full((len(queries), n), -2.0).scatter_reduce(1, owners.expand(len(queries), -1), sims, "amax")
+    return F.cross_entropy(sims * scale, torch.arange(len(queries), device=queries.device))
 
 
 def distillation(student_q: torch.Tensor, student_c: torch.Tensor, teacher_q: torch.Tensor,

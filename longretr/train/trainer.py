@@ -53,6 +53,9 @@ class TrainConfig:
     scale: float = 50.0  # cosine x 50 = temperature 0.02
     max_query_tokens: int = 256
     max_doc_tokens: int = 4096
+    # whole: a document scores its pooled vector's cosine (the paper). best: the best cosine of that vector and its
+    # span vectors (the model config's span_tokens, means over spans of the same pass), as dense search scores it
+    doc_scoring: str = "whole"
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -80,6 +83,10 @@ class TrainConfig:
         cfg = cls(**data)
         if cfg.objective not in ("contrastive", "diffusion"):
             raise ValueError(f"{path}: objective must be contrastive or diffusion, got {cfg.objective!r}")
+        if cfg.doc_scoring not in ("whole", "best"):
+            raise ValueError(f"{path}: doc_scoring must be whole or best, got {cfg.doc_scoring!r}")
+        if cfg.doc_scoring == "best" and cfg.grad_accum > 1:
+            raise ValueError(f"{path}: doc_scoring = \"best\" does not work with grad_accum > 1 (GradCache)")
         return cfg
 
 
@@ -98,6 +105,8 @@ class Trainer:
         if cfg.init_adapter:
             self._load_lora(Path(cfg.init_adapter))
         self.teacher = _minilm(self.device) if cfg.distill_weight > 0 else None
+        if cfg.doc_scoring == "best" and not self.model_cfg.span_tokens:
+            raise ValueError(f"doc_scoring = \"best\" needs span vectors: {cfg.model} has span_tokens = 0")
 
     def _add_lora(self, model):
         from peft import LoraConfig, get_peft_model
@@ -151,12 +160,26 @@ class Trainer:
         enc = self.tokenizer(texts, truncation=True, max_length=limit, padding=True, return_tensors="pt")
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
-    def _embed(self, texts: list[str], limit: int) -> tuple[torch.Tensor, int]:
-        """Pooled, normalised vectors and the number of real tokens they cover."""
+    def _embed(self, texts: list[str], limit: int, spans: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """Pooled, normalised vectors, their owners and the number of real tokens they cover. With `spans`, each
+        text's span vectors (model config's spans_for) follow the pooled ones and owners[v] is vector v's text;
+        without, owners is None (vector i is text i's)."""
         ids, mask = self._tokens(texts, limit)
         with torch.autocast(self.device.split(":")[0], dtype=self.dtype, enabled=self.dtype != torch.float32):
             hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        return pool(hidden, mask, self.model_cfg.pooling, True), int(mask.sum())
+        vecs = pool(hidden, mask, self.model_cfg.pooling, True)
+        if not spans:
+            return vecs, None, int(mask.sum())
+        extra, owners = [], list(range(len(texts)))
+        for row in range(len(texts)):
+            real = mask[row].nonzero().squeeze(1)  # positions of real tokens, whichever side pads
+            for a, b in self.model_cfg.spans_for(len(real)):
+                extra.append(hidden[row, real[a:b]].float().mean(0))
+                owners.append(row)
+        if extra:
+            vecs = torch.cat([vecs, torch.nn.functional.normalize(torch.stack(extra), dim=-1)])
+        return vecs, torch.tensor(owners, device=vecs.device), int(mask.sum())
 
     def _contrastive_step(self, batch: list[Triplet]) -> tuple[float, int]:
         """InfoNCE over the whole batch, backward in micro-batches of batch_size (GradCache, Gao et al. 2021):
@@ -165,15 +188,15 @@ class Trainer:
         size = self.cfg.batch_size
         parts = [_texts(batch[i:i + size]) for i in range(0, len(batch), size)]
         if len(parts) == 1:
-            q, d, tokens = self._embed_part(*parts[0])
-            loss = self._loss(q, d, *parts[0])
+            q, d, owners, tokens = self._embed_part(*parts[0])
+            loss = self._loss(q, d, owners, *parts[0])
             loss.backward()
             return loss.item(), tokens
         states, reps, tokens = [], [], 0
         with torch.no_grad():
             for part in parts:
                 states.append(_rng_state(self.device))
-                q, d, n = self._embed_part(*part)
+                q, d, _, n = self._embed_part(*part)  # no owners: doc_scoring "best" needs grad_accum 1
                 reps.append((q.detach().requires_grad_(), d.detach().requires_grad_()))
                 tokens += n
         # one batch: all queries, then all positives, then all hard negatives (each part's docs are its positives,
@@ -183,23 +206,26 @@ class Trainer:
         docs = [t for part, n in zip(parts, n_pos) for t in part[1][:n]] + \
                [t for part, n in zip(parts, n_pos) for t in part[1][n:]]
         d = torch.cat([d[:n] for (_, d), n in zip(reps, n_pos)] + [d[n:] for (_, d), n in zip(reps, n_pos)])
-        loss = self._loss(torch.cat([q for q, _ in reps]), d, queries, docs)
+        loss = self._loss(torch.cat([q for q, _ in reps]), d, None, queries, docs)
         loss.backward()
         for part, state, (q0, d0) in zip(parts, states, reps):
             _set_rng_state(self.device, state)  # same dropout masks as the cached pass
-            q, d, _ = self._embed_part(*part)
+            q, d, _, _ = self._embed_part(*part)
             torch.autograd.backward([q, d], [q0.grad, d0.grad])
         return loss.item(), tokens
 
-    def _embed_part(self, queries: list[str], docs: list[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        q, q_tokens = self._embed(queries, self.cfg.max_query_tokens)
-        d, d_tokens = self._embed(docs, self.cfg.max_doc_tokens)
-        return q, d, q_tokens + d_tokens
+    def _embed_part(self, queries: list[str], docs: list[str]
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
+        q, _, q_tokens = self._embed(queries, self.cfg.max_query_tokens)
+        d, owners, d_tokens = self._embed(docs, self.cfg.max_doc_tokens, spans=self.cfg.doc_scoring == "best")
+        return q, d, owners, q_tokens + d_tokens
 
-    def _loss(self, q: torch.Tensor, d: torch.Tensor, queries: list[str], docs: list[str]) -> torch.Tensor:
+    def _loss(self, q: torch.Tensor, d: torch.Tensor, owners: torch.Tensor | None, queries: list[str],
+              docs: list[str]) -> torch.Tensor:
         """InfoNCE, plus the distillation term where configured; docs are the positives (in query order), then
-        the hard negatives."""
-        loss = info_nce(q, d, self.cfg.scale)
+        the hard negatives (owners: see _embed)."""
+        loss = info_nce(q, d, self.cfg.scale, owners)
+        d = d[:len(docs)]  # the pooled vectors (span vectors, where there are any, follow them)
         if self.teacher is not None:
             with torch.no_grad():
                 tq = self.teacher.encode(queries, convert_to_tensor=True, normalize_embeddings=True)
