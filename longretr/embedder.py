@@ -255,10 +255,7 @@ class Embedder:
         for row, ranges in enumerate(spans):
             vecs = [whole[row]]
             if ranges:
-                parts = torch.stack([hidden[row, start:end].float().mean(0) for start, end in ranges])
-                if self.config.normalize:
-                    parts = torch.nn.functional.normalize(parts, dim=-1)
-                vecs += list(parts.cpu().numpy())
+                vecs += list(span_means(hidden[row], ranges, self.config.normalize).cpu().numpy())
             out.append(np.stack(vecs))
         return out
 
@@ -313,6 +310,13 @@ def _chunked(forward, chunk_rows: int):
         return out.view(*x.shape[:-1], out.shape[1])
 
     return run
+
+
+def span_means(states: torch.Tensor, ranges: list[tuple[int, int]], normalize: bool) -> torch.Tensor:
+    """[len(ranges), dim] the mean of one sequence's states (its real tokens, from position 0) over each [start, end)
+    range: span vectors, as `longretr index` stores them and `doc_scoring = "best"` trains them."""
+    parts = torch.stack([states[start:end].float().mean(0) for start, end in ranges])
+    return torch.nn.functional.normalize(parts, dim=-1) if normalize else parts
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str, normalize: bool) -> torch.Tensor:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..backbone import load_backbone, notice_file
 from ..config import load_config
-from ..embedder import pick_device_dtype, pool
+from ..embedder import pick_device_dtype, pool, span_means
 from ..machine import describe
 from .data import Triplet, read_triplets
 from .losses import diffusion_loss, distillation, info_nce, mask_tokens
@@ -171,15 +171,14 @@ class Trainer:
         vecs = pool(hidden, mask, self.model_cfg.pooling, True)
         if not spans:
             return vecs, None, int(mask.sum())
-        extra, owners = [], list(range(len(texts)))
+        parts, owners = [vecs], list(range(len(texts)))
         for row in range(len(texts)):
             real = mask[row].nonzero().squeeze(1)  # positions of real tokens, whichever side pads
-            for a, b in self.model_cfg.spans_for(len(real)):
-                extra.append(hidden[row, real[a:b]].float().mean(0))
-                owners.append(row)
-        if extra:
-            vecs = torch.cat([vecs, torch.nn.functional.normalize(torch.stack(extra), dim=-1)])
-        return vecs, torch.tensor(owners, device=vecs.device), int(mask.sum())
+            ranges = self.model_cfg.spans_for(len(real))
+            if ranges:
+                parts.append(span_means(hidden[row, real], ranges, True))
+                owners += [row] * len(ranges)
+        return torch.cat(parts), torch.tensor(owners, device=vecs.device), int(mask.sum())
 
     def _contrastive_step(self, batch: list[Triplet]) -> tuple[float, int]:
         """InfoNCE over the whole batch, backward in micro-batches of batch_size (GradCache, Gao et al. 2021):
