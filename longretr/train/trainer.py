@@ -97,6 +97,8 @@ class Trainer:
         self.model_cfg = load_config(cfg.model)
         if cfg.objective == "diffusion" and self.model_cfg.attention != "bidirectional":
             raise ValueError("the diffusion objective needs a bidirectional model config")
+        if cfg.doc_scoring == "best" and not self.model_cfg.span_tokens:  # before loading anything
+            raise ValueError(f"doc_scoring = \"best\" needs span vectors: {cfg.model} has span_tokens = 0")
         self.device, self.dtype = pick_device_dtype(cfg.dtype, device)
         model, self.tokenizer = load_backbone(self.model_cfg, self.dtype, self.device)
         torch.manual_seed(cfg.seed)  # LoRA's random init: the same run from the same config, whatever ran before
@@ -105,8 +107,6 @@ class Trainer:
         if cfg.init_adapter:
             self._load_lora(Path(cfg.init_adapter))
         self.teacher = _minilm(self.device) if cfg.distill_weight > 0 else None
-        if cfg.doc_scoring == "best" and not self.model_cfg.span_tokens:
-            raise ValueError(f"doc_scoring = \"best\" needs span vectors: {cfg.model} has span_tokens = 0")
 
     def _add_lora(self, model):
         from peft import LoraConfig, get_peft_model
@@ -224,8 +224,8 @@ class Trainer:
         """InfoNCE, plus the distillation term where configured; docs are the positives (in query order), then
         the hard negatives (owners: see _embed)."""
         loss = info_nce(q, d, self.cfg.scale, owners)
-        d = d[:len(docs)]  # the pooled vectors (span vectors, where there are any, follow them)
         if self.teacher is not None:
+            d = d[:len(docs)]  # the teacher has one vector per document: the pooled ones (span vectors follow them)
             with torch.no_grad():
                 tq = self.teacher.encode(queries, convert_to_tensor=True, normalize_embeddings=True)
                 td = self.teacher.encode(docs, convert_to_tensor=True, normalize_embeddings=True)
