@@ -367,3 +367,31 @@ def test_vector_headroom_tells_whole_lead_and_span_vectors_apart(tmp_path, embed
         assert headroom.winning_kinds(vecs[pick], vecs, owner, kinds, top) == ["lead", "span", "whole"]
     finally:
         embedder.config = cfg
+
+
+def test_span_context_study_reencodes_the_index_spans(embedder):
+    """scripts/span_context_study.py: a window as long as the document gives the index's own span vectors (late
+    chunking over the whole pass); window 0 gives each span encoded alone, after the document's first token."""
+    from tiny_models import load_script
+
+    study = load_script("span_context_study")
+    text = "the archive index " + " ".join(["fox jumps over"] * 12)
+    cfg = embedder.config
+    try:
+        embedder.config = replace(cfg, span_tokens=8)
+        enc = embedder.encode_documents([text], progress=False)
+        ids, _ = embedder.tokenize([text])
+        spans = embedder.config.spans_for(len(ids[0]))
+        assert len(spans) > 2
+        whole, owner, _, tokens = study.encode_spans(embedder, ids, 10_000)
+        np.testing.assert_allclose(whole, enc.extra[0], atol=1e-5)
+        assert owner.tolist() == [0] * len(spans) and tokens == len(ids[0])
+        alone, _, _, tokens = study.encode_spans(embedder, ids, 0)
+        assert tokens == len(ids[0]) + len(spans) - 1  # every span but the first gets <bos> in front
+        for (s, e), v in zip(spans, alone):
+            head = ids[0][:1] if s else []
+            piece = embedder._encode_ids([head + ids[0][s:e]], progress=False, spans=[[(len(head), len(head) + e - s)]])
+            np.testing.assert_allclose(v, piece[2][0][0], atol=1e-5)
+        assert not np.allclose(alone[1:], whole[1:], atol=1e-3)  # less context, other vectors
+    finally:
+        embedder.config = cfg
