@@ -116,14 +116,17 @@ def main() -> None:
     config = manifest_model(args.index, snap.manifest)
     if not config.span_tokens:
         sys.exit(f"{args.index}: its model ({config.name}) has no span vectors (span_tokens = 0)")
+    windows = [int(w) for w in args.windows.split(",")]
+    if any(w % config.span_tokens for w in windows):
+        sys.exit(f"--windows {args.windows}: each must be 0 or a multiple of span_tokens ({config.span_tokens})")
     emb = Embedder(config)
     texts = dict(zip(snap.docs.column("id").to_pylist(), snap.docs.column("text").to_pylist()))
     ids, _ = emb.tokenize([texts[d] for d in docs])  # docs: index_vectors' column order
 
     col = {d: i for i, d in enumerate(docs)}
-    queries = [q for path in args.queries for q in read_known_items(path)]
-    sizes = [len(read_known_items(path)) for path in args.queries]
-    bounds = np.cumsum([0, *sizes]).tolist()
+    per_file = [read_known_items(path) for path in args.queries]
+    queries = [q for file in per_file for q in file]
+    bounds = np.cumsum([0, *map(len, per_file)]).tolist()
     q = torch.tensor(emb.encode_queries([x["text"] for x in queries]))
     gold = torch.tensor([col[x["relevant"]] for x in queries])
     span = torch.tensor([k == "span" for k in kinds])
@@ -143,7 +146,7 @@ def main() -> None:
               "whole_and_lead_only": mrr10(doc_scores(q, vecs[keep], owner[keep], n), gold),
               "variants": {"whole": both_scores(vecs[span], owner[span])}, "machine": describe()}
     args.cache.mkdir(parents=True, exist_ok=True)
-    for window in [int(w) for w in args.windows.split(",")]:
+    for window in windows:
         name = f"window{window}" if window else "alone"
         path = args.cache / f"{config.fingerprint()}-{Path(args.index).name}-{name}.npz"
         if not path.exists():
