@@ -203,21 +203,23 @@ def test_compare_modes_script_scores_each_mode(corpus, tmp_path, embedder, monke
 def test_compare_runs_counts_moved_queries_and_weights_sets_by_size(tmp_path, capsys):
     runs = load_script("compare_runs")
 
-    def run(name: str, ids: list[str], dense: list, hybrid: list):
+    def run(name: str, ids: list[str], dense: list, hybrid: list, lexical: list | None = None):
         rows = {m: {"ranks": r, "mrr@10": sum(1 / x for x in r if x) / len(r)} for m, r in
-                (("dense", dense), ("hybrid", hybrid))}
+                (("dense", dense), ("hybrid", hybrid), ("lexical", lexical)) if r}
         (tmp_path / name).mkdir()
         path = tmp_path / name / "compare_modes.json"
         path.write_text(json.dumps({"query_ids": ids, "runs": rows}))
         return path
 
-    a, b = run("a", ["1", "2"], [1, 2], [1, 1]), run("b", ["1", "2"], [2, 1], [1, None])
-    c, d = run("c", ["3"], [None], [1]), run("d", ["3"], [1], [1])
+    a, b = run("a", ["1", "2"], [1, 2], [1, 1], [1, 4]), run("b", ["1", "2"], [2, 1], [1, None], [1, 4])
+    c, d = run("c", ["3"], [None], [1], [2]), run("d", ["3"], [1], [1], [2])
     assert runs.compare(json.loads(a.read_text()), json.loads(b.read_text()))["dense"] == \
         {"base": 0.75, "candidate": 0.75, "up": 1, "down": 1, "queries": 2}
     runs.main(["--pair", str(a), str(b), "--pair", str(c), str(d)])
     out = capsys.readouterr().out
     assert "| b | hybrid | 2 | 1.000 | 0.500 | 0 / 1 |" in out
     assert "dense, all 3 queries (query-weighted): base 0.5000, candidate 0.8333" in out
+    assert "lexical, all 3 queries (query-weighted): base 0.5833, candidate 0.5833" in out  # (1 + 1/4 + 1/2) / 3
+    assert "minilm-chunked" not in out  # printed only where every run scored it
     with pytest.raises(SystemExit, match="different queries"):
         runs.compare(json.loads(a.read_text()), json.loads(c.read_text()))
