@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 MODES = ("dense", "hybrid")
-BASELINES = ("lexical", "minilm-chunked")  # the same in both runs of a pair; only their means are printed
+BASELINES = ("lexical", "minilm-chunked")  # same documents and queries in both runs of a pair: only means printed
 
 
 def reciprocal(rank: int | None) -> float:
