@@ -395,3 +395,74 @@ def test_span_context_study_reencodes_the_index_spans(embedder):
         assert not np.allclose(alone[1:], whole[1:], atol=1e-3)  # less context, other vectors
     finally:
         embedder.config = cfg
+
+
+def test_span_size_study_pools_the_index_spans_and_other_sizes(embedder):
+    """scripts/span_size_study.py: one pass pools every size's spans; the config's own size gives the spans that
+    encode_documents keeps (late chunking), and each other size's are its ranges' means from that pass."""
+    from tiny_models import load_script
+
+    study = load_script("span_size_study")
+    texts = ["the archive index " + " ".join(["fox jumps over"] * 30), "a lazy dog"]
+    cfg = embedder.config
+    try:
+        embedder.config = replace(cfg, span_tokens=16)
+        enc = embedder.encode_documents(texts, progress=False)
+        ids, _ = embedder.tokenize(texts)
+        whole, spans, _ = study.pool_spans(embedder, ids, [16, 8])
+        np.testing.assert_allclose(whole, enc.vectors, atol=1e-5)
+        vecs16, owner16 = spans[16]
+        np.testing.assert_allclose(vecs16, enc.extra[0], atol=1e-5)
+        assert owner16.tolist() == [0] * len(enc.extra[0]) and 1 not in enc.extra  # "a lazy dog": no spans
+        ranges8 = replace(embedder.config, span_tokens=8).spans_for(len(ids[0]))
+        vecs8, owner8 = spans[8]
+        assert len(vecs8) == len(ranges8) > len(vecs16) > 2 and owner8.tolist() == [0] * len(ranges8)
+        np.testing.assert_allclose(vecs8, embedder._encode_ids(ids[:1], False, spans=[ranges8])[2][0], atol=1e-5)
+    finally:
+        embedder.config = cfg
+
+
+def test_passage_lexical_study_scores_pages_by_their_best_passage(tmp_path, embedder):
+    """scripts/passage_lexical_study.py: passages are a document's span passages without its lead (joined W spans at
+    a time), a document without spans is one passage, and a page scores its best passage's BM25."""
+    from tiny_models import load_script
+
+    from longretr.fusion import fuse
+    from longretr.lexical import LexicalIndex
+
+    study = load_script("passage_lexical_study")
+    texts = {"long.txt": "the archive index " + " ".join(["fox jumps"] * 12) + " archive archive " + "fox " * 20,
+             "mid.txt": "a lazy dog sleeps in the sun all day and all night long by the archive",  # spans, no lead
+             "short.txt": "the fox"}
+    cfg = embedder.config
+    try:
+        embedder.config = replace(cfg, lead_tokens=48, span_tokens=8)
+        folder = tmp_path / "idx"
+        index_corpus(write_corpus(tmp_path / "corpus", texts), folder, embedder, progress=False)
+        searcher = Searcher(folder, embedder)
+        docs = searcher.snapshot.docs
+        vid = dict(zip(docs.column("id").to_pylist(), docs.column("vid").to_pylist()))
+        passages = dict(zip(docs.column("id").to_pylist(), docs.column("passages").to_pylist()))
+        assert passages["long.txt"][0][0] == 0 and passages["long.txt"][0][1] > passages["long.txt"][1][1]  # the lead
+        units, owners = study.passage_units(searcher, 1)
+        by_doc = {d: [u for u, o in zip(units, owners) if o == vid[d]] for d in texts}
+        assert by_doc["long.txt"] == [texts["long.txt"][a:b] for a, b in passages["long.txt"][1:]]
+        assert by_doc["mid.txt"] == [texts["mid.txt"][a:b] for a, b in passages["mid.txt"]]
+        assert by_doc["short.txt"] == ["the fox"]
+        units2, owners2 = study.passage_units(searcher, 2)
+        spans = passages["long.txt"][1:]
+        assert units2[list(owners2).index(vid["long.txt"])] == texts["long.txt"][spans[0][0]:spans[1][1]]
+        assert list(owners2).count(vid["long.txt"]) == len(spans) - 1
+        index = LexicalIndex.build(units, owners)
+        ranked = index.search(["archive"], 100)[0]  # passages (by owner vid), best first
+        best = study.max_passage(index, ["archive"], 10)[0]
+        assert {v for v, _ in best} == {vid["long.txt"], vid["mid.txt"]}
+        assert sum(o == vid["long.txt"] for o, _ in ranked) >= 2  # two of its passages match: the best one counts
+        assert dict(best) == {v: max(s for o, s in ranked if o == v) for v, _ in best}
+        assert [s for _, s in best] == sorted((s for _, s in best), reverse=True)
+        a, b = [(1, 3.0), (2, 2.0), (3, 0.5)], [(3, 9.0), (1, 4.0), (4, 1.0)]
+        got, want = study.convex([a, b], (0.5, 0.5), 4), fuse(a, b, 4, "convex", 0.5)
+        assert [v for v, _ in got] == [v for v, _ in want] == [1, 3, 2, 4]
+        assert [s for _, s in got] == pytest.approx([s for _, s in want])
+    finally:
+        embedder.config = cfg
