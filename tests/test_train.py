@@ -18,6 +18,8 @@ from longretr.train.data import (
     mine_negatives,
     package_descriptions,
     package_triplets,
+    section_triplets,
+    sections,
     split_manpage,
     window_positives,
     write_jsonl,
@@ -286,6 +288,24 @@ def test_longdoc_triplets_split_documents():
     assert train and val and not train_pos & {t.positive for t in val}
     assert all(t.negatives[0] != t.positive for t in train + val)
     assert {t.query for t in train} >= {"The title of 5", "The title of 7"} - {t.query for t in val}
+
+
+def test_section_headings_become_queries_for_their_own_body():
+    body = "Some words about %s that go on for a while and say what the section is about, in full sentences. "
+    rst = ("Watchdog timers\n===============\n\nIntro text.\n\n"
+           "2. Enabling the timer at boot\n------------------------------\n\n" + body % "boot" * 5 + "\n\n"
+           "=========================\nStopping the timer safely\n=========================\n\n" + body % "stop" * 5
+           + "\n\nNotes\n-----\n\n" + body % "notes" * 5)
+    assert [h for h, _ in sections(rst)] == ["Watchdog timers", "Enabling the timer at boot",
+                                             "Stopping the timer safely", "Notes"]
+    html = "Title\n\n# 1.2.3. Setting the system clock from the network\n" + body % "clocks" * 5
+    assert sections(html) == [("Setting the system clock from the network", (body % "clocks" * 5).strip())]
+    rows = section_triplets([("kernel/watchdog.rst", rst), ("other.rst", rst)], {"kernel/watchdog.rst"})
+    assert {t.query for t in rows} == {"Enabling the timer at boot", "Stopping the timer safely"}  # 3+ words
+    for t in rows:
+        assert t.query not in t.positive and "====" not in t.positive and t.positive.startswith("Some words")
+        assert t.negatives == [next(r.positive for r in rows if r is not t)]  # the document's other section
+        assert t.instruction and t.dataset == "section" and t.extra == {"name": "kernel/watchdog.rst"}
 
 
 def test_window_positives_hold_the_query_where_a_cut_from_the_start_would_not():

@@ -2,7 +2,8 @@
 triplets from ReasonAug (../shared/data/reasonaug), long-document pairs from local raw text, plain-language
 pairs from Debian's manual pages and package descriptions, and copies of each with BM25-mined hard negatives
 (`*-mined.jsonl`) or, given an embedder, negatives it ranks high itself (`*-dmined.jsonl`), and long-document
-pairs whose positive is the window that holds the query (`longdoc-train-windows.jsonl`).
+pairs whose positive is the window that holds the query (`longdoc-train-windows.jsonl`), and section headings paired
+with their section's body (`section-*.jsonl`).
 
 Triplet row: {"query", "positive", "negative" | "negatives", "instruction"?, "dataset"?}.
 Python's own documentation is never a source: the demo corpus is evaluated on it.
@@ -314,6 +315,53 @@ def longdoc_triplets(docs: list[tuple[str, str]], per_doc: int = 2, val_fraction
     return build(list(range(n_val, len(docs)))), build(list(range(n_val)))
 
 
+# Generic headings ("Introduction", "Examples") say nothing a query would; a heading needs this many words to be one.
+SECTION_MIN_WORDS = 3
+RST_RULE = r"([=\-~^*#+`'])\1{2,}"
+SECTION_NUMBER = r"^\d+(?:\.\d+)*[.)]?\s+"  # "2. ", "11) ", "1.2.3. "
+
+
+def sections(text: str) -> list[tuple[str, str]]:
+    """(heading, body) per section of a kernel (reStructuredText: a line over an underline of one repeated mark) or
+    Debian Reference (`# 1.2.3. Heading`, from the HTML) document; the body runs to the next heading, without it."""
+    lines = text.splitlines()
+    heads = []  # (heading line, first body line, heading)
+    for i, line in enumerate(lines):
+        head, nxt = line.strip(), lines[i + 1].strip() if i + 1 < len(lines) else ""
+        if head.startswith("# "):
+            heads.append((i, i + 1, re.sub(SECTION_NUMBER, "", head[2:]).strip()))
+        elif head and re.fullmatch(RST_RULE, nxt) and not re.fullmatch(RST_RULE, head) and len(nxt) >= len(head) - 2:
+            heads.append((i, i + 2, re.sub(SECTION_NUMBER, "", head).strip()))
+    out = []
+    for k, (_, first, head) in enumerate(heads):
+        end = heads[k + 1][0] if k + 1 < len(heads) else len(lines)
+        body = "\n".join(lines[first:end]).strip()
+        out.append((head, re.sub(rf"\n\s*{RST_RULE}\s*$", "", body).strip()))  # the next heading's overline
+    return out
+
+
+def section_triplets(docs: list[tuple[str, str]], names: set[str], per_doc: int = 6, min_chars: int = 300,
+                     max_chars: int = 1500, seed: int = 0) -> list[Triplet]:
+    """Heading -> its section's body (the heading left out), another section of the same document as hard negative:
+    a short description matched to the one passage of a long document that it describes, as a query about one
+    detail of a page must be. Only the documents named in `names` (a longdoc split's), so validation stays unseen."""
+    rng = random.Random(seed)
+    rows = []
+    for name, text in docs:
+        if name not in names:
+            continue
+        found = [(h, b) for h, b in sections(text)
+                 if len(h.split()) >= SECTION_MIN_WORDS and len(h) <= 120 and min_chars <= len(b) <= max_chars]
+        if len(found) < 2:
+            continue
+        rng.shuffle(found)
+        for i, (head, body) in enumerate(found[:per_doc]):
+            other = found[(i + rng.randrange(1, len(found))) % len(found)][1]
+            rows.append(Triplet(head, body, [other], LONGDOC, "section", {"name": name}))
+    rng.shuffle(rows)
+    return rows
+
+
 WINDOW_CHARS = 1400  # kernel/Debian text: a median of ~370 tokens, so nearly every window fits a 512-token cut
 
 
@@ -417,7 +465,9 @@ def build_all(out: Path, reasonaug: Path, seed: int = 0, dense: Ranker | None = 
              "reasonaug-train-mined.jsonl": mine_negatives(ra_train, "concept"),
              "longdoc-train-mined.jsonl": mine_negatives(ld_train, "name"),
              "longdoc-train-windows.jsonl": window_positives(ld_train, seed=seed),
-             "manpage-train-mined.jsonl": mine_negatives(mp_train, "name")}
+             "manpage-train-mined.jsonl": mine_negatives(mp_train, "name"),
+             "section-train.jsonl": section_triplets(raw, {t.extra["name"] for t in ld_train}, seed=seed),
+             "section-val.jsonl": section_triplets(raw, {t.extra["name"] for t in ld_val}, seed=seed)}
     if dense is not None:
         files |= {f"reasonaug-train-{dense_tag}.jsonl": mine_negatives(ra_train, "concept", dense),
                   f"longdoc-train-{dense_tag}.jsonl": mine_negatives(ld_train, "name", dense),
