@@ -104,8 +104,8 @@ compare-pgdocs: install
 COMPARE_MODEL ?= default
 COMPARE_NAME ?= $(COMPARE_MODEL)
 SUFFIX := $(if $(filter default,$(COMPARE_NAME)),,-$(COMPARE_NAME))
-DEMO_SETS := demo_queries demo_queries_heldout demo_queries_fresh demo_queries_fresh2 demo_queries_fresh3 demo_queries_fresh4
-PGDOCS_SETS := pgdocs_queries pgdocs_queries_fresh pgdocs_queries_fresh2 pgdocs_queries_fresh3 pgdocs_queries_fresh4
+DEMO_SETS := demo_queries demo_queries_heldout demo_queries_fresh demo_queries_fresh2 demo_queries_fresh3 demo_queries_fresh4 demo_queries_fresh5
+PGDOCS_SETS := pgdocs_queries pgdocs_queries_fresh pgdocs_queries_fresh2 pgdocs_queries_fresh3 pgdocs_queries_fresh4 pgdocs_queries_fresh5
 .PHONY: compare-all
 compare-all: install
 	$(BIN)/python scripts/build_pgdocs_corpus.py
