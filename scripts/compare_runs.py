@@ -3,7 +3,8 @@
 Each --pair is BASE CANDIDATE, two compare_modes.json files for the same queries (same query ids). Printed per set
 and mode: both MRR@10 and how many queries ranked their document higher / lower under the candidate; then each
 mode's query-weighted mean over all the sets (the figure a decision rule over several sets reads), and the same mean
-for the baselines (BM25's lexical mode, chunked MiniLM) where every run scored them.
+for every other run that every file scored: the baselines (BM25's lexical mode, chunked MiniLM) and the hybrid fusion
+variants (`hybrid-convex-w0.4`, ...). Pairing a file with itself gives one model's means.
 
     .venv/bin/python scripts/compare_runs.py \\
         --pair runs/pgdocs/compare_modes.json runs/pgdocs-soup/compare_modes.json \\
@@ -17,7 +18,6 @@ import json
 from pathlib import Path
 
 MODES = ("dense", "hybrid")
-BASELINES = ("lexical", "minilm-chunked")  # same documents and queries in both runs of a pair: only means printed
 
 
 def reciprocal(rank: int | None) -> float:
@@ -29,7 +29,7 @@ def compare(base: dict, cand: dict) -> dict:
     if base["query_ids"] != cand["query_ids"]:
         raise SystemExit("the two runs scored different queries")
     out = {}
-    for mode in MODES + tuple(m for m in BASELINES if m in base["runs"] and m in cand["runs"]):
+    for mode in MODES + tuple(m for m in base["runs"] if m not in MODES and m in cand["runs"]):
         b, c = base["runs"][mode]["ranks"], cand["runs"][mode]["ranks"]
         up = sum(reciprocal(y) > reciprocal(x) for x, y in zip(b, c))
         down = sum(reciprocal(y) < reciprocal(x) for x, y in zip(b, c))
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
             m = r[mode]
             print(f"| {name} | {mode} | {m['queries']} | {m['base']:.3f} | {m['candidate']:.3f} | "
                   f"{m['up']} / {m['down']} |")
-    for mode in MODES + tuple(m for m in BASELINES if all(m in r for _, r in rows)):
+    for mode in (m for m in rows[0][1] if all(m in r for _, r in rows)):
         n = sum(r[mode]["queries"] for _, r in rows)
         base = sum(r[mode]["base"] * r[mode]["queries"] for _, r in rows) / n
         cand = sum(r[mode]["candidate"] * r[mode]["queries"] for _, r in rows) / n

@@ -14,6 +14,7 @@ Each variant is scored per query file (MRR@10, top-1, top-3) against the queries
 
     .venv/bin/python scripts/passage_lexical_study.py --index indexes/demo-cmp \
         --queries tests/data/demo_queries_fresh3.jsonl --out results/passage-lexical/demo.json
+    .venv/bin/python scripts/passage_lexical_study.py --merge results/passage-lexical/demo.json pgdocs.json
 """
 
 from __future__ import annotations
@@ -104,13 +105,31 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def weighted_means(sets: dict) -> dict:
+    """Each variant's MRR@10 over all the query files' queries (query-weighted), printed."""
+    total = sum(s["queries"] for s in sets.values())
+    means = {label: sum(s["runs"][label]["mrr@10"] * s["queries"] for s in sets.values()) / total
+             for label in next(iter(sets.values()))["runs"]}
+    print(f"\nall {total} queries, MRR@10 (query-weighted)")
+    for label, v in means.items():
+        print(f"  {label:32s} {v:.4f}")
+    return means
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--index", type=Path, required=True)
-    ap.add_argument("--queries", type=Path, nargs="+", required=True)
+    ap.add_argument("--index", type=Path)
+    ap.add_argument("--queries", type=Path, nargs="+")
     ap.add_argument("--windows", default="1,2", help="Passage sizes in spans, comma-separated (default 1,2).")
-    ap.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    ap.add_argument("--out", type=Path, help="JSON file to write")
+    ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                    help="Instead: the query-weighted means over the query files of earlier outputs (e.g. two corpora)")
     args = ap.parse_args(argv)
+    if args.merge:
+        return {"all": weighted_means({f"{p}:{name}": s for p in args.merge
+                                       for name, s in json.loads(p.read_text())["sets"].items()})}
+    if not (args.index and args.queries and args.out):
+        ap.error("--index, --queries and --out are needed (or --merge)")
     searcher = Searcher(args.index)
     ids = searcher._ids
     row_of = searcher._rows
@@ -149,13 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"\n{name} ({len(queries)} queries): MRR@10 / top-1 / top-3")
         for label, r in runs.items():
             print(f"  {label:32s} {r['mrr@10']:.3f} / {r['top1']:.3f} / {r['top3']:.3f}")
-    labels = list(next(iter(result["sets"].values()))["runs"])
-    total = sum(s["queries"] for s in result["sets"].values())
-    result["all"] = {label: sum(s["runs"][label]["mrr@10"] * s["queries"] for s in result["sets"].values()) / total
-                     for label in labels}
-    print(f"\nall {total} queries, MRR@10 (query-weighted)")
-    for label, v in result["all"].items():
-        print(f"  {label:32s} {v:.4f}")
+    result["all"] = weighted_means(result["sets"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     plot(result, args.out.with_suffix(".png"))

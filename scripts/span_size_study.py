@@ -48,20 +48,18 @@ from longretr.store import load  # noqa: E402
 def pool_spans(emb: Embedder, ids: list[list[int]], sizes: list[int]) -> tuple[np.ndarray, dict, float]:
     """One whole-document pass per document, pooling every size's spans: whole vectors [N, dim], {size: (vectors,
     owner)}, seconds."""
-    configs = {s: dataclasses.replace(emb.config, span_tokens=s) for s in sizes}
-    ranges = [[r for s in sizes for r in configs[s].spans_for(len(doc))] for doc in ids]
+    per_size = [[dataclasses.replace(emb.config, span_tokens=s).spans_for(len(doc)) for s in sizes] for doc in ids]
     t0 = time.perf_counter()
-    whole, _, pooled = emb._encode_ids(ids, progress=True, spans=ranges)
+    whole, _, pooled = emb._encode_ids(ids, progress=True, spans=[sum(doc, []) for doc in per_size])
     seconds = time.perf_counter() - t0
     out = {}
-    for k, s in enumerate(sizes):
+    for k, s in enumerate(sizes):  # a document's pooled rows: every size's spans, in the order of `sizes`
         vecs, owner = [], []
-        for row, doc in enumerate(ids):
-            before = sum(len(configs[x].spans_for(len(doc))) for x in sizes[:k])
-            m = len(configs[s].spans_for(len(doc)))
-            if m:
-                vecs.append(pooled[row][before:before + m])
-                owner += [row] * m
+        for row, doc in enumerate(per_size):
+            if doc[k]:
+                before = sum(map(len, doc[:k]))
+                vecs.append(pooled[row][before:before + len(doc[k])])
+                owner += [row] * len(doc[k])
         out[s] = (np.concatenate(vecs), np.array(owner))
     return whole, out, seconds
 
