@@ -12,6 +12,7 @@ from longretr.embedder import Embedder
 
 pytestmark = pytest.mark.slow
 MODULES = ["argparse", "hashlib", "csv", "zipfile", "sched", "calendar"]
+PAGE_CHARS = 8000  # each page's first ~2k tokens: a pass over all six takes minutes, not a quarter-hour, on fp32 CPUs
 
 
 @pytest.fixture(scope="module")
@@ -29,20 +30,35 @@ def test_real_model_is_bidirectional(embedder):
     assert (a - b).abs().max() > 1e-2  # token 1 sees the last token
 
 
-def test_real_documents_index_and_search(tmp_path, embedder, monkeypatch):
-    corpus = tmp_path / "corpus"
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
     import longretr.democorpus as dc
 
-    monkeypatch.setattr(dc, "stdlib_modules", lambda: MODULES)
-    assert build(corpus, len(MODULES)) == len(MODULES)
+    out = tmp_path_factory.mktemp("corpus")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dc, "stdlib_modules", lambda: MODULES)
+        assert build(out, len(MODULES)) == len(MODULES)
+    for page in out.glob("*.txt"):
+        text = page.read_text()
+        page.write_text(text[: text.rfind("\n", 0, PAGE_CHARS)])
+    return out
+
+
+@pytest.fixture(scope="module")
+def module_docs(embedder, corpus):
+    """The MODULES' demo pages (cut) and their vectors, encoded once for the tests below."""
+    texts = [(corpus / f"{m}.txt").read_text() for m in MODULES]
+    return texts, embedder.encode_documents(texts, progress=False)
+
+
+def test_real_documents_index_and_search(tmp_path, embedder, corpus, module_docs, monkeypatch):
     monkeypatch.setattr("longretr.embedder.Embedder", lambda *a, **k: embedder)
     runner = CliRunner()
     r = runner.invoke(app, ["index", str(corpus), "--index", str(tmp_path / "idx")])
     assert r.exit_code == 0, r.output
     assert f"{len(MODULES)} documents in index" in r.output
     # Search through the CLI returns exactly the scores of the embedder's own vectors.
-    docs = {m: (corpus / f"{m}.txt").read_text() for m in MODULES}
-    encoded = embedder.encode_documents(list(docs.values()), progress=False)
+    _, encoded = module_docs
     query = "parse command line arguments"
     r = runner.invoke(app, ["search", query, "--index", str(tmp_path / "idx"), "-k", "3", "--json", "--mode", "dense"])
     assert r.exit_code == 0, r.output
@@ -51,15 +67,6 @@ def test_real_documents_index_and_search(tmp_path, embedder, monkeypatch):
     order = expected.argsort()[::-1][:3]
     assert [h["id"] for h in hits] == [f"{MODULES[i]}.txt" for i in order]
     assert all(abs(h["score"] - expected[i]) < 1e-4 for h, i in zip(hits, order))
-
-
-@pytest.fixture(scope="module")
-def module_docs(embedder):
-    import importlib
-    import pydoc
-
-    texts = [pydoc.render_doc(importlib.import_module(m), renderer=pydoc.plaintext) for m in MODULES]
-    return texts, embedder.encode_documents(texts, progress=False).vectors
 
 
 def own_passage(texts: list[str], i: int, start: float, chars: int = 600) -> str:
@@ -73,16 +80,16 @@ def own_passage(texts: list[str], i: int, start: float, chars: int = 600) -> str
 
 @pytest.mark.parametrize("start", [0.25, 0.5])
 def test_copied_passage_finds_its_document(embedder, module_docs, start):
-    texts, vecs = module_docs
+    texts, encoded = module_docs
     for i in range(len(texts)):
         query = embedder.encode_queries([own_passage(texts, i, start)])[0]
-        assert (vecs @ query).argmax() == i, MODULES[i]
+        assert (encoded.vectors @ query).argmax() == i, MODULES[i]
 
 
 def test_plain_language_queries_find_their_module(embedder, module_docs):
     """The trained adapter's job; the untrained backbone put the right module first for 1 of these 6."""
     queries = ["parse command line arguments", "compute a SHA-256 digest of a file", "read and write CSV files",
                "read and write ZIP archives", "run events at scheduled times", "what weekday is a given date"]
-    _, vecs = module_docs
+    vecs = module_docs[1].vectors
     ranks = [(vecs @ q > (vecs @ q)[i]).sum() for i, q in enumerate(embedder.encode_queries(queries))]
     assert sum(r == 0 for r in ranks) >= 5 and max(ranks) <= 1, ranks
