@@ -25,7 +25,7 @@ def index(
     index: Path = INDEX_OPT,
     model: str = typer.Option("default", "--model", "-m", help="Model config name or .toml path."),
     rebuild: bool = typer.Option(False, help="Re-encode everything instead of updating incrementally."),
-    dtype: str = typer.Option(None, help="Override the config's dtype (float32, bfloat16)."),
+    dtype: str = typer.Option(None, help="Override the config's dtype (auto, float32, bfloat16, float16)."),
     index_type: str = typer.Option(None, "--index-type", help="flat | ivf | hnsw | ivfpq | a faiss factory string "
                                    "(e.g. IVF256,SQ8); sized automatically. Default: keep the index's (new: flat)."),
     mode: str = typer.Option(None, help="Default search mode stored in the index: dense | lexical | hybrid."),
@@ -100,6 +100,10 @@ def search(
         _fail("--model cannot be used with --server: the server searches with its index's model")
     if mode is not None and mode not in ("dense", "lexical", "hybrid"):
         _fail(f"--mode must be dense, lexical or hybrid, got {mode!r}")
+    if output is not None and queries is None:  # a single query's hits go to the terminal; don't drop the flag
+        _fail("--output is for batch mode: give --queries FILE")
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):  # before a long batch, not after
+        _fail(f"{output}: cannot write there ({'a folder' if output.is_dir() else 'no such folder'})")
     try:
         batch = read_queries(queries) if queries else [("q", query)]
         if server:
@@ -125,7 +129,10 @@ def search(
         if output is None:
             sys.stdout.write(body)
         else:
-            output.write_text(body)
+            try:
+                output.write_text(body)
+            except OSError as e:
+                _fail(f"{output}: cannot write ({e.strerror or e})")
             typer.echo(f"wrote {len(batch)} queries' results to {output}", err=True)
         return
     hits = results[0]
@@ -212,7 +219,7 @@ def eval_longembed(
                                 "Debian package jargon-text)."),
     out: Path = typer.Option(Path("results/longembed"), help="Results folder; each run gets a subfolder."),
     run: str = typer.Option(None, help="Run name (default: date-time and profile)."),
-    dtype: str = typer.Option(None, help="Override the longretr configs' dtype (float32, bfloat16)."),
+    dtype: str = typer.Option(None, help="Override the longretr configs' dtype (auto, float32, bfloat16, float16)."),
     minilm_chunk: int = typer.Option(256, help="Chunk size in word pieces for the MiniLM baseline (its window is "
                                      "256)."),
 ) -> None:

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,17 +42,27 @@ class SkipFile(Exception):
 
 
 def warn(path: Path | str, reason: str) -> None:
-    print(f"longretr: skipping {path}: {reason}", file=sys.stderr)
+    line = f"longretr: skipping {path}: {reason}"
+    # a file name of undecodable bytes holds surrogates: escape them, or a stderr without backslashreplace raises
+    print(line.encode("utf-8", "backslashreplace").decode(), file=sys.stderr)
 
 
-def iter_files(root: Path) -> Iterator[Path]:
-    """Supported files under root in a stable order; symlinks are followed once, loops skipped."""
+def iter_files(root: Path, skipped: list[str] | None = None) -> Iterator[Path]:
+    """Supported files under root in a stable order; symlinks are followed once, loops skipped. A folder that
+    cannot be read gets a warning and is appended to `skipped`: its documents are not gone (the indexer keeps them)."""
     seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+
+    def cannot_read(path: str, e: OSError) -> None:
+        warn(path, f"cannot read folder ({e.strerror or e})")
+        if skipped is not None:
+            skipped.append(str(path))
+
+    # os.walk drops a folder it cannot list silently unless told
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=lambda e: cannot_read(e.filename, e)):
         try:
             st = os.stat(dirpath)
         except OSError as e:
-            warn(dirpath, f"cannot read folder ({e.strerror})")
+            cannot_read(dirpath, e)
             dirnames[:] = []
             continue
         if (st.st_dev, st.st_ino) in seen:
@@ -59,11 +70,22 @@ def iter_files(root: Path) -> Iterator[Path]:
             dirnames[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
+        if is_index_folder(Path(dirpath)):  # its docs table has id and text columns, its notice is a .txt
+            if Path(dirpath) == root:
+                raise ValueError(f"{root}: a longretr index folder, not a corpus")
+            warn(dirpath, "a longretr index folder, not corpus documents")
+            dirnames[:] = []
+            continue
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             path = Path(dirpath) / name
             if path.suffix.lower() in SUFFIXES and not name.startswith("."):
                 yield path
+
+
+def is_index_folder(path: Path) -> bool:
+    """A folder that `longretr index` has committed to (its manifest and its writer's lock file)."""
+    return (path / "manifest.json").is_file() and (path / ".lock").is_file()
 
 
 def read_corpus(root: Path | str, skipped: list[str] | None = None, progress: bool = False) -> Iterator[Document]:
@@ -72,7 +94,9 @@ def read_corpus(root: Path | str, skipped: list[str] | None = None, progress: bo
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"{root}: no such file or folder")
-    files = [root] if root.is_file() else list(iter_files(root))
+    if not root.is_file() and not root.is_dir():  # a FIFO or device: no documents, and so every indexed one "gone"
+        raise ValueError(f"{root}: not a regular file or folder")
+    files = [root] if root.is_file() else list(iter_files(root, skipped))
     base = root.parent if root.is_file() else root
     for path in tqdm(files, desc="reading", unit="file", disable=not progress, leave=False):
         try:
@@ -85,14 +109,21 @@ def read_corpus(root: Path | str, skipped: list[str] | None = None, progress: bo
 
 def read_file(path: Path, base: Path) -> list[Document]:
     rel = path.relative_to(base).as_posix()
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:  # only a corpus given as one file gets here
+        raise SkipFile(f"unsupported file type {suffix or '(no suffix)'}; "
+                       f"expected one of {', '.join(sorted(SUFFIXES))}")
+    if not _utf8(rel):  # ids are stored as UTF-8 (Parquet, JSON) and typed back to `longretr rm`
+        raise SkipFile("file name is not valid UTF-8; rename the file")
     try:
         st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # reading a FIFO or a device would block the run or never end
+            raise SkipFile("not a regular file")
         if st.st_size > MAX_FILE_BYTES:
             raise SkipFile(f"file is {st.st_size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB limit")
         raw = path.read_bytes()
     except OSError as e:
         raise SkipFile(f"cannot read ({e.strerror or e})") from e
-    suffix = path.suffix.lower()
     if suffix in TEXT_SUFFIXES:
         text = _decode(raw)
         if not text.strip():
@@ -100,16 +131,22 @@ def read_file(path: Path, base: Path) -> list[Document]:
         return [Document(rel, text, _title(text, path), rel, _sha(text), st.st_size, st.st_mtime)]
     if suffix in HTML_SUFFIXES | PDF_SUFFIXES:
         text, title = _html_text(raw) if suffix in HTML_SUFFIXES else _pdf_text(raw)
+        if not _utf8(text + title):
+            raise SkipFile("its text holds characters that are not valid UTF-8 (lone surrogates)")
         return [Document(rel, text, title or path.stem, rel, _sha(text), st.st_size, st.st_mtime)]
     rows = _jsonl_rows(raw) if suffix == ".jsonl" else _parquet_rows(path)
     docs, ids = [], set()
     for n, row in enumerate(rows, 1):
         if not isinstance(row, dict) or "text" not in row or "id" not in row:
             raise SkipFile(f"row {n} lacks the required 'id' and 'text' fields")
+        if row["id"] is None or isinstance(row["id"], (bool, list, dict)) or not str(row["id"]).strip():
+            raise SkipFile(f"row {n}: id must be a non-empty string or a number, got {row['id']!r}")
         doc_id, text = str(row["id"]), row["text"]
         if not isinstance(text, str) or not text.strip():
             warn(f"{path} row {n}", "empty text")
             continue
+        if not _utf8(doc_id + text + str(row.get("title") or "")):  # JSON escapes can hold lone surrogates
+            raise SkipFile(f"row {n}: id, text or title holds characters that are not valid UTF-8 (lone surrogates)")
         if doc_id in ids:
             raise SkipFile(f"row {n}: duplicate id {doc_id!r}")
         ids.add(doc_id)
@@ -118,6 +155,15 @@ def read_file(path: Path, base: Path) -> list[Document]:
     if not docs:
         raise SkipFile("no documents in file")
     return docs
+
+
+def _utf8(text: str) -> bool:
+    """Whether text can be written as UTF-8: a file name of undecodable bytes, or a JSON "\\udc00", cannot."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _decode(raw: bytes) -> str:

@@ -15,6 +15,7 @@ so results are deterministic.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Sequence
 
 Ranked = Sequence[tuple[Hashable, float]]
@@ -32,6 +33,8 @@ DEFAULT_RANKING = {"mode": "hybrid", "fusion": "convex", "weight": 0.5, "rrf_k":
 def ranking_config(base: dict | None = None, **overrides) -> dict:
     """DEFAULT_RANKING, updated by `base` (e.g. an existing manifest's) and then by the overrides
     that are not None; validated."""
+    if base is not None and not isinstance(base, dict):  # a hand-edited manifest
+        raise ValueError(f"ranking settings must be a table of {sorted(DEFAULT_RANKING)}, got {base!r}")
     config = {**DEFAULT_RANKING, **(base or {}), **{k: v for k, v in overrides.items() if v is not None}}
     unknown = set(config) - set(DEFAULT_RANKING)
     if unknown:
@@ -52,8 +55,9 @@ def check_params(method: str, weight: float, rrf_k: float) -> None:
         raise ValueError(f"fusion method {method!r} is not one of {', '.join(METHODS)}")
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
         raise ValueError(f"fusion weight must be between 0 and 1 (the dense list's share), got {weight}")
-    if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, float)) or not rrf_k > 0:
-        raise ValueError(f"rrf_k must be > 0, got {rrf_k}")
+    # finite too: an infinite k makes every rank score 0, and is written to the manifest as non-standard JSON
+    if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, float)) or not 0 < rrf_k < math.inf:
+        raise ValueError(f"rrf_k must be > 0 and finite, got {rrf_k}")
 
 
 def tied_ranks(ranked: Ranked) -> list[int]:

@@ -12,7 +12,7 @@ import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pyarrow as pa
@@ -85,6 +85,9 @@ def index_corpus(
         docs = _unique(read_corpus(root, skipped=skipped, progress=progress))
         old_rows = {} if old is None else \
             {r["id"]: r for r in old.docs.select(["id", "vid", "sha256", "path"]).to_pylist()}
+        if not docs and not skipped and old_rows:  # a wrong or emptied folder would wipe the index
+            raise ValueError(f"{root}: no documents found; the index {folder} holds {len(old_rows)}, which this "
+                             "run would remove: not done (`longretr rm` removes documents, or delete the folder)")
         todo = [d for d in docs if d.id not in old_rows or old_rows[d.id]["sha256"] != d.sha256]
         current = {d.id for d in docs}
         # A file that exists but cannot be read now (permissions, damage) is not a deletion: its
@@ -158,6 +161,9 @@ def remove_documents(folder: Path | str, ids: list[str]) -> dict:
     folder = Path(folder)
     if not ids:
         raise ValueError("no document ids given")
+    if not (folder / store.MANIFEST).is_file():  # before the lock, which would create the folder
+        raise store.IndexFolderError(f"{folder}: no index here ({store.MANIFEST} missing); "
+                                     "build one with `longretr index`")
     with store.writer_lock(folder):
         snap = store.load(folder, lexical=False, ann=False)
         rows = dict(zip(snap.docs.column("id").to_pylist(), snap.docs.column("vid").to_pylist()))
@@ -180,8 +186,13 @@ def _settings(folder: Path, dim: int, index_type: str | None, ranking: dict | No
     except store.IndexFolderError:  # a damaged manifest (rebuild) keeps nothing
         current = {}
     requested = index_type if index_type is not None else current.get("index_type_requested", "flat")
-    return {"index_type_requested": index_types.check(requested, dim),
-            "ranking": ranking_config(current.get("ranking"), **(ranking or {}))}
+    try:
+        merged = ranking_config(current.get("ranking"), **(ranking or {}))
+    except ValueError as e:
+        ranking_config(**(ranking or {}))  # the request's own settings are wrong: say so
+        raise store.IndexFolderError(f"{folder / store.MANIFEST}: bad ranking settings ({e}); pass good ones "
+                                     "with --mode/--fusion/--weight/--rrf-k") from e
+    return {"index_type_requested": index_types.check(requested, dim), "ranking": merged}
 
 
 def warn_note(note: str) -> None:
@@ -189,15 +200,21 @@ def warn_note(note: str) -> None:
 
 
 def _ids_from_files(old_rows: dict, skipped: list[str], root: Path) -> set[str]:
-    """Ids of indexed documents that came from the skipped files (path "a.txt" or "rows.jsonl#id")."""
+    """Ids of indexed documents that came from the skipped files (path "a.txt" or "rows.jsonl#id") or from files
+    under the skipped (unreadable) folders."""
     base = root.parent if root.is_file() else root
     rels = set()
     for path in skipped:
         try:
-            rels.add(Path(path).relative_to(base).as_posix())
+            rels.add(Path(path).relative_to(base).as_posix())  # the corpus folder itself is "."
         except ValueError:
             continue
-    return {i for i, r in old_rows.items() if r["path"] in rels or r["path"].split("#", 1)[0] in rels}
+
+    def from_skipped(path: str) -> bool:
+        file = PurePosixPath(path.split("#", 1)[0])
+        return path in rels or file.as_posix() in rels or any(p.as_posix() in rels for p in file.parents)
+
+    return {i for i, r in old_rows.items() if from_skipped(r["path"])}
 
 
 def _unique(docs) -> list[Document]:

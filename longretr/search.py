@@ -67,7 +67,11 @@ class Searcher:
         self.snapshot = store.load(folder)
         manifest = self.snapshot.manifest
         built = manifest["model_fingerprint"]
-        self.ranking = ranking_config(manifest.get("ranking"))
+        try:
+            self.ranking = ranking_config(manifest.get("ranking"))
+        except ValueError as e:  # a hand-edited manifest, or one an older longretr let through (rrf_k inf)
+            raise store.IndexFolderError(f"{self.folder / store.MANIFEST}: bad ranking settings ({e}); set them "
+                                         "with `longretr index --mode/--fusion/--weight/--rrf-k`") from e
         if embedder is None:
             embedder = Embedder(manifest_model(folder, manifest))
         if embedder.config.fingerprint() != built:
@@ -200,16 +204,26 @@ def read_queries(path: Path) -> list[tuple[str, str]]:
     """JSONL with id and text, or TSV id<TAB>text."""
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (invalid byte at offset {e.start})") from e
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from e
     out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         if path.suffix == ".jsonl":
             try:
                 row = json.loads(line)
-                out.append((str(row["id"]), str(row["text"])))
+                qid, text = row["id"], row["text"]
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise ValueError(f"{path}:{n}: expected a JSON object with id and text ({e})") from e
+            if not isinstance(text, str) or qid is None or isinstance(qid, (bool, list, dict)):  # not "None" searched
+                raise ValueError(f"{path}:{n}: expected a string text and a string or number id, "
+                                 f"got id {qid!r} and text {text!r}")
+            out.append((str(qid), text))
         else:
             parts = line.split("\t", 1)
             if len(parts) != 2:

@@ -120,8 +120,10 @@ def load(folder: Path | str, lexical: bool = True, ann: bool = True) -> Snapshot
 
 def _load_version(folder: Path, manifest: dict, want_lexical: bool, want_ann: bool) -> Snapshot:
     files = manifest.get("files")
-    if not isinstance(files, dict) or not {"vectors", "docs"} <= set(files) or "dim" not in manifest:
-        raise IndexFolderError(f"{folder / MANIFEST}: names no vectors/docs files or no dim; not a longretr index")
+    if not isinstance(files, dict) or not {"vectors", "docs"} <= set(files) or \
+            not {"dim", "model_fingerprint"} <= set(manifest):  # readers and writers use all of these
+        raise IndexFolderError(f"{folder / MANIFEST}: names no vectors/docs files, no dim or no model fingerprint; "
+                               "not a longretr index")
     vec_path, docs_path = folder / files["vectors"], folder / files["docs"]
     index = _read_faiss(vec_path)
     if not isinstance(index, faiss.IndexIDMap2) or not isinstance(faiss.downcast_index(index.index), faiss.IndexFlat):
@@ -256,8 +258,12 @@ def _remove_old_versions(folder: Path, keep: set[str]) -> None:
 @contextmanager
 def writer_lock(folder: Path):
     """One writer per index folder; a second one fails at once with a clear message."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+") as f:  # not "w": that would wipe the holder's pid before we know
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / ".lock", "a+")  # not "w": that would wipe the holder's pid before we know
+    except OSError as e:  # --index naming a file, a folder under a file, or one we may not write
+        raise IndexFolderError(f"{folder}: cannot use as an index folder ({e.strerror or e})") from e
+    with lock as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:

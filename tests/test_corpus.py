@@ -2,10 +2,12 @@ import io
 import json
 import os
 import re
+import threading
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from longretr.corpus import read_corpus
 from longretr.democorpus import stdlib_modules
@@ -121,6 +123,44 @@ def test_bad_files_are_named_and_skipped(tmp_path, capsys):
                          ("loop", "symlink loop")]:
         assert any(name in line and reason in line for line in err.splitlines()), (name, err)
     assert len(skipped) == 6
+
+
+def test_text_utf8_cannot_store_and_null_ids_are_named_and_skipped(tmp_path, capsys):
+    """A file name of undecodable bytes or lone surrogates from JSON escapes failed the whole run after encoding,
+    naming no file (UTF-8 cannot store them); a null id became the id "None"."""
+    (tmp_path / "good.txt").write_text("fine")
+    (tmp_path / os.fsdecode(b"bad\xff.txt")).write_text("a name that is not UTF-8")
+    (tmp_path / "surrogate.jsonl").write_text('{"id": "a", "text": "half a pair \\ud800"}\n')
+    (tmp_path / "nullid.jsonl").write_text('{"id": null, "text": "no id"}\n')
+    skipped: list[str] = []
+    assert [d.id for d in read_corpus(tmp_path, skipped=skipped)] == ["good.txt"]
+    err = capsys.readouterr().err
+    for name, reason in [("bad\\udcff.txt", "file name is not valid UTF-8"), ("surrogate.jsonl", "row 1: id, text"),
+                         ("nullid.jsonl", "row 1: id must be")]:
+        assert any(name in line and reason in line for line in err.splitlines()), (name, err)
+    assert len(skipped) == 3
+
+
+def test_fifos_and_unsupported_single_files_are_named(tmp_path, capsys):
+    """A FIFO named like a document blocked the run forever; a FIFO as the corpus read as an empty one (every indexed
+    document "gone"); a single .csv file was called "not a readable Parquet file"."""
+    (tmp_path / "good.txt").write_text("fine")
+    os.mkfifo(tmp_path / "pipe.txt")
+    docs, skipped = [], []
+    reader = threading.Thread(target=lambda: docs.extend(read_corpus(tmp_path, skipped=skipped)), daemon=True)
+    reader.start()
+    reader.join(30)
+    if reader.is_alive():  # blocked opening the FIFO: give it a writer, so the thread ends
+        os.close(os.open(tmp_path / "pipe.txt", os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(30)
+        pytest.fail("reading the corpus blocked on a FIFO")
+    assert [d.id for d in docs] == ["good.txt"] and skipped == [str(tmp_path / "pipe.txt")]
+    assert "pipe.txt: not a regular file" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not a regular file or folder"):
+        list(read_corpus(tmp_path / "pipe.txt"))
+    (tmp_path / "table.csv").write_text("id,text\n1,fox\n")
+    assert list(read_corpus(tmp_path / "table.csv", skipped=skipped)) == []
+    assert "table.csv: unsupported file type .csv" in capsys.readouterr().err
 
 
 def test_demo_query_sets_point_at_demo_pages_without_naming_them():

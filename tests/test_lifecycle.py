@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -368,6 +369,131 @@ def test_unreadable_file_permission_denied(tmp_path, capsys):
         for p in root.iterdir():
             p.unlink()
         root.rmdir()
+
+
+def test_an_unreadable_folder_is_not_a_deletion(tmp_path, embedder, monkeypatch, capsys):
+    """os.walk drops a folder it cannot list without a word: its documents were removed from the index as gone."""
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    write_docs(corpus, range(2))
+    write_docs(corpus / "sub", range(2, 4))
+    (corpus / "sub" / "rows.jsonl").write_text(json.dumps({"id": "r1", "text": text(9)}) + "\n")
+    index_corpus(corpus, folder, embedder, progress=False)
+    scandir = os.scandir
+
+    def denied(path="."):  # as a chmod 000 folder answers a reader that is not root
+        if Path(path) == corpus / "sub":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    capsys.readouterr()
+    s = index_corpus(corpus, folder, embedder, progress=False)
+    assert (s.removed, s.documents, s.skipped_files) == (0, 5, 1)
+    assert not s.committed and store.load(folder).count == 5
+    err = capsys.readouterr().err
+    assert f"skipping {corpus / 'sub'}: cannot read folder (Permission denied)" in err
+    assert "keeping the indexed version of 'r1'" in err and "keeping the indexed version of 'sub/d0003.txt'" in err
+    monkeypatch.setattr(os, "scandir", scandir)
+    shutil.rmtree(corpus / "sub")  # gone for real: removed
+    assert index_corpus(corpus, folder, embedder, progress=False).removed == 3
+
+
+def test_an_index_inside_its_corpus_is_not_read_as_documents(tmp_path, embedder, capsys):
+    """Its docs table has id and text columns: it was read back as documents on every run after the first, and a
+    deleted source file stayed in the index as a duplicate row of that table."""
+    corpus = tmp_path / "corpus"
+    write_docs(corpus, range(3))
+    folder = corpus / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+    (folder / "GEMMA_NOTICE.txt").write_text("a notice beside the index")  # as a licensed backbone's index has
+    capsys.readouterr()
+    assert not index_corpus(corpus, folder, embedder, progress=False).committed
+    assert f"skipping {folder}: a longretr index folder" in capsys.readouterr().err
+    (corpus / "d0001.txt").unlink()
+    s = index_corpus(corpus, folder, embedder, progress=False)
+    assert (s.removed, s.documents) == (1, 2)
+    assert sorted(store.load(folder).docs.column("id").to_pylist()) == ["d0000.txt", "d0002.txt"]
+    with pytest.raises(ValueError, match="a longretr index folder, not a corpus"):  # the arguments swapped
+        index_corpus(folder, tmp_path / "other", embedder, progress=False)
+
+
+def test_an_empty_corpus_does_not_wipe_its_index(tmp_path, embedder):
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    write_docs(corpus, range(2))
+    index_corpus(corpus, folder, embedder, progress=False)
+    for path in corpus.iterdir():
+        path.unlink()
+    with pytest.raises(ValueError, match="no documents found; the index .* holds 2"):
+        index_corpus(corpus, folder, embedder, progress=False)
+    assert store.load(folder).count == 2
+
+
+@pytest.fixture()
+def small(tmp_path, embedder) -> tuple[Path, Path]:
+    """A corpus of three documents and its index."""
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    write_docs(corpus, range(3))
+    index_corpus(corpus, folder, embedder, progress=False)
+    return corpus, folder
+
+
+def test_an_index_path_that_is_a_file_is_a_clear_error(small, tmp_path, cfg):
+    corpus, runner = small[0], CliRunner()
+    a_file = corpus / "d0000.txt"
+    for args in (["index", str(corpus), "--model", str(cfg)], ["rm", "d0000.txt"]):  # was a FileExistsError traceback
+        for where in (a_file, a_file / "sub"):
+            r = runner.invoke(app, [*args, "--index", str(where)])
+            assert r.exit_code == 2 and str(where) in r.output and "Traceback" not in r.output, r.output
+    r = runner.invoke(app, ["rm", "x", "--index", str(tmp_path / "none")])
+    assert r.exit_code == 2 and "no index here" in r.output
+    assert not (tmp_path / "none").exists()  # the failed rm left an empty folder with a lock file
+
+
+def test_an_infinite_rrf_k_is_refused_and_a_manifest_holding_one_is_named(small, cfg):
+    corpus, folder = small
+    runner = CliRunner()
+    r = runner.invoke(app, ["index", str(corpus), "--index", str(folder), "--model", str(cfg), "--rrf-k", "inf"])
+    assert r.exit_code == 2 and "rrf_k must be > 0 and finite" in r.output  # was stored as "Infinity" (not JSON)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "ranking": {**manifest["ranking"], "rrf_k": 1e999}}))
+    r = runner.invoke(app, ["search", "lazy dog", "--index", str(folder)])  # what an older longretr wrote
+    assert r.exit_code == 2 and f"{folder / 'manifest.json'}: bad ranking settings" in r.output
+    r = runner.invoke(app, ["index", str(corpus), "--index", str(folder), "--model", str(cfg), "--rrf-k", "60"])
+    assert r.exit_code == 0 and store.read_manifest(folder)["ranking"]["rrf_k"] == 60  # the way out
+
+
+def test_search_output_problems_fail_before_searching(small, tmp_path):
+    folder, runner = small[1], CliRunner()
+    queries = tmp_path / "q.tsv"
+    queries.write_text("q1\tlazy dog\n")
+    for output, error in [(tmp_path / "no" / "run.trec", "no such folder"), (small[0], "a folder")]:
+        r = runner.invoke(app, ["search", "--queries", str(queries), "--index", str(folder), "--output", str(output)])
+        assert r.exit_code == 2 and f"{output}: cannot write there ({error})" in r.output, r.output  # was a traceback
+    r = runner.invoke(app, ["search", "lazy dog", "--index", str(folder), "--output", str(tmp_path / "run.trec")])
+    assert r.exit_code == 2 and "--output is for batch mode" in r.output  # was ignored: nothing written, exit 0
+
+
+def test_bad_query_files_are_named(small, tmp_path):
+    folder, runner = small[1], CliRunner()
+    queries = tmp_path / "q.jsonl"
+    for row in ('{"id": "q1", "text": null}', '{"id": "q1", "text": ["lazy"]}', '{"id": null, "text": "lazy"}'):
+        queries.write_text(row + "\n")  # were searched as the texts "None" and "['lazy']", or the id "None"
+        r = runner.invoke(app, ["search", "--queries", str(queries), "--index", str(folder)])
+        assert r.exit_code == 2 and f"{queries}:1: expected a string text" in r.output, r.output
+    queries = tmp_path / "q.tsv"
+    queries.write_bytes(b"q1\tcaf\xe9\n")
+    r = runner.invoke(app, ["search", "--queries", str(queries), "--index", str(folder)])
+    assert r.exit_code == 2 and f"{queries}: not UTF-8 text" in r.output  # named no file
+
+
+def test_a_manifest_without_model_fingerprint_is_named(small, cfg):
+    corpus, folder = small
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["model_fingerprint"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for args in (["search", "lazy dog"], ["index", str(corpus), "--model", str(cfg)]):  # were KeyError tracebacks
+        r = CliRunner().invoke(app, [*args, "--index", str(folder)])
+        assert r.exit_code == 2 and "no model fingerprint" in r.output, r.output
 
 
 def test_foreign_and_damaged_index_files_are_named(tmp_path, embedder):
