@@ -44,7 +44,7 @@ class SkipFile(Exception):
 def warn(path: Path | str, reason: str) -> None:
     line = f"longretr: skipping {path}: {reason}"
     # a file name of undecodable bytes holds surrogates: escape them, or a stderr without backslashreplace raises
-    print(line.encode("utf-8", "backslashreplace").decode(), file=sys.stderr)
+    tqdm.write(line.encode("utf-8", "backslashreplace").decode(), file=sys.stderr)  # above a progress bar, not on it
 
 
 def iter_files(root: Path, skipped: list[str] | None = None) -> Iterator[Path]:

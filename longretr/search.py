@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -72,15 +73,15 @@ class Searcher:
         except ValueError as e:  # a hand-edited manifest, or one an older longretr let through (rrf_k inf)
             raise store.IndexFolderError(f"{self.folder / store.MANIFEST}: bad ranking settings ({e}); set them "
                                          "with `longretr index --mode/--fusion/--weight/--rrf-k`") from e
-        if embedder is None:
-            embedder = Embedder(manifest_model(folder, manifest))
-        if embedder.config.fingerprint() != built:
+        config = manifest_model(folder, manifest) if embedder is None else embedder.config
+        if config.fingerprint() != built:
             raise ModelMismatch(
                 f"{folder} was built with model {manifest['model']['name']!r} (fingerprint "
-                f"{built}); searching it with {embedder.config.name!r} ({embedder.config.fingerprint()}) "
+                f"{built}); searching it with {config.name!r} ({config.fingerprint()}) "
                 "would compare incompatible vectors. Search without --model, or re-index with this model."
             )
-        self.embedder = embedder
+        self._embedder = embedder
+        self._config = config
         self.index, self.index_device = index_types.to_gpu(self.snapshot.search_index)
         docs = self.snapshot.docs
         self._rows = {vid: i for i, vid in enumerate(docs.column("vid").to_pylist())}
@@ -91,7 +92,14 @@ class Searcher:
         self._passages = docs.column(store.PASSAGES.name)
         # documents whose first other vector is a lead (hybrid fusion reads it back: _for_fusion)
         vids, n_tokens = docs.column("vid").to_pylist(), docs.column("n_tokens").to_pylist()
-        self._lead_vids = np.array([v for v, n in zip(vids, n_tokens) if embedder.config.lead_for(n)], dtype="int64")
+        self._lead_vids = np.array([v for v, n in zip(vids, n_tokens) if config.lead_for(n)], dtype="int64")
+
+    @property
+    def embedder(self) -> Embedder:
+        """The index's model, loaded on first use: lexical search never needs it."""
+        if self._embedder is None:
+            self._embedder = Embedder(self._config)
+        return self._embedder
 
     @property
     def count(self) -> int:
@@ -237,4 +245,9 @@ def read_queries(path: Path) -> list[tuple[str, str]]:
 
 
 def trec_lines(qid: str, hits: list[Hit], tag: str) -> list[str]:
-    return [f"{qid} Q0 {h.id} {h.rank} {h.score:.6f} {tag}" for h in hits]
+    """TREC run lines; whitespace and "%" in ids are percent-encoded, since TREC columns are split on whitespace."""
+    return [f"{trec_id(qid)} Q0 {trec_id(h.id)} {h.rank} {h.score:.6f} {tag}" for h in hits]
+
+
+def trec_id(text: str) -> str:
+    return re.sub(r"[\s%]", lambda m: quote(m.group(), safe=""), text)

@@ -325,6 +325,14 @@ def test_cli_index_and_search(corpus, tmp_path, tiny_gemma):
     assert r.exit_code == 2 and "was built with model" in r.output
 
 
+def test_trec_lines_percent_encode_whitespace_in_ids():
+    from longretr.search import Hit, trec_lines
+
+    hit = Hit(rank=1, id="my notes/a 100% b.md", score=0.5, title="", path="", snippet="")
+    assert trec_lines("q 1", [hit], "run") == ["q%201 Q0 my%20notes/a%20100%25%20b.md 1 0.500000 run"]
+    assert all(len(line.split()) == 6 for line in trec_lines("q\t2", [hit], "run"))
+
+
 def test_cli_search_shows_the_matching_passage(tmp_path, tiny_gemma):
     long = " ".join(["the quick brown fox jumps over a lazy dog"] * 4)
     corpus = write_corpus(tmp_path / "corpus", {"long.txt": long, "short.txt": "the fox"})

@@ -88,6 +88,19 @@ def test_index_builds_lexical_beside_dense_and_modes_work(corpus, tmp_path, embe
         searcher.search(["x"], mode="bm25")
 
 
+def test_lexical_search_does_not_load_the_model(corpus, tmp_path, embedder, monkeypatch):
+    """BM25 needs no vectors: `longretr search --mode lexical` answers without the model's load time and memory."""
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+    loads = []
+    monkeypatch.setattr("longretr.search.Embedder", lambda config: loads.append(config) or embedder)
+    searcher = Searcher(folder)
+    assert [h.id for h in searcher.search(["SHA-256 digests"], k=1, mode="lexical")[0]] == ["hashlib.txt"]
+    assert loads == []
+    searcher.search(["SHA-256 digests"], k=1, mode="dense")
+    assert [c.fingerprint() for c in loads] == [embedder.config.fingerprint()]
+
+
 def test_lexical_follows_incremental_updates(corpus, tmp_path, embedder):
     folder = tmp_path / "idx"
     index_corpus(corpus, folder, embedder, progress=False)
