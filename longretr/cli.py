@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -168,8 +169,10 @@ def serve(
 
     if not 0 < port < 65536:
         _fail(f"--port must be between 1 and 65535, got {port}")
-    if max_k < 1 or max_batch < 1 or batch_wait_ms < 0 or reload_interval < 0 or threads < 0:
-        _fail("--max-k and --max-batch must be >= 1, --batch-wait-ms, --reload-interval and --threads >= 0")
+    if max_k < 1 or max_batch < 1 or threads < 0 or not all(
+            0 <= x < math.inf for x in (batch_wait_ms, reload_interval)):  # nan fails too
+        _fail("--max-k and --max-batch must be >= 1, --threads >= 0, --batch-wait-ms and --reload-interval "
+              "finite and >= 0")
     try:
         run_server(index, host=host, port=port, access_log=access_log, threads=threads, limits=Limits(max_k=max_k),
                    max_batch=max_batch, batch_wait_ms=batch_wait_ms, reload_interval=reload_interval)
@@ -190,7 +193,7 @@ def models(
 
     for folder in configs or []:
         if not folder.is_dir():
-            _fail(f"{folder}: no such folder")
+            _fail(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}")
     entries = [describe(path) for path in config_files(configs or None)]
     if not entries:
         _fail("no model configs (*.toml) found")
@@ -241,9 +244,9 @@ def eval_longembed(
             tasks=picked, seed=seed, data=data, filler=str(filler) if filler else None, dtype=dtype,
             minilm_chunk=minilm_chunk, out=str(out), run=run,
             lengths=parse_lengths(lengths) if lengths else chosen["lengths"],
-            # --full with published data: every candidate and query as published
-            candidates=candidates or (None if full and data else chosen["candidates"]),
-            queries=queries or (None if full and data else chosen["queries"]),
+            # --full with published data: every candidate and query as published; a given 0 stays 0 (and is refused)
+            candidates=candidates if candidates is not None else None if full and data else chosen["candidates"],
+            queries=queries if queries is not None else None if full and data else chosen["queries"],
         )
         results, paths = evaluate(settings, log=typer.echo)
     except (DataError, FillerError, FileNotFoundError, ValueError) as e:

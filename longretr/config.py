@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import types
+import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -158,6 +160,12 @@ def config_from_file(path: Path) -> ModelConfig:
     if unknown:
         raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(f.name for f in fields(ModelConfig))}")
     data.setdefault("name", path.stem)
+    if "backbone" not in data:
+        raise ValueError(f"{path}: no backbone (a hub id, local folder or gguf-package:<module>)")
+    wrong = type_errors(ModelConfig, data)
+    if wrong:
+        raise ValueError(f"{path}: {'; '.join(wrong)}")
+
     def beside(a):  # a relative adapter path is relative to the config file; others stay as written
         return str((path.parent / a).resolve()) if isinstance(a, str) and a and not Path(a).is_absolute() else a
 
@@ -170,6 +178,38 @@ def config_from_file(path: Path) -> ModelConfig:
 def unknown_keys(data: dict) -> list[str]:
     """The keys of a config table that are not ModelConfig settings, sorted."""
     return sorted(set(data) - {f.name for f in fields(ModelConfig)})
+
+
+def type_errors(cls: type, data: dict) -> list[str]:
+    """One line per value of a TOML table whose type does not fit the dataclass field it sets (an int passes for a
+    float, a bool for nothing else), so a wrong type is named instead of failing later in a comparison."""
+    hints = typing.get_type_hints(cls)
+    return [f"{key} must be {_type_name(hints[key])}, got {value!r}" for key, value in data.items()
+            if key in hints and not _fits(value, hints[key])]
+
+
+def _fits(value: object, hint: object) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin in (list, tuple):  # TOML arrays
+        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)  # type: ignore[arg-type]
+
+
+def _type_name(hint: object, plural: bool = False) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin in (list, tuple):
+        return f"a list of {_type_name(args[0], plural=True)}"
+    names = {str: ("a string", "strings"), int: ("an integer", "integers"), float: ("a number", "numbers"),
+             bool: ("true or false", "booleans")}
+    return names[hint][plural] if hint in names else str(hint)
 
 
 def _hash_folder(folder: Path) -> str:

@@ -7,6 +7,7 @@ descriptions), and *-mined.jsonl copies with BM25-mined hard negatives. With --d
 negatives score at most R x the positive's cosine (positive-aware mining)."""
 
 import argparse
+import sys
 from pathlib import Path
 
 from longretr.train.data import build_all, dense_ranker, read_triplets
@@ -33,12 +34,23 @@ if __name__ == "__main__":
     args = ap.parse_args()
     if args.max_ratio is not None and not (args.dense_mine and 0 < args.max_ratio < 1):
         ap.error("--max-ratio needs --dense-mine and a value between 0 and 1, e.g. 0.95")
+    if args.max_doc_tokens < 1:
+        ap.error(f"--max-doc-tokens must be at least 1, got {args.max_doc_tokens}")
+    missing = [f for f in ("pairs.jsonl", "definitions.jsonl") if not (args.reasonaug / f).is_file()]
+    if missing:  # before a model loads or the manual pages render, not after
+        ap.error(f"--reasonaug {args.reasonaug}: no {' or '.join(missing)} (a copy of ReasonAug)")
+    if args.out.exists() and not args.out.is_dir():
+        ap.error(f"--out {args.out}: not a folder")
     dense, tag = None, "dmined" if args.max_ratio is None else f"dmined{round(args.max_ratio * 100)}"
-    if args.dense_mine:
-        from longretr.embedder import Embedder  # loads torch; the plain build does not need it
+    try:  # a missing model config or Debian package: its message, not a traceback
+        if args.dense_mine:
+            from longretr.embedder import Embedder  # loads torch; the plain build does not need it
 
-        dense = dense_ranker(Embedder(args.dense_mine), args.max_doc_tokens, max_ratio=args.max_ratio)
-    for name, count in build_all(args.out, args.reasonaug, dense=dense, dense_tag=tag).items():
+            dense = dense_ranker(Embedder(args.dense_mine), args.max_doc_tokens, max_ratio=args.max_ratio)
+        counts = build_all(args.out, args.reasonaug, dense=dense, dense_tag=tag)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"build_train_data.py: error: {e}")
+    for name, count in counts.items():
         print(f"{args.out / name}: {count} rows")
     if dense is not None:
         report_dense_negatives(args.out, tag)

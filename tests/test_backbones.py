@@ -789,7 +789,8 @@ def test_models_command_counts_parameters_and_finds_weights(checkpoints, tmp_pat
     partial = write_dream(tmp_path / "partial")
     (partial / "model-00002-of-00002.safetensors").unlink()
     write_config(configs, partial, name="partial")
-    (configs / "broken.toml").write_text("backbone = 3\npooling = 'max'\n")
+    (configs / "broken.toml").write_text("backbone = 'nobody/x'\npooling = 'max'\n")
+    (configs / "mistyped.toml").write_text("backbone = 3\n")
     result = CliRunner().invoke(app, ["models", "--configs", str(configs), "--json"])
     assert result.exit_code == 0, result.output
     entries = {Path(e["config"]).stem: e for e in json.loads(result.output)}
@@ -803,11 +804,15 @@ def test_models_command_counts_parameters_and_finds_weights(checkpoints, tmp_pat
     assert entries["absent"]["parameters"] is None and entries["absent"]["weights"] == "no (not in the HF cache)"
     assert entries["partial"]["weights"] == "partial (1/2 shards)"
     assert "pooling must be mean or last" in entries["broken"]["error"]
+    assert "backbone must be a string, got 3" in entries["mistyped"]["error"]
     table = CliRunner().invoke(app, ["models", "--configs", str(configs)])
     assert table.exit_code == 0, table.output
     row = next(line for line in table.output.splitlines() if line.startswith("llada "))
     params = f"{entries['llada']['parameters'] / 1e3:.2f}K"
     assert row.split()[:6] == ["llada", str(checkpoints["llada"]), "llada", params, "64", "bidirectional"]
+    for path, error in [(configs / "dream.toml", "not a folder"), (tmp_path / "gone", "no such folder")]:
+        refused = CliRunner().invoke(app, ["models", "--configs", str(path)])
+        assert refused.exit_code == 2 and f"{path}: {error}" in refused.output, refused.output
 
 
 REQUIRED_CONFIGS = {

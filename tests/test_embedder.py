@@ -212,3 +212,16 @@ def test_span_study_builds_longer_spans_from_the_128_token_ones(embedder):
     assert len(direct.extra) >= 2 and max(len(v) for v in direct.extra.values()) >= 2
     assert owners.tolist() == [r for r in sorted(direct.extra) for _ in direct.extra[r]]
     assert np.allclose(vectors, np.concatenate([direct.extra[r] for r in sorted(direct.extra)]), atol=1e-4)
+
+
+def test_model_config_with_a_wrong_type_or_no_backbone_names_the_file(tmp_path):
+    """Both were a TypeError traceback (a comparison in __post_init__, a missing argument) from every command."""
+    path = tmp_path / "bad.toml"
+    for text, message in [('backbone = "x"\nmax_tokens = "big"\n', "max_tokens must be an integer, got 'big'"),
+                          ('backbone = "x"\nadapter_weights = ["a"]\n', "adapter_weights must be a list of numbers"),
+                          ('attention = "causal"\n', "no backbone")]:
+        path.write_text(text)
+        with pytest.raises(ValueError, match=rf"bad\.toml: {message}"):
+            load_config(path)
+    path.write_text('backbone = "x"\nadapter = ["a", "b"]\nadapter_weights = [1, 0.5]\nnormalize = false\n')
+    assert load_config(path).adapter_weights == (1.0, 0.5)  # TOML integers are numbers

@@ -222,3 +222,34 @@ def test_every_model_also_gets_a_hybrid_row_fusing_it_with_bm25(tmp_path, tiny_c
                                                                          for q, hits in expected.items()}
     assert all(np.allclose([x for _, x in written[q]], [x for _, x in expected[q]], atol=1e-4) for q in expected)
     assert "tiny+hybrid" in paths["table"].read_text()
+
+
+def test_cli_eval_refuses_zero_candidates_and_queries(tmp_path):
+    """0 was read as "not given" and replaced by the profile's 8, silently."""
+    args = ["eval", "--no-baselines", "-b", "bm25", "--tasks", "passkey", "--lengths", "256", "--out", str(tmp_path)]
+    for flag in ("--candidates", "--queries"):
+        result = CliRunner().invoke(app, [*args, flag, "0"])
+        assert result.exit_code == 2 and "must be at least 1" in result.output, result.output
+
+
+def test_a_failed_rerun_leaves_the_earlier_run_of_that_name_whole(tmp_path):
+    st = Settings(models=[], baselines=["bm25"], tasks=["narrativeqa"], candidates=None, queries=None,
+                  data=str(FIXTURE), out=str(tmp_path / "out"), run="same")
+    _, paths = evaluate(st, log=lambda *_: None, progress=False)
+    folder = paths["json"].parent
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    class Broken:  # scores nothing: fails after bm25 has written its TREC runs
+        def __init__(self, *_):
+            raise RuntimeError("broken baseline")
+
+    from longretr.evaluate import runner
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(runner.BASELINES, "broken", Broken)
+        with pytest.raises(RuntimeError, match="broken baseline"):
+            evaluate(replace(st, baselines=["bm25", "broken"], seed=1, tasks=["qmsum"]), log=lambda *_: None,
+                     progress=False)
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    with pytest.raises(ValueError, match="dots alone"):
+        evaluate(replace(st, run=".."), log=lambda *_: None, progress=False)

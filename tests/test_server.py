@@ -325,3 +325,11 @@ def test_longretr_serve_subprocess_and_search_client(index_folder, tmp_path):
     assert "on http://127.0.0.1:" in (tmp_path / "serve.log").read_text()
     out = CliRunner().invoke(cli_app, ["search", "x", "--server", url])
     assert out.exit_code == 2 and "cannot reach the server" in out.output
+
+
+@pytest.mark.parametrize("option", [["--batch-wait-ms", "nan"], ["--batch-wait-ms", "inf"],
+                                    ["--reload-interval", "inf"], ["--reload-interval", "-1"], ["--max-batch", "0"]])
+def test_serve_refuses_settings_that_cannot_work(tmp_path, option):
+    # refused before the index or model loads: a nan wait never compares, an infinite one leaves a lone query waiting
+    result = CliRunner().invoke(cli_app, ["serve", "--index", str(tmp_path / "none"), *option])
+    assert result.exit_code == 2 and "finite and >= 0" in result.output, result.output

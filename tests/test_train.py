@@ -535,3 +535,64 @@ def test_recipe_sweep_trains_and_scores_each_variant(tmp_path, tiny_gemma):
         for scores in card["models"].values():
             assert 0 < scores["reasonaug-q2c"]["dense"]["mrr@10"] <= 1
     assert json.loads((tmp_path / "sweep" / "b" / "train.json").read_text())["lr"] == 1e-3
+
+
+def test_training_config_names_wrong_types_and_values(tmp_path):
+    bad = tmp_path / "bad.toml"
+    for text, message in [('lr = "fast"\n', r"lr must be a number, got 'fast'"),
+                          ('data = "x.jsonl"\n', r"data must be a list of strings"),  # not one file per character
+                          ("steps = 0\n", r"steps = 0 \(must be at least 1\)"),  # "finished" untrained, exit 0
+                          ("save_every = 0\n", r"save_every = 0"),  # ZeroDivisionError after the first step
+                          ("lr = 0\n", r"lr must be above 0")]:
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=rf"bad\.toml: {message}"):
+            TrainConfig.from_toml(bad)
+    with pytest.raises(ValueError, match="objective must be contrastive or diffusion"):  # the CLI's --objective
+        replace(TrainConfig(), objective="foo")
+
+
+def test_triplet_rows_with_wrong_values_are_refused_with_their_line(tmp_path):
+    from longretr.train.data import read_triplets
+
+    good = '{"query": "fox", "positive": "the fox", "negative": "a dog"}\n'
+    path = tmp_path / "t.jsonl"
+    for row, message in [('{"query": "", "positive": "p", "negative": "n"}', "non-empty strings"),
+                         ('{"query": 5, "positive": "p", "negative": "n"}', "non-empty strings"),
+                         ('{"query": "q", "positive": "p", "negatives": "a dog"}', "list of strings"),
+                         ("[1, 2]", "expected a JSON object")]:
+        path.write_text(good + row + "\n")
+        with pytest.raises(ValueError, match=rf"t\.jsonl:2: .*{message}"):
+            read_triplets(path)
+
+
+def test_resume_picks_up_a_checkpoint_left_between_the_renames(tmp_path, tiny_gemma):
+    """A kill between _save_checkpoint's two renames leaves only .checkpoint.old: resume used to start afresh,
+    log the steps twice and delete it at the first save."""
+    cfg = _cfg(tmp_path, tiny_gemma, steps=4, save_every=2, max_minutes=1e-9)
+    Trainer(replace(cfg, max_minutes=0.0, steps=2)).train(progress=False)
+    run = tmp_path / "run"
+    (run / "checkpoint").rename(run / ".checkpoint.old")
+    assert Trainer(replace(cfg, max_minutes=0.0)).train(resume=True, progress=False)["steps"] == 4
+    assert [json.loads(r)["step"] for r in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert "steps 1-2, " in (run / "card.md").read_text()
+
+
+def test_resume_from_a_damaged_checkpoint_names_it_and_keeps_it(tmp_path, tiny_gemma):
+    cfg = _cfg(tmp_path, tiny_gemma, steps=2, save_every=2)
+    Trainer(cfg).train(progress=False)
+    ckpt = tmp_path / "run" / "checkpoint"
+    (ckpt / "trainer.pt").write_bytes((ckpt / "trainer.pt").read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"run/checkpoint: damaged checkpoint"):
+        Trainer(replace(cfg, steps=4)).train(resume=True, progress=False)
+    assert len((ckpt / "trainer.pt").read_bytes()) == 100  # refused, not overwritten
+
+
+def test_build_train_data_refuses_a_missing_reasonaug_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).parent.parent / "scripts" / "build_train_data.py"
+    done = subprocess.run([sys.executable, str(script), "--reasonaug", str(tmp_path / "nope"), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode == 2 and "--reasonaug" in done.stderr and "pairs.jsonl" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -133,9 +134,13 @@ def evaluate(st: Settings, log=print, progress: bool = True) -> tuple[dict, dict
     started = time.perf_counter()
     created = datetime.now(timezone.utc)
     run_name = st.run or f"{created:%Y%m%d-%H%M%S}-{st.profile}"
-    if not re.fullmatch(r"[\w.-]+", run_name):
-        raise ValueError(f"--run {run_name!r}: use letters, digits, '.', '-' and '_' only")
+    if not re.fullmatch(r"[\w.-]+", run_name) or not run_name.strip("."):  # "." and ".." are not subfolders
+        raise ValueError(f"--run {run_name!r}: use letters, digits, '.', '-' and '_' only (not dots alone)")
     folder = Path(st.out) / run_name
+    # TREC runs are written as each set is scored: into a hidden folder, moved into place only when the run is done,
+    # so a run that fails (or is stopped) does not leave an earlier run of the same name half overwritten
+    work = folder.parent / f".{run_name}.partial"
+    shutil.rmtree(work, ignore_errors=True)
     sets, info = build_sets(st)
     for line in plan_lines(st, sets, info):
         log(line)
@@ -163,7 +168,7 @@ def evaluate(st: Settings, log=print, progress: bool = True) -> tuple[dict, dict
         for i, s in enumerate(sets):
             scored = scorer.score(s, progress=progress)
             run = rank(scored.scores, s.doc_ids, list(s.queries), depth=TREC_DEPTH)
-            row = _record(folder, name, run, s, sets, {"seconds": round(scored.seconds, 2), **scored.stats})
+            row = _record(work, name, run, s, sets, {"seconds": round(scored.seconds, 2), **scored.stats})
             entry["sets"].append(row)
             log(f"   {s.task:<15} {s.split:<10} {row['metric']:<7} {row['value']:5.1f}  "
                 f"({len(s.queries)} q, {len(s.corpus)} docs, {scored.seconds:.1f}s)")
@@ -172,7 +177,7 @@ def evaluate(st: Settings, log=print, progress: bool = True) -> tuple[dict, dict
                 dense = run if scored.fusion_scores is None else rank(scored.fusion_scores, s.doc_ids,
                                                                        list(s.queries), depth=TREC_DEPTH)
                 fused = {q: fuse_ranked(dense[q], lex[q], TREC_DEPTH) for q in dense}
-                hybrid["sets"].append(_record(folder, hybrid_name, fused, s, sets, {"seconds": row["seconds"]}))
+                hybrid["sets"].append(_record(work, hybrid_name, fused, s, sets, {"seconds": row["seconds"]}))
                 log(f"   {'':<15} {'':<10} hybrid  {hybrid['sets'][-1]['value']:5.1f}")
         scorer.close()
         entry["seconds"] = round(sum(x["seconds"] for x in entry["sets"]), 1)
@@ -187,7 +192,14 @@ def evaluate(st: Settings, log=print, progress: bool = True) -> tuple[dict, dict
             results["systems"][hybrid_name] = hybrid
     results["load_average_end"] = load_average()
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
-    return results, write_outputs(results, folder)
+    paths = write_outputs(results, work)
+    old = folder.parent / f".{run_name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    work.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return results, {k: folder / p.name for k, p in paths.items()}
 
 
 class _LexicalRuns:

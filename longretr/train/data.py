@@ -66,10 +66,17 @@ def read_triplets(path: Path) -> list[Triplet]:
         try:
             row = json.loads(line)
             negs = row.get("negatives") or ([row["negative"]] if row.get("negative") else [])
-            out.append(Triplet(row["query"], row["positive"], list(negs), row.get("instruction", ""),
-                               row.get("dataset", path.stem)))
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            t = Triplet(row["query"], row["positive"], negs, row.get("instruction", ""), row.get("dataset", path.stem))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{path}:{n}: expected a JSON object with query, positive, negative(s) ({e})") from e
+        # checked here, not by the tokenizer mid-run; a string of negatives would be read as one per character
+        if not all(isinstance(x, str) and x.strip() for x in (t.query, t.positive)):
+            raise ValueError(f"{path}:{n}: query and positive must be non-empty strings")
+        if not isinstance(t.negatives, list) or not all(isinstance(x, str) for x in t.negatives):
+            raise ValueError(f"{path}:{n}: negatives must be a list of strings (or negative one string)")
+        if not isinstance(t.instruction, str) or not isinstance(t.dataset, str):
+            raise ValueError(f"{path}:{n}: instruction and dataset must be strings")
+        out.append(t)
     if not out:
         raise ValueError(f"{path}: no triplets")
     return out

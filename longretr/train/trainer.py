@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..backbone import load_backbone, notice_file
-from ..config import load_config
+from ..config import load_config, type_errors
 from ..embedder import pick_device_dtype, pool, span_means
 from ..machine import describe
 from .data import Triplet, read_triplets
@@ -80,14 +80,31 @@ class TrainConfig:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
-        cfg = cls(**data)
-        if cfg.objective not in ("contrastive", "diffusion"):
-            raise ValueError(f"{path}: objective must be contrastive or diffusion, got {cfg.objective!r}")
-        if cfg.doc_scoring not in ("whole", "best"):
-            raise ValueError(f"{path}: doc_scoring must be whole or best, got {cfg.doc_scoring!r}")
-        if cfg.doc_scoring == "best" and cfg.grad_accum > 1:
-            raise ValueError(f"{path}: doc_scoring = \"best\" does not work with grad_accum > 1 (GradCache)")
-        return cfg
+        wrong = type_errors(cls, data)  # e.g. data = "x.jsonl" (not a list) would be read as one file per character
+        if wrong:
+            raise ValueError(f"{path}: {'; '.join(wrong)}")
+        try:
+            return cls(**data)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
+
+    def __post_init__(self) -> None:
+        """Settings that cannot work fail before the model loads; also checked after `replace` (the CLI's
+        overrides). Zero or negative steps used to "finish" at once with an untrained adapter."""
+        if self.objective not in ("contrastive", "diffusion"):
+            raise ValueError(f"objective must be contrastive or diffusion, got {self.objective!r}")
+        if self.doc_scoring not in ("whole", "best"):
+            raise ValueError(f"doc_scoring must be whole or best, got {self.doc_scoring!r}")
+        if self.doc_scoring == "best" and self.grad_accum > 1:
+            raise ValueError("doc_scoring = \"best\" does not work with grad_accum > 1 (GradCache)")
+        at_least_1 = ("steps", "batch_size", "grad_accum", "save_every", "max_query_tokens", "max_doc_tokens", "lora_r")
+        at_least_0 = ("warmup", "weight_decay", "max_minutes", "distill_weight")
+        bad = [f"{k} = {getattr(self, k)} (must be at least 1)" for k in at_least_1 if getattr(self, k) < 1]
+        bad += [f"{k} = {getattr(self, k)} (must be at least 0)" for k in at_least_0 if getattr(self, k) < 0]
+        if bad:
+            raise ValueError("; ".join(bad))
+        if not self.lr > 0:
+            raise ValueError(f"lr must be above 0, got {self.lr}")
 
 
 class Trainer:
@@ -147,7 +164,11 @@ class Trainer:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        weights = load_file(folder / "adapter_model.safetensors", device=str(self.device))
+        try:
+            weights = load_file(folder / "adapter_model.safetensors", device=str(self.device))
+        except Exception as e:  # noqa: BLE001 - missing, truncated or not safetensors
+            raise ValueError(f"{folder / 'adapter_model.safetensors'}: cannot read the LoRA weights "
+                             f"({type(e).__name__}: {e})") from e
         result = set_peft_model_state_dict(self.model, weights)
         missing = [k for k in result.missing_keys if ".lora_" in k]
         if result.unexpected_keys or missing:
@@ -254,10 +275,15 @@ class Trainer:
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_linear(cfg.warmup, cfg.steps))
         step, elapsed, earlier = 0, 0.0, []
-        if resume and (self.out / "checkpoint" / "state.json").exists():
+        # .checkpoint.old alone: a kill between _save_checkpoint's renames. Starting afresh would delete it at the
+        # first save, so it counts as the checkpoint; so does a damaged checkpoint/ (refused, not overwritten).
+        saved = (self.out / "checkpoint").exists() or (self.out / ".checkpoint.old").exists()
+        if resume and saved:
             step, elapsed, earlier = self._load_checkpoint(opt, sched, sampler, gen)
         elif self.out.exists() and (self.out / "log.jsonl").exists() and not resume:
             raise FileExistsError(f"{self.out}: a run is already here; pass --resume, or choose another output")
+        elif resume:  # nothing saved: start at step 0, without the rows of steps a killed first run logged
+            _truncate_log(self.out / "log.jsonl", 0)
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "train.json").write_text(json.dumps(asdict(cfg), indent=2))
         self.model.train()
@@ -343,22 +369,27 @@ class Trainer:
         if not ckpt.exists() and (self.out / ".checkpoint.old").exists():
             (self.out / ".checkpoint.old").rename(ckpt)
         self._load_lora(ckpt)
-        blob = torch.load(ckpt / "trainer.pt", weights_only=False)
-        state = blob["optimizer"]
-        for moment in _MOMENTS:  # load_state_dict casts the bf16 moments back to the parameters' dtype
-            for i, tensor in load_file(ckpt / f"{moment}.safetensors").items():
-                state["state"][int(i)][moment] = tensor
-        opt.load_state_dict(state)
-        sched.load_state_dict(blob["scheduler"])
-        gen.set_state(blob["generator"])
-        torch.set_rng_state(blob["torch_rng"])
-        state = json.loads((ckpt / "state.json").read_text())
-        sampler.load(state["sampler"])
-        _truncate_log(self.out / "log.jsonl", state["step"])
+        try:  # a missing, truncated or foreign file: name the checkpoint instead of a loader's traceback
+            blob = torch.load(ckpt / "trainer.pt", weights_only=False)
+            state = blob["optimizer"]
+            for moment in _MOMENTS:  # load_state_dict casts the bf16 moments back to the parameters' dtype
+                for i, tensor in load_file(ckpt / f"{moment}.safetensors").items():
+                    state["state"][int(i)][moment] = tensor
+            opt.load_state_dict(state)
+            sched.load_state_dict(blob["scheduler"])
+            gen.set_state(blob["generator"])
+            torch.set_rng_state(blob["torch_rng"])
+            state = json.loads((ckpt / "state.json").read_text())
+            saved_sampler, step, elapsed = state["sampler"], int(state["step"]), float(state["elapsed"])
+        except Exception as e:  # noqa: BLE001 - torch.load and safetensors raise many kinds
+            raise ValueError(f"{ckpt}: damaged checkpoint, cannot resume from it ({type(e).__name__}: {e}); "
+                             "move it away to start the run again") from e
+        sampler.load(saved_sampler)
+        _truncate_log(self.out / "log.jsonl", step)
         # checkpoints from before sessions were recorded: their steps ran on a machine nobody wrote down
-        sessions = state.get("sessions") or [{"steps": [1, state["step"]], "minutes": round(state["elapsed"] / 60, 1),
+        sessions = state.get("sessions") or [{"steps": [1, step], "minutes": round(elapsed / 60, 1),
                                               "hardware": "not recorded"}]
-        return state["step"], state["elapsed"], sessions
+        return step, elapsed, sessions
 
     def _save_lora(self, folder: Path) -> None:
         """The LoRA weights in bf16, what the shipped adapters hold: half the size, and bf16 keeps fp32's range."""
@@ -463,8 +494,15 @@ def _set_rng_state(device: str, state: tuple) -> None:
 def _raw_texts(path: Path, chunk_chars: int = 6000) -> list[str]:
     """Raw documents cut into pieces of about chunk_chars characters (diffusion training)."""
     texts = []
-    for line in path.read_text().splitlines():
-        text = json.loads(line)["text"]
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            text = json.loads(line)["text"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:  # e.g. a triplet file given to diffusion
+            raise ValueError(f"{path}:{n}: expected a JSON object with text ({type(e).__name__}: {e})") from e
+        if not isinstance(text, str):
+            raise ValueError(f"{path}:{n}: text must be a string")
         texts += [text[i:i + chunk_chars] for i in range(0, len(text), chunk_chars) if len(text[i:]) > 500]
     return texts
 
