@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import stat
@@ -212,6 +213,11 @@ def _pdf_text(raw: bytes) -> tuple[str, str]:
     """The text of a PDF's pages (pypdf's extraction; pages separated by a blank line) and its /Title."""
     from pypdf import PdfReader  # imported here: most corpora have no PDFs
 
+    # pypdf logs its own warnings about damaged files ("EOF marker not found"): lines on stderr without the file's
+    # name, besides the one warning line a skipped file gets (its reason comes from the exception)
+    log = logging.getLogger("pypdf")
+    level = log.level
+    log.setLevel(logging.ERROR)
     try:
         reader = PdfReader(io.BytesIO(raw))
         if reader.is_encrypted and not reader.decrypt(""):
@@ -222,6 +228,8 @@ def _pdf_text(raw: bytes) -> tuple[str, str]:
         raise
     except Exception as e:  # pypdf raises many types for damaged files
         raise SkipFile(f"not a readable PDF ({type(e).__name__}: {e})") from e
+    finally:
+        log.setLevel(level)
     text = "\n\n".join(page for page in pages if page)
     if not text:
         raise SkipFile(f"no text in its {len(pages)} page(s) (a scanned PDF needs OCR first)")

@@ -105,6 +105,19 @@ def test_pdfs_are_read_as_the_text_of_their_pages(tmp_path, capsys):
         assert any(name in line and reason in line for line in err.splitlines()), (name, err)
 
 
+def test_a_damaged_pdf_gets_one_warning_line(tmp_path, capsys, caplog):
+    """pypdf's own warnings ("EOF marker not found") would be a second line on stderr, without the file's name."""
+    (tmp_path / "truncated.pdf").write_bytes(_pdf(["cut short"])[:200])
+    (tmp_path / "fine.pdf").write_bytes(_pdf(["fine"]))
+    caplog.set_level("WARNING")
+    skipped: list[str] = []
+    assert [d.id for d in read_corpus(tmp_path, skipped=skipped)] == ["fine.pdf"] and len(skipped) == 1
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("pypdf")] == []
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert lines[0].startswith(f"longretr: skipping {tmp_path / 'truncated.pdf'}: not a readable PDF")
+
+
 def test_bad_files_are_named_and_skipped(tmp_path, capsys):
     (tmp_path / "good.txt").write_text("fine")
     (tmp_path / "binary.txt").write_bytes(b"abc\x00def")
