@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -14,7 +16,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 from transformers.modeling_outputs import BaseModelOutput
 
 from .config import ModelConfig, longretr_home
-from .families import REMOTE_PREFIX, Family, family_for, load_tokenizer, read_checkpoint_config
+from .families import REMOTE_PREFIX, CheckpointError, Family, family_for, load_tokenizer, read_checkpoint_config
 
 transformers.utils.logging.set_verbosity_error()  # per-load progress bars and notices are noise here
 transformers.utils.logging.disable_progress_bar()
@@ -85,7 +87,8 @@ def load_backbone(
     """
     causal = cfg.attention == "causal"
     if cfg.backbone.startswith(REMOTE_PREFIX):
-        model, tokenizer = _load_remote_code(cfg.backbone[len(REMOTE_PREFIX):], dtype)
+        with _naming(cfg, cfg.backbone):
+            model, tokenizer = _load_remote_code(cfg.backbone[len(REMOTE_PREFIX):], dtype)
         family = Family()
     else:
         source = resolve_backbone(cfg.backbone)
@@ -96,8 +99,9 @@ def load_backbone(
 
         for sub in {id(c): c for c in (hf_config, hf_config.get_text_config())}.values():
             sub._attn_implementation = IMPLEMENTATION
-        model = family.load(source, hf_config, dtype)
-        tokenizer = load_tokenizer(source, family, raw)
+        with _naming(cfg, source):
+            model = family.load(source, hf_config, dtype)
+            tokenizer = load_tokenizer(source, family, raw)
     if cfg.adapters:
         from .adapters import merge_adapter
 
@@ -109,6 +113,20 @@ def load_backbone(
     tokenizer.split_special_tokens = True
     right_align_padding(model)
     return model.to(device).eval(), tokenizer
+
+
+@contextmanager
+def _naming(cfg: ModelConfig, source: object) -> Iterator[None]:
+    """Missing, truncated or mismatched weight or tokenizer files: transformers, safetensors and torch each raise
+    their own types (OSError, SafetensorError, RuntimeError); as a ValueError naming the model, every command
+    reports it as bad input instead of a traceback."""
+    try:
+        yield
+    except (MemoryError, CheckpointError):  # CheckpointError names the checkpoint and the problem already
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"model {cfg.name!r}: cannot load its weights or tokenizer from {source} "
+                         f"({type(e).__name__}: {str(e).strip()[:500]})") from e
 
 
 def _load_remote_code(source: str, dtype: torch.dtype) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:

@@ -97,6 +97,8 @@ def search(
         _fail("the query is empty")
     if k < 1:
         _fail("-k must be at least 1")
+    if server is not None and not server.strip():  # e.g. an unset $URL: do not search (and load a model) here
+        _fail("--server is empty; give the URL of a running `longretr serve`")
     if server and model:
         _fail("--model cannot be used with --server: the server searches with its index's model")
     if mode is not None and mode not in ("dense", "lexical", "hybrid"):
@@ -122,7 +124,7 @@ def search(
     if queries:
         lines = []
         for (qid, text), hits in zip(batch, results):
-            if output is not None and output.suffix == ".trec":
+            if output is not None and output.suffix.lower() == ".trec":
                 lines += trec_lines(qid, hits, f"longretr-{mode}" if mode else "longretr")
             else:
                 lines.append(json.dumps({"id": qid, "query": text, "hits": [h.to_dict() for h in hits]}))
@@ -163,7 +165,7 @@ def serve(
 ) -> None:
     """Serve an index over HTTP: POST /search, GET /health, GET /stats (see README, Server)."""
     from .search import ModelMismatch
-    from .server import Limits
+    from .server import Limits, ServeError
     from .server import serve as run_server
     from .store import IndexFolderError
 
@@ -176,7 +178,7 @@ def serve(
     try:
         run_server(index, host=host, port=port, access_log=access_log, threads=threads, limits=Limits(max_k=max_k),
                    max_batch=max_batch, batch_wait_ms=batch_wait_ms, reload_interval=reload_interval)
-    except (IndexFolderError, ModelMismatch, FileNotFoundError, ValueError) as e:
+    except (IndexFolderError, ModelMismatch, ServeError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
 
 

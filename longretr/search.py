@@ -222,7 +222,7 @@ def read_queries(path: Path) -> list[tuple[str, str]]:
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        if path.suffix == ".jsonl":
+        if path.suffix.lower() == ".jsonl":
             try:
                 row = json.loads(line)
                 qid, text = row["id"], row["text"]

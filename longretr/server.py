@@ -19,12 +19,13 @@ import inspect
 import json
 import math
 import queue
+import socket
 import sys
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,10 @@ class Limits:
     filter_max_depth: int = 2000
     max_queue: int = 1024  # queued queries beyond this get 503: back-pressure instead of unbounded latency
     request_timeout_s: float = 60.0
+
+
+class ServeError(Exception):
+    """The server cannot start (port taken, unknown host); the message names the problem."""
 
 
 class BadRequest(Exception):
@@ -84,7 +89,7 @@ def parse_search_request(body: bytes, limits: Limits) -> SearchRequest:
     if not body.strip():
         raise BadRequest(400, 'empty request body; send a JSON object like {"query": "...", "k": 10}')
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_int=_parse_int)
     except (ValueError, RecursionError) as e:  # JSONDecodeError, invalid UTF-8, absurd nesting
         raise BadRequest(400, f"request body is not valid JSON: {str(e)[:200]}") from None
     if not isinstance(data, dict):
@@ -113,6 +118,14 @@ def parse_search_request(body: bytes, limits: Limits) -> SearchRequest:
     request = SearchRequest(query=query, k=k, mode=mode)
     _parse_filter(data.get("filter"), request, limits)
     return request
+
+
+def _parse_int(digits: str) -> int:
+    # Python refuses to convert integers of over 4300 digits (a ValueError, which would read as "not valid JSON")
+    if len(digits.lstrip("-")) > 100:
+        raise BadRequest(422, f"the body holds an integer of {len(digits.lstrip('-'))} digits; 'k' must be an "
+                              "integer between 1 and the server's --max-k")
+    return int(digits)
 
 
 def _parse_filter(spec, request: SearchRequest, limits: Limits) -> None:
@@ -345,7 +358,8 @@ class SearchService:
                 manifest = store.read_manifest(self.folder)
                 if manifest is None:
                     raise store.IndexFolderError(f"{self.folder}: manifest.json is gone")
-                if manifest.get("version") == self.version:
+                if manifest == self.searcher.snapshot.manifest:  # not just the version: a fresh build is 1 again
+                    self.reload_error = None  # e.g. the folder was moved away and back
                     continue
                 fresh = Searcher(self.folder, self.embedder)
             except Exception as e:  # keep serving the version we have; say why in /stats
@@ -453,23 +467,57 @@ def serve(
 ) -> None:
     """Load the index and its model once, then serve until interrupted."""
     import torch
-    import uvicorn
 
     if threads > 0:
         torch.set_num_threads(threads)
-    service = SearchService(folder, **service_options)
-    app = create_app(service)
+    sockets = bind(host, port)  # before the model loads: a taken port fails in a second, not after minutes
+    try:
+        service = SearchService(folder, **service_options)
+        try:
+            _run(service, sockets, host, port, access_log)
+        finally:
+            service.close()
+    finally:
+        _close(sockets)
+
+
+def _run(service: SearchService, sockets: list[socket.socket], host: str, port: int, access_log: bool) -> None:
+    import torch
+    import uvicorn
+
     stats = service.stats()
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"longretr serve: warning: binding {host}: the API has no authentication", file=sys.stderr)
-    print(f"longretr serve: {folder} (version {stats['index_version']}, {stats['documents']} documents, "
-          f"model {stats['model']}, {torch.get_num_threads()} torch threads) on http://{host}:{port}",
-          file=sys.stderr, flush=True)
+    print(f"longretr serve: {service.folder} (version {stats['index_version']}, {stats['documents']} documents, "
+          f"model {stats['model']}, {torch.get_num_threads()} torch threads) on "
+          f"http://{f'[{host}]' if ':' in host else host}:{port}", file=sys.stderr, flush=True)
+    config = uvicorn.Config(create_app(service), log_level="warning", access_log=access_log,
+                            limit_concurrency=service.limits.max_queue + 64, timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=sockets)
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Bound (not yet listening) sockets for every address of host, as asyncio's create_server binds them;
+    a port in use or an unknown host is a ServeError."""
+    sockets: list[socket.socket] = []
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log,
-                    limit_concurrency=service.limits.max_queue + 64, timeout_graceful_shutdown=5)
-    finally:
-        service.close()
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # as asyncio does: "::" and "0.0.0.0" are separate sockets
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as e:
+        _close(sockets)
+        raise ServeError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sockets
+
+
+def _close(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
 
 
 # -- client --------------------------------------------------------------------------------------
@@ -485,12 +533,13 @@ def search_remote(url: str, queries: list[str], k: int = 10, mode: str | None = 
     import httpx
 
     base = url.rstrip("/")
-    names = {f.name for f in fields(Hit)}
 
     def one(client: httpx.Client, query: str) -> list[Hit]:
         body = {"query": query, "k": k, **({"mode": mode} if mode is not None else {})}
         try:
             r = client.post(f"{base}/search", json=body)
+        except httpx.InvalidURL as e:  # not an httpx.HTTPError
+            raise RemoteError(f"{url}: not a valid server URL ({e})") from e
         except httpx.HTTPError as e:
             raise RemoteError(f"cannot reach the server at {base}: {e}") from e
         try:
@@ -498,11 +547,23 @@ def search_remote(url: str, queries: list[str], k: int = 10, mode: str | None = 
         except ValueError:
             raise RemoteError(f"{base}/search answered {r.status_code} with a non-JSON body: {r.text[:200]}") from None
         if r.status_code != 200:
-            raise RemoteError(f"{base}/search answered {r.status_code}: {data.get('error', data)}")
-        return [Hit(**{n: h[n] for n in names if n in h}) for h in data["hits"]]  # an older server: no passage
+            detail = data.get("error", data) if isinstance(data, dict) else data
+            raise RemoteError(f"{base}/search answered {r.status_code}: {str(detail)[:500]}")
+        return _hits(data, f"{base}/search")
 
     with httpx.Client(timeout=timeout) as client, ThreadPoolExecutor(max(1, min(workers, len(queries)))) as pool:
         return list(pool.map(lambda q: one(client, q), queries))
+
+
+def _hits(data, where: str) -> list[Hit]:
+    """The hits of a /search answer; anything else (another service on that port) is a RemoteError."""
+    names = {f.name for f in fields(Hit)}
+    required = {f.name for f in fields(Hit) if f.default is MISSING}
+    hits = data.get("hits") if isinstance(data, dict) else None
+    if not isinstance(hits, list) or not all(isinstance(h, dict) and required <= set(h) for h in hits):
+        raise RemoteError(f"{where} answered 200, but not as `longretr serve` does (no list of hits): "
+                          f"{json.dumps(data)[:200]}")
+    return [Hit(**{n: h[n] for n in names if n in h}) for h in hits]  # an older server: no passage
 
 
 def percentiles(values) -> dict:

@@ -311,6 +311,12 @@ def test_cli_index_and_search(corpus, tmp_path, tiny_gemma):
     assert r.exit_code == 0, r.output
     lines = run.read_text().splitlines()
     assert len(lines) == 6 and lines[0].startswith("q1 Q0 ") and lines[0].endswith(" longretr-dense")
+    # suffixes in capitals name the same formats (JSONL queries in, a TREC run out)
+    upper_q, upper_run = tmp_path / "Q.JSONL", tmp_path / "RUN.TREC"
+    upper_q.write_text(json.dumps({"id": "q1", "text": "lazy dog"}) + "\n")
+    r = runner.invoke(app, ["search", "--queries", str(upper_q), "--index", str(folder), "-k", "3",
+                            "--output", str(upper_run), "--mode", "dense"])
+    assert r.exit_code == 0 and upper_run.read_text().splitlines() == lines[:3], r.output
     r = runner.invoke(app, ["search", "x", "--index", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "no index here" in r.output
     r = runner.invoke(app, ["search", "  ", "--index", str(folder)])

@@ -529,3 +529,24 @@ def test_foreign_and_damaged_index_files_are_named(tmp_path, embedder):
         store.load(folder)
     s = index_corpus(corpus, folder, embedder, progress=False, rebuild=True)  # --rebuild recovers
     assert s.documents == 4 and store.read_manifest(folder)["version"] == 2
+
+
+def test_index_and_search_name_a_model_whose_weights_are_missing_or_damaged(tiny_gemma, tmp_path):
+    backbone = shutil.copytree(tiny_gemma, tmp_path / "model")
+    config = write_config(tmp_path, backbone)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("the quick brown fox")
+    runner = CliRunner()
+    assert runner.invoke(app, ["index", str(corpus), "--index", str(tmp_path / "idx"), "--model", str(config),
+                               "--mode", "dense"]).exit_code == 0
+    weights = backbone / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated: safetensors' own error type
+    for args in (["index", str(corpus), "--index", str(tmp_path / "idx2"), "--model", str(config)],
+                 ["search", "fox", "--index", str(tmp_path / "idx")]):
+        out = runner.invoke(app, args)
+        assert out.exit_code == 2 and f"cannot load its weights or tokenizer from {backbone}" in out.output, \
+            (args, out.output, out.exception)
+    weights.unlink()  # missing: transformers' OSError
+    out = runner.invoke(app, ["search", "fox", "--index", str(tmp_path / "idx")])
+    assert out.exit_code == 2 and "cannot load its weights" in out.output, (out.output, out.exception)

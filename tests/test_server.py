@@ -333,3 +333,127 @@ def test_serve_refuses_settings_that_cannot_work(tmp_path, option):
     # refused before the index or model loads: a nan wait never compares, an infinite one leaves a lone query waiting
     result = CliRunner().invoke(cli_app, ["serve", "--index", str(tmp_path / "none"), *option])
     assert result.exit_code == 2 and "finite and >= 0" in result.output, result.output
+
+
+def test_an_integer_too_long_for_python_is_a_bad_k_not_bad_json():
+    from longretr.server import BadRequest, parse_search_request
+
+    with pytest.raises(BadRequest) as caught:  # valid JSON; Python refuses ints of over 4300 digits
+        parse_search_request(b'{"query": "dog", "k": ' + b"9" * 5000 + b"}", Limits())
+    assert caught.value.status == 422 and "'k' must be an integer" in caught.value.message
+
+
+def wait_for(predicate, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_reload_when_the_folder_is_replaced_by_a_fresh_build(tmp_path, embedder):
+    # a fresh build is version 1 again: the server must not keep serving the old documents as "the same version"
+    folders = {}
+    for name, texts in (("a", dict(list(TEXTS.items())[:3])), ("b", dict(list(TEXTS.items())[3:5]))):
+        corpus = write_corpus(tmp_path / f"corpus-{name}", texts)
+        folders[name] = tmp_path / f"idx-{name}"
+        index_corpus(corpus, folders[name], embedder, progress=False, ranking={"mode": "dense"})
+    served, aside = tmp_path / "served", tmp_path / "aside"
+    folders["a"].rename(served)
+    svc = SearchService(served, embedder, reload_interval=0.05)
+    try:
+        served.rename(aside)  # moved away and back: the error it caused goes, nothing is reloaded
+        assert wait_for(lambda: svc.reload_error is not None) and "manifest.json is gone" in svc.reload_error
+        aside.rename(served)
+        assert wait_for(lambda: svc.reload_error is None), svc.reload_error
+        assert svc.counts["reloads"] == 0
+        served.rename(aside)
+        folders["b"].rename(served)
+        assert wait_for(lambda: svc.searcher.count == 2), svc.stats()
+        assert svc.version == 1 and svc.reload_error is None and svc.counts["reloads"] == 1
+    finally:
+        svc.close()
+
+
+class FakeServer:
+    """Another HTTP service on the port `search --server` is given: answers every POST with (status, JSON)."""
+
+    def __init__(self, status, body):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        data = json.dumps(body).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("status, body, message", [
+    (404, [1, 2], "answered 404: [1, 2]"),
+    (500, 7, "answered 500: 7"),
+    (200, {"ok": True}, "not as `longretr serve` does"),
+    (200, {"hits": 5}, "not as `longretr serve` does"),
+    (200, {"hits": [{"id": "x"}]}, "not as `longretr serve` does"),
+    (200, None, "not as `longretr serve` does"),
+])
+def test_search_client_against_a_server_that_is_not_longretr(tmp_path, status, body, message):
+    fake = FakeServer(status, body)
+    try:
+        out = CliRunner().invoke(cli_app, ["search", "dog", "--server", fake.url, "--index", str(tmp_path)])
+    finally:
+        fake.close()
+    assert out.exit_code == 2 and message in out.output, (out.output, out.exception)
+
+
+@pytest.mark.parametrize("url, message", [("http://[::1", "not a valid server URL"), ("", "--server is empty")])
+def test_search_client_refuses_bad_server_urls(tmp_path, url, message):
+    # an empty --server (an unset $URL) must not fall back to searching --index here, loading its model
+    out = CliRunner().invoke(cli_app, ["search", "dog", "--server", url, "--index", str(tmp_path / "none")])
+    assert out.exit_code == 2 and message in out.output, (out.output, out.exception)
+
+
+def test_serve_fails_fast_on_a_taken_port(index_folder, monkeypatch):
+    import longretr.server
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the index and model were loaded before the port was checked")
+
+    monkeypatch.setattr(longretr.server, "SearchService", no_loading)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = CliRunner().invoke(cli_app, ["serve", "--index", str(index_folder), "--port", str(port)])
+    assert out.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}: Address already in use" in out.output, \
+        (out.output, out.exception)
+
+
+def test_serve_names_a_model_it_cannot_load(tiny_gemma, tmp_path):
+    import shutil
+
+    from tiny_models import write_config
+
+    from longretr.embedder import Embedder
+
+    backbone = shutil.copytree(tiny_gemma, tmp_path / "model")
+    config = write_config(tmp_path, backbone)
+    index_corpus(write_corpus(tmp_path / "corpus", TEXTS), tmp_path / "idx", Embedder(str(config)), progress=False)
+    (backbone / "model.safetensors").unlink()
+    out = CliRunner().invoke(cli_app, ["serve", "--index", str(tmp_path / "idx"), "--port", str(free_port())])
+    assert out.exit_code == 2 and f"model 'tiny': cannot load its weights or tokenizer from {backbone}" in out.output, \
+        (out.output, out.exception)
