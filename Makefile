@@ -75,8 +75,10 @@ bench-train: install
 bench-train-thp: install
 	$(BIN)/python scripts/bench_train.py --thp both --only "all layers, docs 512" --steps 3 --out results/bench_train_thp
 
-# Retrieval quality per CPU-minute of training, per choice (rank, layers, length, distillation); docs/training-studies.md.
-# 5 cases x (10 min training + 2 min scoring) + the untrained backbone: about 65 min. BENCH_TRAIN_QUALITY_ARGS to tune.
+# Retrieval quality per CPU-minute of training, per choice (rank, layers, length, distillation, lr, diffusion stage,
+# mined negatives); docs/training-studies.md. 9 cases (the diffusion one only once runs/cpu-1-diffusion/adapter exists)
+# x 10 min of training, each then scored, + the untrained backbone scored: 1.5 h of training alone (the scoring time has
+# not been measured since the manual-page set was added). BENCH_TRAIN_QUALITY_ARGS to tune (--case NAME, --minutes N).
 .PHONY: bench-train-quality
 bench-train-quality: install
 	$(BIN)/python scripts/bench_train_quality.py $(BENCH_TRAIN_QUALITY_ARGS)
@@ -98,9 +100,10 @@ compare-pgdocs: install
 	$(BIN)/python scripts/compare_modes.py --index indexes/pgdocs --corpus data/pgdocs \
 		--queries tests/data/pgdocs_queries.jsonl --out results/compare_pgdocs $(COMPARE_ARGS)
 
-# Every known-item set on both corpora with one model (README, Search modes: the default's table), into
-# results/compare/<set>/; about 65 min with AMX-BF16 when neither index exists. COMPARE_MODEL=NAME for another model
-# (indexes/demo-cmp-NAME, indexes/pgdocs-NAME, results/compare-NAME); for a .toml path, COMPARE_NAME names those.
+# Every scored known-item set on both corpora (the thirteen; the fresh6 sets stay unscored) with one model (README,
+# Search modes: the default's table), into results/compare/<set>/; about 65 min with AMX-BF16 when neither index
+# exists. COMPARE_MODEL=NAME for another model (indexes/demo-cmp-NAME, indexes/pgdocs-NAME, results/compare-NAME); for
+# a .toml path, COMPARE_NAME names those.
 COMPARE_MODEL ?= default
 COMPARE_NAME ?= $(COMPARE_MODEL)
 SUFFIX := $(if $(filter default,$(COMPARE_NAME)),,-$(COMPARE_NAME))

@@ -534,6 +534,8 @@ def main() -> None:
                                                                        "earlier run's bench.json, run nothing")
     args = ap.parse_args()
     if args.report:
+        if not args.report.is_file():
+            ap.error(f"--report {args.report}: no such file")
         result = json.loads(args.report.read_text())
         plot(result, args.report.with_name("bench.png"))
         print_report(result)

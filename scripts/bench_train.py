@@ -94,6 +94,12 @@ def main() -> None:
                     help="both: each case with THP allocation off and on, side by side (fresh processes).")
     ap.add_argument("--out", type=Path, default=Path("results/bench_train"))
     args = ap.parse_args()
+    if args.steps < 2:
+        ap.error(f"--steps must be at least 2 (the first is not timed), got {args.steps}")
+    if args.batch < 1:
+        ap.error(f"--batch must be at least 1, got {args.batch}")
+    if not any(args.only in name for name, *_ in CASES):
+        ap.error(f"--only {args.only!r}: no case's name contains it ({'; '.join(name for name, *_ in CASES)})")
     require_data(args.data)
     machine = describe()
     print(f"machine: {machine['summary']}; load average {load_average()}", flush=True)

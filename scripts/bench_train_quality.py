@@ -109,7 +109,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("results/bench_train_quality") / time.strftime("%Y%m%d-%H%M%S"))
     args = ap.parse_args()
     asked = {n: c for n, c in CASES.items() if not args.case or n in args.case}
-    require_data(args.data + [d for c in asked.values() for d in c.get("data", [])])
+    require_data(list(dict.fromkeys(args.data + [d for c in asked.values() for d in c.get("data", [])])))
     missing = {n: c["init_adapter"] for n, c in asked.items()
                if c.get("init_adapter") and not Path(c["init_adapter"], "adapter_model.safetensors").exists()}
     for name, stage in missing.items():  # fatal only when asked for by name; a full run goes on without it

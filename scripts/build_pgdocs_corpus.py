@@ -3,7 +3,7 @@
 A second demo corpus, unlike the pydoc one and in no training data: long technical documents (the
 300 pages with the most visible words, about 1,000 to 19,000 words each) from the PostgreSQL 15
 manual. `tests/data/pgdocs_pages.txt` lists them, so the corpus is the same on every machine with the
-package; `tests/data/pgdocs_queries.jsonl` asks about 60 of them in plain language.
+package; `tests/data/pgdocs_queries.jsonl` asks about 70 of them in plain language.
 
     apt-get update && apt-get install postgresql-doc-15    # the list is from 15.20-0+deb12u1
     .venv/bin/python scripts/build_pgdocs_corpus.py            # writes data/pgdocs/*.html

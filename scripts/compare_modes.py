@@ -167,6 +167,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--queries", type=Path, default=REPO / "tests/data/demo_queries.jsonl")
     ap.add_argument("--out", type=Path, default=Path("results/compare_modes"))
     args = ap.parse_args(argv)
+    if not args.queries.is_file():
+        ap.error(f"--queries {args.queries}: no such file")
+    if args.corpus is not None and args.corpus.exists() and not args.corpus.is_dir():
+        ap.error(f"--corpus {args.corpus}: not a folder")
     queries = read_known_items(args.queries)
     ensure_index(args.index, args.corpus, args.model)
     searcher = Searcher(args.index)

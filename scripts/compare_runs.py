@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pair", nargs=2, type=Path, action="append", required=True, metavar=("BASE", "CANDIDATE"))
     args = ap.parse_args(argv)
+    missing = [str(p) for pair in args.pair for p in pair if not p.is_file()]
+    if missing:
+        ap.error(f"--pair: no such file: {', '.join(missing)}")
     rows = [(cand.parent.name, compare(json.loads(base.read_text()), json.loads(cand.read_text())))
             for base, cand in args.pair]
     print("| set | mode | queries | base MRR@10 | candidate MRR@10 | up / down |")

@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--misses", type=Path, help="JSON with rows of relevant and dense_top3")
     ap.add_argument("--index", type=Path, help="index folder for page token counts (with --misses)")
     args = ap.parse_args(argv)
+    missing = [str(p) for p in [*args.runs, args.misses] if p is not None and not p.is_file()]
+    if missing:
+        ap.error(f"no such file: {', '.join(missing)}")
+    if args.index is not None and not (args.index / "manifest.json").is_file():
+        ap.error(f"--index {args.index}: no index here (manifest.json missing)")
 
     print(f"| set | queries | {' | '.join(f'{m} misses' for m in MODES)} |")
     print(f"|---|---|{'---|' * len(MODES)}")

@@ -53,8 +53,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget-minutes", type=float, default=0.0, help="Start no variant after this much time.")
     ap.add_argument("--summary", type=Path, default=None, help="Where the summary goes (default OUT/sweep.json).")
     args = ap.parse_args(argv)
-    base = TrainConfig.from_toml(args.base)
-    variants = [parse_variant(v) for v in args.variant]  # all parsed before any training starts
+    try:  # all parsed and checked before any training starts
+        base = TrainConfig.from_toml(args.base)
+        variants = [parse_variant(v) for v in args.variant]
+        for _, overrides in variants:
+            replace(base, **overrides)  # a value TrainConfig refuses (steps=0, objective=x)
+    except (ValueError, TypeError) as e:  # TOMLDecodeError is a ValueError
+        ap.error(str(e))
     summary_path = args.summary or args.out / "sweep.json"
     summary = {"base": str(args.base), "machine": describe(), "doc_tokens": args.doc_tokens, "variants": {}}
     start = time.perf_counter()

@@ -15,6 +15,11 @@ from pathlib import Path
 def ship(dest: Path, runs: list[Path]) -> None:
     if len({run.name for run in runs}) < len(runs):  # checked before anything is written
         raise ValueError(f"run folders need distinct names, their logs are named after them: {runs}")
+    needed = [run / name for run in runs for name in ("log.jsonl", "loss.png", "train.json")]
+    needed.append(runs[-1] / "adapter" / "adapter_model.safetensors")
+    missing = [str(path) for path in needed if not path.is_file()]
+    if missing:  # also before anything is written: a half-shipped folder would look like an adapter
+        raise ValueError(f"not a finished run: no {', '.join(missing)}")
     adapter = runs[-1] / "adapter"
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("adapter_model.safetensors", "adapter_config.json", "GEMMA_NOTICE.txt"):  # longretr train saves bf16
@@ -34,5 +39,8 @@ if __name__ == "__main__":
     ap.add_argument("dest", type=Path)
     ap.add_argument("runs", type=Path, nargs="+", help="the stages' run folders, in order")
     args = ap.parse_args()
-    ship(args.dest, args.runs)
+    try:
+        ship(args.dest, args.runs)
+    except ValueError as e:
+        ap.error(str(e))
     print(f"wrote {args.dest}")

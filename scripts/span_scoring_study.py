@@ -68,10 +68,10 @@ def main() -> None:
     ap.add_argument("--sets", default="demo,longdoc,manpage")
     args = ap.parse_args()
     cfg = load_config(args.model)
+    sets = query_sets(Path("data/train"), args.corpus, 150, args.sets)  # before the model loads
     emb = Embedder(cfg)
     results = {"model": cfg.name, "machine": describe(), "sets": {}}
-    for name, (instruction, queries, docs, relevant) in query_sets(Path("data/train"), args.corpus, 150,
-                                                                    args.sets).items():
+    for name, (instruction, queries, docs, relevant) in sets.items():
         enc = encode(emb, cfg, docs, args.cache / f"{cfg.name}-{name}.npz")
         emb.config = replace(cfg, query_instruction=instruction or cfg.query_instruction)
         Q = emb.encode_queries(queries)
@@ -114,4 +114,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from longretr.store import IndexFolderError
+
+    try:  # a missing index, query file or data/train: its message, not a traceback
+        main()
+    except (OSError, IndexFolderError) as e:
+        sys.exit(f"{Path(__file__).name}: error: {e}")

@@ -148,4 +148,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from longretr.store import IndexFolderError
+
+    try:  # a missing index, query file or data/train: its message, not a traceback
+        main()
+    except (OSError, IndexFolderError) as e:
+        sys.exit(f"{Path(__file__).name}: error: {e}")

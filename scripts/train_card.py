@@ -121,6 +121,12 @@ if __name__ == "__main__":
     ap.add_argument("--minilm", action="store_true", help="Add the chunked all-MiniLM-L6-v2 reference.")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    unknown = set(filter(None, args.sets.split(","))) - {"reasonaug-q2c", "longdoc", "demo", "manpage"}
+    if unknown:
+        ap.error(f"--sets: unknown {', '.join(sorted(unknown))} (reasonaug-q2c, longdoc, demo, manpage)")
+    missing = [f for f in ("reasonaug-val.jsonl", "longdoc-val.jsonl") if not (args.data / f).is_file()]
+    if missing:  # before any model loads
+        ap.error(f"--data {args.data}: no {' or '.join(missing)} (scripts/build_train_data.py writes them)")
     sets = query_sets(args.data, args.demo_corpus, args.limit, args.sets)
     lexical = {name: lexical_lists(queries, docs) for name, (_, queries, docs, _) in sets.items()}
     results = {"doc_tokens": args.doc_tokens, "ranking": DEFAULT_RANKING,

@@ -20,9 +20,12 @@ if __name__ == "__main__":
     ap.add_argument("--tokens", type=int, default=512)
     ap.add_argument("--sample", type=int, default=600)
     args = ap.parse_args()
-    tok = Embedder(args.model).tokenizer
+    missing = [f for f in ("longdoc-train.jsonl", "longdoc-train-windows.jsonl") if not (args.data / f).is_file()]
+    if missing:  # before the model loads
+        ap.error(f"--data {args.data}: no {' or '.join(missing)} (scripts/build_train_data.py writes them)")
     plain = read_triplets(args.data / "longdoc-train.jsonl")
     windows = read_triplets(args.data / "longdoc-train-windows.jsonl")
+    tok = Embedder(args.model).tokenizer
     print(f"windowed rows: {sum(a.positive != b.positive for a, b in zip(plain, windows)):,} of {len(plain):,}")
     picks = random.Random(1).sample(range(len(plain)), args.sample)
     for name, rows in (("longdoc-train.jsonl", plain), ("longdoc-train-windows.jsonl", windows)):

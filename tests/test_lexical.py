@@ -236,3 +236,15 @@ def test_compare_runs_counts_moved_queries_and_weights_sets_by_size(tmp_path, ca
     assert "minilm-chunked" not in out  # printed only where every run scored it
     with pytest.raises(SystemExit, match="different queries"):
         runs.compare(json.loads(a.read_text()), json.loads(c.read_text()))
+
+
+def test_compare_scripts_name_a_missing_file_without_a_traceback(tmp_path, capsys):
+    """compare_modes.py --queries and compare_runs.py --pair naming no file used to end in a FileNotFoundError
+    traceback; now argparse's usage error names the argument and the path."""
+    missing = tmp_path / "nope.jsonl"
+    with pytest.raises(SystemExit) as done:
+        load_script("compare_modes").main(["--index", str(tmp_path / "idx"), "--queries", str(missing)])
+    assert done.value.code == 2 and f"--queries {missing}: no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        load_script("compare_runs").main(["--pair", str(missing), str(missing)])
+    assert done.value.code == 2 and f"--pair: no such file: {missing}" in capsys.readouterr().err

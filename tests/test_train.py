@@ -596,3 +596,24 @@ def test_build_train_data_refuses_a_missing_reasonaug_without_a_traceback(tmp_pa
                            str(tmp_path / "out")], capture_output=True, text=True)
     assert done.returncode == 2 and "--reasonaug" in done.stderr and "pairs.jsonl" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_ship_adapter_and_recipe_sweep_refuse_bad_arguments_before_writing(tmp_path, capsys):
+    """ship_adapter.py on an unfinished run used to copy what it found, then stop on a FileNotFoundError traceback;
+    recipe_sweep.py on a missing base config or a variant TrainConfig refuses ended in a ValueError traceback."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text("")
+    with pytest.raises(ValueError, match=r"not a finished run: no .*run/loss\.png.*adapter_model\.safetensors"):
+        load_script("ship_adapter").ship(tmp_path / "shipped", [run])
+    assert not (tmp_path / "shipped").exists()
+    sweep = load_script("recipe_sweep")
+    base = tmp_path / "base.toml"
+    base.write_text('model = "default"\n')
+    for args, message in [(["--base", str(tmp_path / "nope.toml"), "--variant", "a"], "nope.toml: not a readable"),
+                          (["--base", str(base), "--variant", "a:steps=0"], "steps = 0 (must be at least 1)"),
+                          (["--base", str(base), "--variant", "a:learning_rate=1"], "unknown keys")]:
+        with pytest.raises(SystemExit) as done:
+            sweep.main([*args, "--out", str(tmp_path / "sweep")])
+        assert done.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()
