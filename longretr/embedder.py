@@ -8,6 +8,7 @@ padding stays small and a 32k-token document is one unpadded forward pass.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,15 +128,36 @@ def pack_batches(lengths: list[int], token_budget: int, max_waste: float = 0.10)
     return batches
 
 
+def check_texts(texts: Iterable[str], what: str = "texts") -> list[str]:
+    """`texts` as a list of str; else a TypeError naming the item. Without this the tokenizer fails obscurely on None,
+    bytes or numbers (or, in a query, formats them as text), and a bare string is read as one-character texts."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"{what} must be a list of strings, got one {type(texts).__name__}; wrap it in a list")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{what}[{i}] must be a str, got {type(text).__name__}")
+    return texts
+
+
 class Embedder:
+    """A model config's backbone as an encoder: one unit vector per text (with `normalize = true`), float32.
+
+    Vectors do not depend on which other texts share the call, up to rounding (each sequence is right-padded and
+    masked), and each call returns new arrays."""
+
     def __init__(
         self,
-        config: ModelConfig | str = "default",
+        config: ModelConfig | str | Path = "default",
         device: str | None = None,
         dtype: str | None = None,
         token_budget: int = 16384,
     ) -> None:
-        self.config = load_config(config) if isinstance(config, str) else config
+        """`config`: a ModelConfig, a config name from configs/ or a .toml path; `dtype` (auto, float32, bfloat16,
+        float16) overrides the config's; `token_budget` caps padded tokens per forward pass."""
+        if not isinstance(config, (ModelConfig, str, Path)):
+            raise TypeError(f"config must be a ModelConfig, a config name or a path, got {type(config).__name__}")
+        self.config = config if isinstance(config, ModelConfig) else load_config(config)
         self.device, self.dtype = pick_device_dtype(dtype or self.config.dtype, device)
         self.model, self.tokenizer = load_backbone(self.config, self.dtype, self.device)
         chunk_token_wise(self.model, TOKEN_WISE_CHUNK)
@@ -147,7 +169,15 @@ class Embedder:
         return notice_file(self.config)
 
     def tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
+        """Each text's token ids (special tokens included) cut to the config's max_tokens, and whether it was cut."""
+        texts = check_texts(texts)
+        if not texts:  # the tokenizer raises IndexError on an empty batch
+            return [], []
         ids = self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        empty = next((i for i, x in enumerate(ids) if not x), None)
+        if empty is not None:  # an empty text, with a tokenizer that adds no BOS token: nothing to pool
+            raise ValueError(f"texts[{empty}] gives no tokens (an empty text, and this tokenizer adds no special "
+                             "token): nothing to encode")
         limit = self.config.max_tokens
         return [x[:limit] for x in ids], [len(x) > limit for x in ids]
 
@@ -158,6 +188,9 @@ class Embedder:
         Only the tokenizer runs, so an index can add these without encoding anything."""
         if not self.tokenizer.is_fast:
             return None
+        texts = check_texts(texts)
+        if not texts:
+            return []
         enc = self.tokenizer(texts, add_special_tokens=True, truncation=False, return_offsets_mapping=True)
         out = []
         for offsets in enc["offset_mapping"]:
@@ -166,16 +199,23 @@ class Embedder:
         return out
 
     def encode_queries(self, queries: list[str]) -> np.ndarray:
+        """[len(queries), dim] float32: each query as `"{query_instruction}; {query}"` (as given without an
+        instruction), cut to max_tokens."""
+        queries = check_texts(queries, "queries")  # before formatting, which would turn None into "None"
         ids, _ = self.tokenize([self.config.format_query(q) for q in queries])
         return self._encode_ids(ids, progress=False)[0]
 
     def encode_texts(self, texts: list[str], max_tokens: int | None = None, progress: bool = True) -> np.ndarray:
         """One whole-text vector per text as given (no instruction, no lead or span vectors), each cut to
         `max_tokens` if set: what training sees, for mining negatives with the model itself."""
+        if max_tokens is not None and max_tokens < 1:  # 0 left no tokens to pool; -n cut n from the end
+            raise ValueError(f"max_tokens must be None or at least 1, got {max_tokens}")
         ids = [x[:max_tokens] for x in self.tokenize(texts)[0]]
         return self._encode_ids(ids, progress=progress)[0]
 
     def encode_documents(self, texts: list[str], progress: bool = True) -> EncodedDocuments:
+        """Each text's whole-document vector (no instruction), cut to max_tokens (n_tokens and truncated say so),
+        and a long one's lead and span vectors (EncodedDocuments.extra) where the config asks for them."""
         start = time.perf_counter()
         ids, truncated = self.tokenize(texts)
         longer = [i for i, x in enumerate(ids) if self.config.lead_for(len(x))]

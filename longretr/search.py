@@ -7,6 +7,7 @@ lists, HYBRID_DEPTH deep, fused as the index manifest's "ranking" section says; 
 from __future__ import annotations
 
 import json
+import numbers
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 
 from . import index_types, store
 from .config import ModelConfig, unknown_keys
-from .embedder import Embedder, fusion_scores
+from .embedder import Embedder, check_texts, fusion_scores
 from .fusion import check_mode, fuse_ranked, ranking_config
 
 HYBRID_DEPTH = 100  # candidates taken from each list before fusing (at least k)
@@ -62,8 +63,22 @@ def manifest_model(folder: Path | str, manifest: dict) -> ModelConfig:
     return ModelConfig(**model)
 
 
+def check_k(k: int) -> int:
+    """k as an int, at least 1: a float, str or bool is a TypeError here rather than an error from faiss or numpy (or,
+    for True, one hit)."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be an integer, got {type(k).__name__} {k!r}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    return int(k)  # a numpy integer, which faiss's search refuses, becomes an int
+
+
 class Searcher:
+    """Searches one index folder (the version loaded when it is made) with the model it was built with."""
+
     def __init__(self, folder: Path | str, embedder: Embedder | None = None) -> None:
+        """`embedder`: the index's model, already loaded; None: loaded from the manifest at the first dense or
+        hybrid search."""
         self.folder = Path(folder)
         self.snapshot = store.load(folder)
         manifest = self.snapshot.manifest
@@ -107,10 +122,14 @@ class Searcher:
         return self.snapshot.count
 
     def search(self, queries: list[str], k: int = 10, mode: str | None = None) -> list[list[Hit]]:
-        """Top-k hits per query; mode "dense" | "lexical" | "hybrid", None: the index's default."""
+        """Top-k hits per query (fewer where the index holds fewer matches); mode "dense" | "lexical" | "hybrid",
+        None: the index's default. Queries must be non-empty strings."""
         mode = check_mode(self.ranking["mode"] if mode is None else mode)
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
+        k = check_k(k)
+        queries = check_texts(queries, "queries")
+        blank = next((i for i, q in enumerate(queries) if not q.strip()), None)
+        if blank is not None:  # dense mode would search with the instruction alone
+            raise ValueError(f"queries[{blank}] is empty or whitespace only")
         if not queries or self.count == 0:
             return [[] for _ in queries]
         if mode != "dense" and self.snapshot.lexical is None:
@@ -130,6 +149,9 @@ class Searcher:
 
     def search_vectors(self, vectors: np.ndarray, queries: list[str], k: int) -> list[list[Hit]]:
         """Dense search with query vectors already encoded (one per query, for the snippets)."""
+        k = check_k(k)  # _dense would turn k <= 0 into 1
+        if len(vectors) != len(queries):  # zip would drop the extra ones silently
+            raise ValueError(f"{len(vectors)} query vectors for {len(queries)} queries")
         if self.count == 0:
             return [[] for _ in queries]
         return self._hits(self._dense(vectors, k), queries, vectors)

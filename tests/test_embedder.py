@@ -23,12 +23,15 @@ def test_vectors_are_unit_length_and_deterministic(embedder):
     assert np.allclose(a, embedder.encode_documents(texts).vectors)
 
 
-def test_padding_and_batch_composition_do_not_change_embeddings(embedder):
+def test_padding_and_batch_composition_do_not_change_embeddings(embedder, monkeypatch):
     short = "the fox"
     long = " ".join(["the quick brown fox jumps over a lazy dog"] * 4)
     alone = embedder.encode_documents([short]).vectors[0]
-    batched = embedder.encode_documents([long, short, long[:20]]).vectors[1]  # padded in a batch
-    assert np.allclose(alone, batched, atol=1e-5)
+    # pack_batches keeps texts this different apart; one batch makes the short one mostly padding
+    monkeypatch.setattr("longretr.embedder.pack_batches", lambda lengths, budget: [list(range(len(lengths)))])
+    batched = embedder.encode_documents([long, short, long[:20]])
+    assert batched.padding_waste > 0.4 and np.allclose(alone, batched.vectors[1], atol=1e-5)
+    assert np.allclose(embedder.encode_queries(["fox"])[0], embedder.encode_queries([long, "fox"])[1], atol=1e-5)
 
 
 def test_queries_get_the_instruction_documents_do_not(embedder):
@@ -45,6 +48,53 @@ def test_encode_texts_gives_whole_text_vectors_cut_where_asked(embedder):
     assert np.allclose(cut[0], cut[1], atol=1e-6) and not np.allclose(whole[0], whole[1], atol=1e-3)
     assert np.allclose(embedder.encode_texts(["the fox"], progress=False)[0],
                        embedder.encode_documents(["the fox"]).vectors[0], atol=1e-6)  # no instruction added
+
+
+@pytest.mark.parametrize("method", ["encode_documents", "encode_queries", "encode_texts", "tokenize", "passages"])
+def test_bad_texts_are_named_not_left_to_the_tokenizer(embedder, method):
+    encode = getattr(embedder, method)
+    what = "queries" if method == "encode_queries" else "texts"
+    for bad, kind in ((None, "NoneType"), (b"fox", "bytes"), (3, "int")):
+        with pytest.raises(TypeError, match=rf"{what}\[1\] must be a str, got {kind}"):
+            encode(["the fox", bad])
+    with pytest.raises(TypeError, match=f"{what} must be a list of strings, got one str"):
+        encode("the fox")  # not seven one-character texts
+    if method != "passages":  # an empty document is encoded (as its BOS token here), as the published tasks may hold
+        got = encode(["the fox", "", " \n\t"])
+        assert len(got.vectors if method == "encode_documents" else got[0] if method == "tokenize" else got) == 3
+
+
+def test_a_text_without_tokens_is_named_not_crashed_on(tiny_config):
+    from tokenizers import processors
+
+    emb = Embedder(str(tiny_config))
+    emb.tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(single="$A")  # adds no BOS
+    for encode in (emb.encode_documents, emb.encode_texts):  # "" had no tokens: a division by zero in the pooling
+        with pytest.raises(ValueError, match=r"texts\[1\] gives no tokens"):
+            encode(["the fox", ""])
+
+
+def test_empty_lists_give_empty_results(embedder):
+    enc = embedder.encode_documents([])
+    assert enc.vectors.shape == (0, 32) and enc.n_tokens == [] and enc.truncated == [] and enc.extra == {}
+    assert embedder.encode_queries([]).shape == (0, 32) and embedder.encode_texts([]).shape == (0, 32)
+    assert embedder.passages([]) == [] and embedder.tokenize([]) == ([], [])
+    assert np.allclose(embedder.encode_documents(t for t in ["the fox"]).vectors,  # any iterable of str
+                       embedder.encode_documents(["the fox"]).vectors)
+
+
+def test_encode_texts_refuses_a_cut_that_leaves_no_tokens(embedder):
+    for bad in (0, -2):  # 0 divided by zero in the pooling; -2 cut two tokens off the end
+        with pytest.raises(ValueError, match=f"max_tokens must be None or at least 1, got {bad}"):
+            embedder.encode_texts(["the quick brown fox"], max_tokens=bad, progress=False)
+
+
+def test_embedder_takes_a_config_path_object(tiny_config, embedder):
+    by_path = Embedder(tiny_config)
+    assert by_path.config == load_config(str(tiny_config))
+    assert np.allclose(by_path.encode_queries(["fox"]), embedder.encode_queries(["fox"]), atol=1e-6)
+    with pytest.raises(TypeError, match="config must be a ModelConfig, a config name or a path, got int"):
+        Embedder(3)
 
 
 def test_truncation_is_reported(embedder):

@@ -59,6 +59,23 @@ def test_older_retrieval_hooks(encoder):
     assert encoder.encode_queries([]).shape == (0, encoder.embedder.dim)
 
 
+def test_texts_that_are_not_strings_are_refused_not_stringified(encoder):
+    with pytest.raises(TypeError, match="a batch's text must be a str, got NoneType"):  # was encoded as "None"
+        encoder.encode([{"text": ["the fox", None]}], prompt_type=PromptType.document)
+    with pytest.raises(TypeError, match="a row's text must be a str, got int"):  # was encoded as "5"
+        encoder.encode_corpus([{"title": "Fox", "text": 5}])
+    with pytest.raises(TypeError, match="a row's text must be a str, got NoneType"):  # {id: row}: was its ids
+        encoder.encode_corpus({"d1": {"title": "Fox", "text": "the quick brown fox"}})
+
+
+def test_one_batch_or_one_row_not_in_a_list_is_encoded_not_its_keys(encoder):
+    want = encoder.embedder.encode_documents(DOCS[:2], progress=False).vectors
+    assert np.allclose(encoder.encode({"text": DOCS[:2]}), want, atol=1e-5)  # was the word "text"
+    row = encoder.encode_corpus({"title": "Fox", "text": "the quick brown fox"})  # was 3 rows, "F t", "o h", "x e"
+    assert np.allclose(row, encoder.embedder.encode_documents(["Fox the quick brown fox"], progress=False).vectors,
+                       atol=1e-5)
+
+
 def test_similarity_is_cosine(encoder):
     a, b = np.array([[3.0, 4.0]]), np.array([[3.0, 4.0], [-4.0, 3.0]])
     assert np.allclose(encoder.similarity(a, b).numpy(), [[1.0, 0.0]])

@@ -45,6 +45,40 @@ def test_index_then_search_finds_copied_passage(corpus, tmp_path, embedder):
     assert {d["title"] for d in docs} == {"Fox", "JSON", "zip", "Times"}
 
 
+@pytest.mark.parametrize("mode", ["dense", "lexical", "hybrid"])
+def test_search_names_a_bad_k_or_query_in_every_mode(corpus, tmp_path, embedder, mode):
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+    searcher = Searcher(folder, embedder)
+    for bad in (2.5, "3", True, None):  # True searched for one hit; the others failed in faiss or numpy
+        with pytest.raises(TypeError, match=f"k must be an integer, got {type(bad).__name__}"):
+            searcher.search(["fox"], k=bad, mode=mode)
+    with pytest.raises(ValueError, match="k must be at least 1, got 0"):
+        searcher.search(["fox"], k=0, mode=mode)
+    assert len(searcher.search(["fox"], k=np.int64(1), mode=mode)[0]) == 1  # faiss refused a numpy k
+    with pytest.raises(TypeError, match="queries must be a list of strings, got one str"):
+        searcher.search("fox", mode=mode)  # not three one-letter queries
+    for bad in (None, b"fox", 3):  # an AttributeError from the snippet or the BM25 tokenizer
+        with pytest.raises(TypeError, match=f"queries\\[1\\] must be a str, got {type(bad).__name__}"):
+            searcher.search(["fox", bad], mode=mode)
+    with pytest.raises(ValueError, match="queries\\[0\\] is empty or whitespace only"):
+        searcher.search([" "], mode=mode)  # dense searched with the instruction alone, lexical found nothing
+    assert searcher.search([], k=3, mode=mode) == []
+    assert len(searcher.search(["fox"], k=99, mode=mode)[0]) <= 4  # k above the index size: what there is
+
+
+def test_search_vectors_checks_k_and_one_vector_per_query(corpus, tmp_path, embedder):
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+    searcher = Searcher(folder, embedder)
+    vectors = embedder.encode_queries(["fox", "json"])
+    assert [len(h) for h in searcher.search_vectors(vectors, ["fox", "json"], 2)] == [2, 2]
+    with pytest.raises(ValueError, match="k must be at least 1, got 0"):  # it searched for one hit
+        searcher.search_vectors(vectors, ["fox", "json"], 0)
+    with pytest.raises(ValueError, match="2 query vectors for 1 queries"):  # the second was dropped
+        searcher.search_vectors(vectors, ["fox"], 2)
+
+
 def test_reindex_is_incremental(corpus, tmp_path, embedder):
     folder = tmp_path / "idx"
     index_corpus(corpus, folder, embedder, progress=False)

@@ -33,21 +33,29 @@ def _prompt_name(prompt_type: Any) -> str | None:
 
 def _texts(inputs: Any) -> list[str]:
     """mteb 1 passes a list of strings; mteb 2 a DataLoader of {"text": [...]} batches; older retrieval
-    code passes corpus rows {"title", "text"}."""
-    if isinstance(inputs, str):
-        return [inputs]
+    code passes corpus rows {"title", "text"}. A text that is not a str is a TypeError: str() would encode None
+    as the word "None". Empty texts are left to the embedder, which refuses them by position."""
+    if isinstance(inputs, str | dict):  # one text, one batch or one row (iterating a dict would encode its keys)
+        inputs = [inputs]
     out: list[str] = []
     for item in inputs if isinstance(inputs, Iterable) else [inputs]:
         if isinstance(item, str):
             out.append(item)
         elif isinstance(item, dict) and isinstance(item.get("text"), list | tuple):
-            out += [str(t) for t in item["text"]]  # one mteb 2 batch
+            out += [_text(t, "a batch's text") for t in item["text"]]  # one mteb 2 batch
         elif isinstance(item, dict):
-            title, text = str(item.get("title") or "").strip(), str(item.get("text") or "")
+            title = _text(item.get("title") or "", "a row's title").strip()
+            text = _text(item.get("text"), "a row's text")
             out.append(f"{title} {text}".strip() if title else text)
         else:
             raise TypeError(f"cannot encode an input of type {type(item).__name__}")
     return out
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, got {type(value).__name__}")
+    return value
 
 
 def _unit_rows(x: Any) -> Any:
@@ -72,17 +80,21 @@ class LongretrEncoder:
         self.revision = revision or self.config.fingerprint()
 
     def encode(self, inputs: Any, *args: Any, prompt_type: Any = None, **kwargs: Any) -> np.ndarray:
+        """[n, dim] float32: queries (prompt_type "query") with the config's instruction, anything else as documents
+        (each one whole-document vector)."""
         texts = _texts(inputs)
         if _prompt_name(prompt_type) == "query":
             return self.encode_queries(texts)
         return self._documents(texts, progress=bool(kwargs.get("show_progress_bar", False)))
 
     def encode_queries(self, queries: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+        """[n, dim] float32, each query with the config's instruction."""
         texts = _texts(queries)
         return self.embedder.encode_queries(texts) if texts else np.zeros((0, self.embedder.dim), np.float32)
 
     def encode_corpus(self, corpus: Any, *args: Any, **kwargs: Any) -> np.ndarray:
-        if isinstance(corpus, dict) and "text" in corpus:  # columnar {"title": [...], "text": [...]}
+        """[n, dim] float32: rows {"title", "text"} (or columns of them) as documents, "title text"."""
+        if isinstance(corpus, dict) and isinstance(corpus.get("text"), list | tuple):  # columnar {"title": [...], ...}
             titles = corpus.get("title") or [""] * len(corpus["text"])
             corpus = [{"title": t, "text": x} for t, x in zip(titles, corpus["text"])]
         return self._documents(_texts(corpus), progress=bool(kwargs.get("show_progress_bar", False)))
@@ -99,6 +111,7 @@ class LongretrEncoder:
         return a @ b.T
 
     def similarity_pairwise(self, a: Any, b: Any) -> Any:
+        """Cosine similarity of each row of a with the same row of b."""
         return (_unit_rows(a) * _unit_rows(b)).sum(-1)
 
     @property
