@@ -269,7 +269,13 @@ def train(
 ) -> None:
     """Train a LoRA adapter: contrastive (DiffEmbed recipe) or masked-diffusion adaptation.
 
-    Exits with 75 when the config's max_minutes stopped the run before its last step; --resume continues it."""
+    Writes the run folder (the config's output, or --output): checkpoint/ every save_every steps, log.jsonl,
+    loss.png, card.md, and adapter/ with the model.toml to index with (--model RUN/adapter/model.toml).
+
+    An existing run folder is refused without --resume; --resume refuses a config that trains differently.
+
+    Ctrl-C stops after the current step with a checkpoint (exit 130; Ctrl-C again stops at once).
+    The config's max_minutes stops it the same way (exit 75). --resume continues either."""
     from dataclasses import replace
 
     from .train.trainer import TrainConfig, Trainer
@@ -281,12 +287,25 @@ def train(
         result = Trainer(cfg).train(resume=resume)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         _fail(str(e))
+    except KeyboardInterrupt:  # a second Ctrl-C: the checkpoint on disk is the last one saved
+        typer.echo(f"\nstopped at once: steps after the last checkpoint in {cfg.output} (if any) are lost. "
+                   f"Continue with: {_resume_command(config, output)}", err=True)
+        raise typer.Exit(code=TRAIN_INTERRUPTED) from None
     typer.echo(f"{cfg.output}: {result['steps']} steps in {result['seconds']:.0f}s; adapter in {cfg.output}/adapter")
+    if result["interrupted"]:
+        typer.echo(f"continue with: {_resume_command(config, output)}")
+        raise typer.Exit(code=TRAIN_INTERRUPTED)
     if not result["finished"]:  # stopped by max_minutes: a script can tell "continue later" from "done"
         raise typer.Exit(code=TRAIN_UNFINISHED)
 
 
 TRAIN_UNFINISHED = 75  # EX_TEMPFAIL: the run stopped at its time limit; --resume continues it
+TRAIN_INTERRUPTED = 130  # the shell's code for Ctrl-C, checkpointed all the same
+
+
+def _resume_command(config: Path, output: Path | None) -> str:
+    """The command that continues this run (--output kept: it names the run folder)."""
+    return f"longretr train --config {config}" + (f" --output {output}" if output else "") + " --resume"
 
 
 @app.command()

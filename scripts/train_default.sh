@@ -16,11 +16,13 @@ case "$RECIPE" in
 esac
 [ -f data/train/raw-text.jsonl ] || "$BIN/python" scripts/build_train_data.py
 for stage in $STAGES; do
-  # The CPU recipe's diffusion stage is time-boxed: one 15-minute run, whatever step it reaches, then stage 2.
-  if [ "$stage" = cpu-1-diffusion ] && [ -d "runs/$stage/adapter" ]; then continue; fi
+  # The CPU recipe's diffusion stage is time-boxed: one 15-minute run, whatever step it reaches, then stage 2. The
+  # marker, not the adapter, says it ran its time: a run stopped by Ctrl-C (exit 130) also leaves an adapter.
+  if [ "$stage" = cpu-1-diffusion ] && [ -f "runs/$stage/.time-boxed" ]; then continue; fi
   rc=0
   "$BIN/longretr" train --config "configs/train/$stage.toml" --resume || rc=$?
   if [ "$rc" = 75 ] && [ "$stage" = cpu-1-diffusion ]; then rc=0; fi
+  if [ "$rc" = 0 ] && [ "$stage" = cpu-1-diffusion ]; then touch "runs/$stage/.time-boxed"; fi
   if [ "$rc" = 75 ]; then echo "$stage stopped at its time limit: run $0 $RECIPE again to continue"; exit 75; fi
   [ "$rc" = 0 ] || exit "$rc"
 done

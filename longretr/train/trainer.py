@@ -18,6 +18,8 @@ import json
 import os
 import random
 import shutil
+import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -41,7 +43,6 @@ class TrainConfig:
     model: str = "default"
     objective: str = "contrastive"  # contrastive | diffusion
     data: list[str] = field(default_factory=list)
-    val: list[str] = field(default_factory=list)
     output: str = "runs/train"
     init_adapter: str = ""  # continue training this adapter (e.g. the diffusion stage's); same LoRA shape
     steps: int = 100
@@ -67,8 +68,6 @@ class TrainConfig:
     distill_temperature: float = 0.05
     save_every: int = 25
     max_minutes: float = 0.0  # stop (checkpointed, resumable) after this much training in one run; 0 = no limit
-    log_every: int = 1
-    val_queries: int = 200
     seed: int = 0
 
     @classmethod
@@ -118,6 +117,11 @@ class Trainer:
             raise ValueError(f"doc_scoring = \"best\" needs span vectors: {cfg.model} has span_tokens = 0")
         self.device, self.dtype = pick_device_dtype(cfg.dtype, device)
         model, self.tokenizer = load_backbone(self.model_cfg, self.dtype, self.device)
+        if cfg.objective == "diffusion" and not getattr(model.config.get_text_config(), "tie_word_embeddings", True):
+            # the loss predicts tokens through the input embeddings (the encoder has no LM head): right only where
+            # the checkpoint ties its output head to them (Gemma 3, small Qwen2.5), not for Llama 3 or Mistral
+            raise ValueError(f"the diffusion objective needs a backbone whose output head is its input embeddings "
+                             f"(tie_word_embeddings); {self.model_cfg.backbone} has a separate one")
         torch.manual_seed(cfg.seed)  # LoRA's random init: the same run from the same config, whatever ran before
         self.model = self._add_lora(model)
         self._check_stackable()
@@ -267,6 +271,11 @@ class Trainer:
     @torch.inference_mode(False)
     def train(self, resume: bool = False, progress: bool = True) -> dict:
         cfg = self.cfg
+        # .checkpoint.old alone: a kill between _save_checkpoint's renames. Starting afresh would delete it at the
+        # first save, so it counts as the checkpoint; so does a damaged checkpoint/ (refused, not overwritten).
+        saved = (self.out / "checkpoint").exists() or (self.out / ".checkpoint.old").exists()
+        if resume and saved:
+            self._check_same_run()  # before reading data that another config may not even name
         rng = random.Random(cfg.seed)
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -275,9 +284,6 @@ class Trainer:
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_linear(cfg.warmup, cfg.steps))
         step, elapsed, earlier = 0, 0.0, []
-        # .checkpoint.old alone: a kill between _save_checkpoint's renames. Starting afresh would delete it at the
-        # first save, so it counts as the checkpoint; so does a damaged checkpoint/ (refused, not overwritten).
-        saved = (self.out / "checkpoint").exists() or (self.out / ".checkpoint.old").exists()
         if resume and saved:
             step, elapsed, earlier = self._load_checkpoint(opt, sched, sampler, gen)
         elif self.out.exists() and (self.out / "log.jsonl").exists() and not resume:
@@ -290,45 +296,54 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"train {cfg.objective}",
                    unit="step", dynamic_ncols=True)
         log = open(self.out / "log.jsonl", "a")
-        session, stopped, first, hardware = 0.0, False, step + 1, describe()["summary"]
+        session, stopped, interrupted, first, hardware = 0.0, False, False, step + 1, describe()["summary"]
 
         def sessions() -> list[dict]:
             """One entry per run of the command that took a step: a resumed run may span machines."""
             now = {"steps": [first, step], "minutes": round(session / 60, 1), "hardware": hardware}
             return earlier + ([now] if step >= first else [])
 
-        while step < cfg.steps:
-            if cfg.max_minutes and session >= cfg.max_minutes * 60:
-                stopped = True
-                break
-            start = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            if cfg.objective == "contrastive":  # accumulation widens the batch: see _contrastive_step
-                total, tokens = self._contrastive_step(sampler.draw(cfg.batch_size * cfg.grad_accum))
-            else:
-                total, tokens = 0.0, 0
-                for _ in range(cfg.grad_accum):
-                    loss, n = self._diffusion_loss(sampler.draw(cfg.batch_size), gen)
-                    (loss / cfg.grad_accum).backward()
-                    total += loss.item() / cfg.grad_accum
-                    tokens += n
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            step += 1
-            seconds = time.perf_counter() - start
-            elapsed += seconds
-            session += seconds
-            log.write(json.dumps({"step": step, "loss": round(total, 5), "lr": sched.get_last_lr()[0], "tokens": tokens,
-                                  "seconds": round(seconds, 2), "dataset": sampler.take_drawn()}) + "\n")
-            log.flush()
-            bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{tokens / seconds:.0f}", refresh=False)
-            bar.update(1)
-            if step % cfg.save_every == 0 or step == cfg.steps:
-                self._save_checkpoint(opt, sched, sampler, gen, step, elapsed, sessions())
+        ctrl_c = _StopOnCtrlC()
+        try:
+            while step < cfg.steps:
+                if cfg.max_minutes and session >= cfg.max_minutes * 60:
+                    stopped = True
+                    break
+                if ctrl_c.requested:
+                    stopped = interrupted = True
+                    break
+                start = time.perf_counter()
+                opt.zero_grad(set_to_none=True)
+                if cfg.objective == "contrastive":  # accumulation widens the batch: see _contrastive_step
+                    total, tokens = self._contrastive_step(sampler.draw(cfg.batch_size * cfg.grad_accum))
+                else:
+                    total, tokens = 0.0, 0
+                    for _ in range(cfg.grad_accum):
+                        loss, n = self._diffusion_loss(sampler.draw(cfg.batch_size), gen)
+                        (loss / cfg.grad_accum).backward()
+                        total += loss.item() / cfg.grad_accum
+                        tokens += n
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                lr = sched.get_last_lr()[0]  # this step's; after sched.step() it is the next step's
+                opt.step()
+                sched.step()
+                step += 1
+                seconds = time.perf_counter() - start
+                elapsed += seconds
+                session += seconds
+                log.write(json.dumps({"step": step, "loss": round(total, 5), "lr": lr, "tokens": tokens,
+                                      "seconds": round(seconds, 2), "dataset": sampler.take_drawn()}) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{tokens / seconds:.0f}", refresh=False)
+                bar.update(1)
+                if step % cfg.save_every == 0 or step == cfg.steps:
+                    self._save_checkpoint(opt, sched, sampler, gen, step, elapsed, sessions())
+        finally:
+            ctrl_c.close()
         if stopped:
             self._save_checkpoint(opt, sched, sampler, gen, step, elapsed, sessions())
-            print(f"longretr train: time limit ({cfg.max_minutes} min) reached at step {step} of {cfg.steps}; "
+            why = "interrupted" if interrupted else f"time limit ({cfg.max_minutes} min) reached"
+            print(f"\nlongretr train: {why} at step {step} of {cfg.steps}, checkpoint saved; "
                   f"the adapter so far is in {self.out / 'adapter'}; continue with --resume", flush=True)
         bar.close()
         log.close()
@@ -336,11 +351,34 @@ class Trainer:
         self._save_adapter()
         plot_loss(self.out)
         write_card(self.out, cfg, step, elapsed, sessions())
-        return {"steps": step, "seconds": elapsed, "finished": not stopped}
+        return {"steps": step, "seconds": elapsed, "finished": not stopped, "interrupted": interrupted}
+
+    def _check_same_run(self) -> None:
+        """--resume continues the run its train.json describes: a config that differs in what shapes the training
+        (lr, data, LoRA, batch, ...) would silently make one run of two recipes. More steps, another time limit or
+        checkpoint interval are fine, and said."""
+        path = self.out / "train.json"
+        if not path.exists():  # a run carried over without it: nothing to compare
+            return
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: unreadable ({e}); cannot tell which config this run was started with") from e
+        now = asdict(self.cfg)
+        changed = {k: (saved[k], now[k]) for k in saved.keys() & now.keys() if saved[k] != now[k]}
+        refused = sorted(k for k in changed if k not in RESUME_MAY_CHANGE)
+        if refused:
+            what = "; ".join(f"{k} = {changed[k][1]!r} (the run has {changed[k][0]!r})" for k in refused)
+            raise ValueError(f"{self.out}: --resume with a config that differs from the run's ({path.name}): {what}. "
+                             "Resume with the config the run was started with, or start a new run elsewhere")
+        for k in sorted(changed):
+            print(f"longretr train: resuming with {k} = {changed[k][1]!r} (was {changed[k][0]!r})", flush=True)
 
     def _save_checkpoint(self, opt, sched, sampler, gen, step: int, elapsed: float, sessions: list[dict]) -> None:
         """Every file in bf16 and under 10 MB at r16 on Gemma 3 270M (about 7.6 MB each), so a checkpoint can be
-        committed and a run outlives the machine: LoRA weights, AdamW's two moments, then the small rest."""
+        committed and a run outlives the machine: LoRA weights, AdamW's two moments, then the small rest. The price
+        is rounding: a resumed run follows one that never stopped closely, not bit for bit (fp32 would be 15 MB a
+        file)."""
         from safetensors.torch import save_file
 
         tmp = self.out / ".checkpoint.tmp"
@@ -413,6 +451,36 @@ class Trainer:
         (tmp / "model.toml").write_text(applied.to_toml())
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
+
+
+# Keys a resumed run may change: how long it runs and how often it saves, not what it learns. (steps also stretches
+# the linear decay from the current step on.)
+RESUME_MAY_CHANGE = {"steps", "max_minutes", "save_every", "output"}
+
+
+class _StopOnCtrlC:
+    """The first Ctrl-C (SIGINT) asks the loop to stop after the current step and checkpoint it, so nothing is
+    lost; a second one stops at once (KeyboardInterrupt), leaving the last checkpoint. Outside the main thread,
+    where signal handlers cannot be set, Ctrl-C keeps its default."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self.previous = None
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nlongretr train: Ctrl-C: stopping after this step to save a checkpoint (Ctrl-C again to stop now, "
+              "losing the steps since the last checkpoint)", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
 
 
 _MOMENTS = ("exp_avg", "exp_avg_sq")  # AdamW's, each saved as its own bf16 file
