@@ -99,7 +99,17 @@ def test_masking_and_diffusion_loss():
     assert (noisy[masked] == 1).all() and (noisy[~masked] == ids[~masked]).all()
     emb = torch.randn(110, 8)
     hidden = torch.randn(2, 50, 8)
-    assert diffusion_loss(hidden, emb, ids, masked, t).item() > 0
+    loss = diffusion_loss(hidden, emb, ids, masked, t, mask)
+    assert loss.item() > 0
+    # padding the batch with more columns (never masked) leaves the loss as it is; it used to divide by them too
+    pad = torch.zeros(2, 20, dtype=ids.dtype)
+    padded = diffusion_loss(torch.cat([hidden, torch.randn(2, 20, 8)], 1), emb, torch.cat([ids, pad], 1),
+                            torch.cat([masked, pad.bool()], 1), t, torch.cat([mask, pad], 1))
+    assert torch.allclose(padded, loss)
+    shifted = [(masked[i, 1:], hidden[i, :-1], ids[i, 1:]) for i in range(2)]
+    ce = sum((torch.nn.functional.cross_entropy(h[m] @ emb.T, x[m], reduction="none") / t[i]).sum()
+             for i, (m, h, x) in enumerate(shifted))
+    assert torch.allclose(loss, ce / (49 + 29))  # real tokens that can be masked: all but each row's first
 
 
 def test_contrastive_training_lowers_loss_and_resumes(tmp_path, tiny_gemma):

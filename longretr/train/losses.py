@@ -40,10 +40,13 @@ def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, mask_id: 
 
 
 def diffusion_loss(hidden: torch.Tensor, output_embeddings: torch.Tensor, targets: torch.Tensor,
-                   masked: torch.Tensor, t: torch.Tensor, shift: bool = True) -> torch.Tensor:
-    """Cross-entropy on masked positions weighted by 1/t, normalised by the number of real tokens.
+                   masked: torch.Tensor, t: torch.Tensor, attention_mask: torch.Tensor,
+                   shift: bool = True) -> torch.Tensor:
+    """Cross-entropy on masked positions weighted by 1/t, normalised by the number of tokens that could be masked
+    (real tokens but the first), so padding a batch does not scale the loss down.
     With `shift` (Dream-style, for AR-initialised models) the state at i-1 predicts token i, as the
     AR checkpoint's head was trained to."""
+    maskable = attention_mask[:, 1:].sum().clamp(min=1)
     if shift:
         hidden, targets, masked = hidden[:, :-1], targets[:, 1:], masked[:, 1:]
     rows, cols = masked.nonzero(as_tuple=True)
@@ -51,4 +54,4 @@ def diffusion_loss(hidden: torch.Tensor, output_embeddings: torch.Tensor, target
         return hidden.sum() * 0.0
     logits = hidden[rows, cols].float() @ output_embeddings.float().T
     ce = F.cross_entropy(logits, targets[rows, cols], reduction="none")
-    return (ce / t[rows]).sum() / masked.shape[0] / masked.shape[1]
+    return (ce / t[rows]).sum() / maskable

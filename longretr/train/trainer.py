@@ -264,7 +264,7 @@ class Trainer:
         with torch.autocast(self.device.split(":")[0], dtype=self.dtype, enabled=self.dtype != torch.float32):
             hidden = self.model(input_ids=noisy, attention_mask=mask).last_hidden_state
         emb = self.model.get_input_embeddings().weight.clone()  # never an inference tensor from an earlier encode
-        return diffusion_loss(hidden, emb, ids, masked, t), int(mask.sum())
+        return diffusion_loss(hidden, emb, ids, masked, t, mask), int(mask.sum())
 
     # ---- loop --------------------------------------------------------------------------------
 
