@@ -142,6 +142,9 @@ def test_contrastive_training_lowers_loss_and_resumes(tmp_path, tiny_gemma):
     assert steps == list(range(1, 17))
     with pytest.raises(FileExistsError):
         Trainer(cfg).train(progress=False)
+    (out / "log.jsonl").unlink()  # a checkpoint alone (a carried-over run) is not overwritten by a fresh start
+    with pytest.raises(FileExistsError, match="a run is already here"):
+        Trainer(cfg).train(progress=False)
 
 
 def test_resume_from_the_bf16_checkpoint_follows_the_uninterrupted_run(tmp_path, tiny_gemma):

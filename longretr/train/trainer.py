@@ -286,7 +286,7 @@ class Trainer:
         step, elapsed, earlier = 0, 0.0, []
         if resume and saved:
             step, elapsed, earlier = self._load_checkpoint(opt, sched, sampler, gen)
-        elif self.out.exists() and (self.out / "log.jsonl").exists() and not resume:
+        elif not resume and (saved or (self.out / "log.jsonl").exists()):  # a checkpoint alone is a run too
             raise FileExistsError(f"{self.out}: a run is already here; pass --resume, or choose another output")
         elif resume:  # nothing saved: start at step 0, without the rows of steps a killed first run logged
             _truncate_log(self.out / "log.jsonl", 0)
