@@ -748,3 +748,25 @@ def test_diffusion_refuses_a_backbone_with_its_own_output_head(tmp_path, tiny_ge
     with pytest.raises(ValueError, match="tie_word_embeddings.*has a separate one"):
         Trainer(_cfg(tmp_path, untied, objective="diffusion"))
     Trainer(_cfg(tmp_path, untied))  # contrastive training does not use the head
+
+
+def test_validation_files_put_before_and_after_scores_on_the_card(tmp_path, tiny_gemma):
+    from longretr.train.validate import score, validation_tasks
+
+    cfg = _cfg(tmp_path, tiny_gemma, steps=6, val=[str(tmp_path / "toy.jsonl")], val_queries=10)
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):  # before any training
+        Trainer(replace(cfg, val=[str(tmp_path / "nope.jsonl")])).train(progress=False)
+    assert not (tmp_path / "run" / "log.jsonl").exists()
+    Trainer(cfg).train(progress=False)
+    val = json.loads((tmp_path / "run" / "val.json").read_text())
+    tasks = validation_tasks(cfg.val, 10)
+    queries, docs, relevant = tasks["toy"]
+    assert len(queries) == 10 and len(docs) == len(set(docs)) and all(docs[r].endswith("archive") for r in relevant)
+    # the card's figures are the two models scored afresh the same way
+    assert val["before"] == score(cfg.model, tasks, cfg.max_query_tokens, cfg.max_doc_tokens)
+    assert val["after"] == score(str(tmp_path / "run" / "adapter" / "model.toml"), tasks, cfg.max_query_tokens,
+                                 cfg.max_doc_tokens)
+    assert val["before"]["toy"]["queries"] == 10 and val["before"] != val["after"]
+    card = (tmp_path / "run" / "card.md").read_text()
+    b, a = val["before"]["toy"], val["after"]["toy"]
+    assert f"| toy | 10 | {b['documents']} | {b['mrr@10']:.3f} / {b['top1']:.3f} | {a['mrr@10']:.3f} / " in card

@@ -7,8 +7,9 @@ A run folder holds:
                      enough to commit (no file over 10 MB for LoRA r16 on Gemma 3 270M)
     adapter/         the final LoRA adapter (bf16 safetensors) + model.toml that applies it (after the model
                      config's own adapters, if it has any: the run trains on top of them) + NOTICE
-    card.md          data, steps, time, hardware, final loss; validation before/after is added by
-                     scripts/train_card.py (see there)
+    card.md          data, steps, time, hardware, final loss, and with `val` files the validation scores of the
+                     model before and after (val.json; longretr/train/validate.py); scripts/train_card.py is the
+                     wider study (BM25, hybrid, MiniLM, more sets)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ..embedder import pick_device_dtype, pool, span_means
 from ..machine import describe
 from .data import Triplet, read_triplets
 from .losses import diffusion_loss, distillation, info_nce, mask_tokens
+from .validate import card_lines, score, validation_tasks
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -43,6 +45,7 @@ class TrainConfig:
     model: str = "default"
     objective: str = "contrastive"  # contrastive | diffusion
     data: list[str] = field(default_factory=list)
+    val: list[str] = field(default_factory=list)  # held-out triplet files: scored before/after on the card
     output: str = "runs/train"
     init_adapter: str = ""  # continue training this adapter (e.g. the diffusion stage's); same LoRA shape
     steps: int = 100
@@ -68,6 +71,7 @@ class TrainConfig:
     distill_temperature: float = 0.05
     save_every: int = 25
     max_minutes: float = 0.0  # stop (checkpointed, resumable) after this much training in one run; 0 = no limit
+    val_queries: int = 200  # queries per validation file
     seed: int = 0
 
     @classmethod
@@ -96,7 +100,8 @@ class TrainConfig:
             raise ValueError(f"doc_scoring must be whole or best, got {self.doc_scoring!r}")
         if self.doc_scoring == "best" and self.grad_accum > 1:
             raise ValueError("doc_scoring = \"best\" does not work with grad_accum > 1 (GradCache)")
-        at_least_1 = ("steps", "batch_size", "grad_accum", "save_every", "max_query_tokens", "max_doc_tokens", "lora_r")
+        at_least_1 = ("steps", "batch_size", "grad_accum", "save_every", "max_query_tokens", "max_doc_tokens", "lora_r",
+                      "val_queries")
         at_least_0 = ("warmup", "weight_decay", "max_minutes", "distill_weight")
         bad = [f"{k} = {getattr(self, k)} (must be at least 1)" for k in at_least_1 if getattr(self, k) < 1]
         bad += [f"{k} = {getattr(self, k)} (must be at least 0)" for k in at_least_0 if getattr(self, k) < 0]
@@ -276,6 +281,7 @@ class Trainer:
         saved = (self.out / "checkpoint").exists() or (self.out / ".checkpoint.old").exists()
         if resume and saved:
             self._check_same_run()  # before reading data that another config may not even name
+        val_tasks = validation_tasks(cfg.val, cfg.val_queries) if cfg.val else {}  # a bad file fails before training
         rng = random.Random(cfg.seed)
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -350,8 +356,19 @@ class Trainer:
         self.model.eval()
         self._save_adapter()
         plot_loss(self.out)
-        write_card(self.out, cfg, step, elapsed, sessions())
+        card = write_card(self.out, cfg, step, elapsed, sessions())
+        if val_tasks and not stopped:
+            self._validate(val_tasks, card)
         return {"steps": step, "seconds": elapsed, "finished": not stopped, "interrupted": interrupted}
+
+    def _validate(self, tasks: dict, card: Path) -> None:
+        """The untrained model and the run's adapter on the validation files: val.json, and a table on the card."""
+        lengths = (self.cfg.max_query_tokens, self.cfg.max_doc_tokens)
+        before = score(self.cfg.model, tasks, *lengths)
+        after = score(str(self.out / "adapter" / "model.toml"), tasks, *lengths)
+        (self.out / "val.json").write_text(json.dumps({"before": before, "after": after}, indent=2) + "\n")
+        with card.open("a") as f:
+            f.write("\n".join(card_lines(before, after, self.cfg.max_doc_tokens)) + "\n")
 
     def _check_same_run(self) -> None:
         """--resume continues the run its train.json describes: a config that differs in what shapes the training
@@ -455,7 +472,7 @@ class Trainer:
 
 # Keys a resumed run may change: how long it runs and how often it saves, not what it learns. (steps also stretches
 # the linear decay from the current step on.)
-RESUME_MAY_CHANGE = {"steps", "max_minutes", "save_every", "output"}
+RESUME_MAY_CHANGE = {"steps", "max_minutes", "save_every", "output", "val", "val_queries"}
 
 
 class _StopOnCtrlC:
