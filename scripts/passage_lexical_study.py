@@ -177,9 +177,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from longretr.store import IndexFolderError
+    from longretr.scripting import run
 
-    try:  # a missing index, query file or data/train: its message, not a traceback
-        main()
-    except (OSError, IndexFolderError) as e:
-        sys.exit(f"{Path(__file__).name}: error: {e}")
+    run(main)

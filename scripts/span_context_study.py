@@ -171,9 +171,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from longretr.store import IndexFolderError
+    from longretr.scripting import run
 
-    try:  # a missing index, query file or data/train: its message, not a traceback
-        main()
-    except (OSError, IndexFolderError) as e:
-        sys.exit(f"{Path(__file__).name}: error: {e}")
+    run(main)
