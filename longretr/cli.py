@@ -36,13 +36,16 @@ def index(
     shard_tokens: int = typer.Option(32768, help="Checkpoint encoded vectors every this many tokens."),
 ) -> None:
     """Encode every document under CORPUS into an index folder (new and changed ones only)."""
+    from .corpus import check_root
     from .embedder import Embedder
     from .fusion import ranking_config
     from .indexer import index_corpus
     from .store import IndexFolderError
 
-    if not corpus.exists():
-        _fail(f"{corpus}: no such file or folder")
+    try:
+        check_root(corpus)  # before the model loads
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
     ranking = {"mode": mode, "fusion": fusion, "weight": weight, "rrf_k": rrf_k}
     try:
         ranking_config(**ranking)  # bad settings fail before the model loads (the index type needs its dim)

@@ -89,14 +89,20 @@ def is_index_folder(path: Path) -> bool:
     return (path / "manifest.json").is_file() and (path / ".lock").is_file()
 
 
-def read_corpus(root: Path | str, skipped: list[str] | None = None, progress: bool = False) -> Iterator[Document]:
-    """Every document under root (a folder or a single file); unreadable files get one warning line
-    and are appended to `skipped`. `progress` shows a bar over the files (PDFs take seconds each to read)."""
+def check_root(root: Path | str) -> Path:
+    """The corpus root as a Path, or a clear error if it is missing or not a file or folder."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"{root}: no such file or folder")
     if not root.is_file() and not root.is_dir():  # a FIFO or device: no documents, and so every indexed one "gone"
         raise ValueError(f"{root}: not a regular file or folder")
+    return root
+
+
+def read_corpus(root: Path | str, skipped: list[str] | None = None, progress: bool = False) -> Iterator[Document]:
+    """Every document under root (a folder or a single file); unreadable files get one warning line
+    and are appended to `skipped`. `progress` shows a bar over the files (PDFs take seconds each to read)."""
+    root = check_root(root)
     files = [root] if root.is_file() else list(iter_files(root, skipped))
     base = root.parent if root.is_file() else root
     for path in tqdm(files, desc="reading", unit="file", disable=not progress, leave=False):

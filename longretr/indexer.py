@@ -19,7 +19,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from . import index_types, store
-from .corpus import Document, read_corpus, warn
+from .corpus import Document, check_root, read_corpus, warn
 from .embedder import Embedder
 from .fusion import ranking_config
 
@@ -67,6 +67,7 @@ def index_corpus(
     fingerprint = embedder.config.fingerprint()
     if shard_tokens < 1:
         raise ValueError(f"shard_tokens must be >= 1, got {shard_tokens}")
+    check_root(root)  # before the lock, which creates the index folder
     with store.writer_lock(folder):
         settings = _settings(folder, embedder.dim, index_type, ranking)  # checked before any encoding
         try:

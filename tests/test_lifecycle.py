@@ -428,6 +428,12 @@ def test_an_empty_corpus_does_not_wipe_its_index(tmp_path, embedder):
     assert store.load(folder).count == 2
 
 
+def test_a_missing_corpus_creates_no_index_folder(tmp_path, embedder):
+    with pytest.raises(FileNotFoundError, match="nowhere: no such file or folder"):
+        index_corpus(tmp_path / "nowhere", tmp_path / "idx", embedder, progress=False)
+    assert not (tmp_path / "idx").exists()
+
+
 @pytest.fixture()
 def small(tmp_path, embedder) -> tuple[Path, Path]:
     """A corpus of three documents and its index."""
