@@ -750,7 +750,7 @@ def test_diffusion_refuses_a_backbone_with_its_own_output_head(tmp_path, tiny_ge
     Trainer(_cfg(tmp_path, untied))  # contrastive training does not use the head
 
 
-def test_validation_files_put_before_and_after_scores_on_the_card(tmp_path, tiny_gemma):
+def test_validation_files_put_before_and_after_scores_on_the_card(tmp_path, tiny_gemma, capsys):
     from longretr.train.validate import score, validation_tasks
 
     cfg = _cfg(tmp_path, tiny_gemma, steps=6, val=[str(tmp_path / "toy.jsonl")], val_queries=10)
@@ -763,7 +763,8 @@ def test_validation_files_put_before_and_after_scores_on_the_card(tmp_path, tiny
     queries, docs, relevant = tasks["toy"]
     assert len(queries) == 10 and len(docs) == len(set(docs)) and all(docs[r].endswith("archive") for r in relevant)
     # the card's figures are the two models scored afresh the same way
-    assert val["before"] == score(cfg.model, tasks, cfg.max_query_tokens, cfg.max_doc_tokens)
+    assert val["before"] == score(cfg.model, tasks, cfg.max_query_tokens, cfg.max_doc_tokens, progress=True)
+    assert f"validation: {cfg.model} on toy (10 queries, {len(docs)} documents)" in capsys.readouterr().out
     assert val["after"] == score(str(tmp_path / "run" / "adapter" / "model.toml"), tasks, cfg.max_query_tokens,
                                  cfg.max_doc_tokens)
     assert val["before"]["toy"]["queries"] == 10 and val["before"] != val["after"]

@@ -358,14 +358,14 @@ class Trainer:
         plot_loss(self.out)
         card = write_card(self.out, cfg, step, elapsed, sessions())
         if val_tasks and not stopped:
-            self._validate(val_tasks, card)
+            self._validate(val_tasks, card, progress)
         return {"steps": step, "seconds": elapsed, "finished": not stopped, "interrupted": interrupted}
 
-    def _validate(self, tasks: dict, card: Path) -> None:
+    def _validate(self, tasks: dict, card: Path, progress: bool) -> None:
         """The untrained model and the run's adapter on the validation files: val.json, and a table on the card."""
         lengths = (self.cfg.max_query_tokens, self.cfg.max_doc_tokens)
-        before = score(self.cfg.model, tasks, *lengths)
-        after = score(str(self.out / "adapter" / "model.toml"), tasks, *lengths)
+        before = score(self.cfg.model, tasks, *lengths, progress=progress)
+        after = score(str(self.out / "adapter" / "model.toml"), tasks, *lengths, progress=progress)
         (self.out / "val.json").write_text(json.dumps({"before": before, "after": after}, indent=2) + "\n")
         with card.open("a") as f:
             f.write("\n".join(card_lines(before, after, self.cfg.max_doc_tokens)) + "\n")

@@ -28,13 +28,16 @@ def validation_tasks(files: list[str], limit: int) -> dict[str, tuple[list[str],
     return tasks
 
 
-def score(model: str, tasks: dict, max_query_tokens: int, max_doc_tokens: int) -> dict[str, dict]:
-    """MRR@10, top-1 and top-3 of one model config on each task."""
+def score(model: str, tasks: dict, max_query_tokens: int, max_doc_tokens: int,
+          progress: bool = False) -> dict[str, dict]:
+    """MRR@10, top-1 and top-3 of one model config on each task; `progress` prints a line and a bar per task."""
     embedder = Embedder(model)
     out = {}
     for name, (queries, docs, relevant) in tasks.items():
+        if progress:
+            print(f"validation: {model} on {name} ({len(queries)} queries, {len(docs)} documents)", flush=True)
         q = embedder.encode_texts(queries, max_tokens=max_query_tokens, progress=False)
-        d = embedder.encode_texts(docs, max_tokens=max_doc_tokens, progress=False)
+        d = embedder.encode_texts(docs, max_tokens=max_doc_tokens, progress=progress)
         ranked = np.argsort(-(q @ d.T), axis=1, kind="stable")[:, :10].tolist()
         scores = known_item(ranked, relevant)
         out[name] = {k: round(v, 4) for k, v in scores.items() if k != "ranks"} | {"queries": len(queries),
