@@ -12,7 +12,13 @@ from pathlib import Path
 
 import tomllib
 
-REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+PACKAGE = Path(__file__).resolve().parent
+# The shipped model configs: configs/ in a checkout (an editable install), longretr/configs in an installed wheel.
+REPO_CONFIGS = next((p for p in (PACKAGE.parent / "configs", PACKAGE / "configs") if p.is_dir()),
+                    PACKAGE.parent / "configs")
+# An adapter path starting with this names a folder inside the longretr package (the shipped adapters), so a
+# shipped config works both from a checkout and from an installed wheel.
+IN_PACKAGE = "longretr:"
 
 
 def longretr_home() -> Path:
@@ -30,8 +36,9 @@ class ModelConfig:
     max_tokens: int = 8192
     dtype: str = "auto"
     query_instruction: str = ""
-    # Path to a PEFT/LoRA adapter folder, "" for none; or a list of them, merged as their average (a "model soup":
-    # the mean of their weight deltas; adapters.soup).
+    # Path to a PEFT/LoRA adapter folder (relative to the config file; "longretr:weights/NAME" is inside the
+    # package), "" for none; or a list of them, merged as their average (a "model soup": the mean of their weight
+    # deltas; adapters.soup).
     adapter: str | tuple[str, ...] = ""
     # One weight per adapter: the merged delta is sum_i w_i dW_i instead of the mean. Empty: the mean (1/n each).
     adapter_weights: tuple[float, ...] = ()
@@ -167,6 +174,8 @@ def config_from_file(path: Path) -> ModelConfig:
         raise ValueError(f"{path}: {'; '.join(wrong)}")
 
     def beside(a):  # a relative adapter path is relative to the config file; others stay as written
+        if isinstance(a, str) and a.startswith(IN_PACKAGE):
+            return str(PACKAGE / a.removeprefix(IN_PACKAGE))
         return str((path.parent / a).resolve()) if isinstance(a, str) and a and not Path(a).is_absolute() else a
 
     adapter = data.get("adapter")
