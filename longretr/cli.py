@@ -90,9 +90,7 @@ def search(
                                "loading the model here (e.g. http://127.0.0.1:8000); --index is then unused."),
 ) -> None:
     """Search an index: one QUERY, or a batch with --queries."""
-    from .embedder import Embedder
-    from .search import ModelMismatch, Searcher, read_queries, trec_lines
-    from .store import IndexFolderError
+    from .queries import read_queries, trec_lines
 
     if (query is None) == (queries is None):
         _fail("give either a QUERY or --queries FILE")
@@ -112,18 +110,30 @@ def search(
         _fail(f"{output}: cannot write there ({'a folder' if output.is_dir() else 'no such folder'})")
     try:
         batch = read_queries(queries) if queries else [("q", query)]
-        if server:
-            from .server import RemoteError, search_remote
-
-            try:
-                results = search_remote(server, [text for _, text in batch], k, mode=mode)
-            except RemoteError as e:
-                _fail(str(e))
-        else:
-            searcher = Searcher(index, Embedder(model) if model else None)
-            results = searcher.search([text for _, text in batch], k, mode=mode)
-    except (IndexFolderError, ModelMismatch, FileNotFoundError, ValueError) as e:
+    except ValueError as e:
         _fail(str(e))
+    texts = [text for _, text in batch]
+    # Imports as late as they can be: the client needs no torch or faiss, lexical search no model (a second each).
+    if server:
+        from .client import RemoteError, search_remote
+
+        try:
+            results = search_remote(server, texts, k, mode=mode)
+        except RemoteError as e:
+            _fail(str(e))
+    else:
+        from .search import ModelMismatch, Searcher
+        from .store import IndexFolderError
+
+        try:
+            if model:
+                from .embedder import Embedder
+
+                results = Searcher(index, Embedder(model)).search(texts, k, mode=mode)
+            else:  # the index's own model, loaded at the first dense or hybrid search
+                results = Searcher(index).search(texts, k, mode=mode)
+        except (IndexFolderError, ModelMismatch, FileNotFoundError, ValueError) as e:
+            _fail(str(e))
     if queries:
         lines = []
         for (qid, text), hits in zip(batch, results):

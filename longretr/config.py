@@ -52,7 +52,7 @@ class ModelConfig:
     # > 0: a document longer than this many tokens also gets one vector per span of span_tokens tokens, the mean of
     # that span's final-layer states from the same whole-document forward pass (late chunking: every span's states
     # attended to the whole document, so nothing is encoded twice), and scores the best cosine of all its vectors
-    # (in hybrid fusion, averaged with its whole/lead score: embedder.fusion_scores).
+    # (in hybrid fusion, averaged with its whole/lead score: fusion.fusion_scores).
     # A long document's mean also dilutes the parts a query may be about (docs/training-studies.md, "Span vectors").
     # Needs mean pooling. 0: off.
     span_tokens: int = 0

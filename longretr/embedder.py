@@ -8,7 +8,6 @@ padding stays small and a 32k-token document is one unpadded forward pass.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from tqdm.auto import tqdm
 
 from .backbone import load_backbone, notice_file
 from .config import ModelConfig, load_config
+from .fusion import fusion_scores
+from .queries import check_texts
 
 
 @dataclass
@@ -58,20 +59,6 @@ def best_scores(scores: np.ndarray, queries: np.ndarray, owners: np.ndarray, vec
     out = scores.copy()
     np.maximum.at(out.T, owners, (queries @ vectors.T).T)
     return out
-
-
-# Convex fusion min-max normalises the dense scores, so it leans on their spread, which the best of many span vectors
-# narrows: the list it fuses adds each document's whole/lead score back (docs/training-studies.md, "Scoring from span
-# vectors": hybrid MRR@10 0.831 -> 0.850 on the demo queries, 0.980 -> 0.985 and 0.883 -> 0.892 on the other two
-# sets). Dense mode keeps the best cosine alone: there the same rule gained nowhere (dense MRR@10 0.808 / 0.861 / 0.849
-# -> 0.807 / 0.854 / 0.851).
-FUSION_DOC_WEIGHT = 0.5
-
-
-def fusion_scores(best: np.ndarray, doc: np.ndarray) -> np.ndarray:
-    """(best + FUSION_DOC_WEIGHT * doc) / (1 + FUSION_DOC_WEIGHT): `best`, a document's best cosine over all its
-    vectors; `doc`, the higher of its whole and lead cosines. Never above `best`; equal to it without span vectors."""
-    return (best + FUSION_DOC_WEIGHT * doc) / (1 + FUSION_DOC_WEIGHT)
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -126,18 +113,6 @@ def pack_batches(lengths: list[int], token_budget: int, max_waste: float = 0.10)
     if current:
         batches.append(current)
     return batches
-
-
-def check_texts(texts: Iterable[str], what: str = "texts") -> list[str]:
-    """`texts` as a list of str; else a TypeError naming the item. Without this the tokenizer fails obscurely on None,
-    bytes or numbers (or, in a query, formats them as text), and a bare string is read as one-character texts."""
-    if isinstance(texts, (str, bytes)):
-        raise TypeError(f"{what} must be a list of strings, got one {type(texts).__name__}; wrap it in a list")
-    texts = list(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"{what}[{i}] must be a str, got {type(text).__name__}")
-    return texts
 
 
 class Embedder:

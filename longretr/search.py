@@ -6,37 +6,21 @@ lists, HYBRID_DEPTH deep, fused as the index manifest's "ranking" section says; 
 
 from __future__ import annotations
 
-import json
-import numbers
 import re
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import quote
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import index_types, store
 from .config import ModelConfig, unknown_keys
-from .embedder import Embedder, check_texts, fusion_scores
-from .fusion import check_mode, fuse_ranked, ranking_config
+from .fusion import check_mode, fuse_ranked, fusion_scores, ranking_config
+from .queries import Hit, check_k, check_texts
+
+if TYPE_CHECKING:  # torch and transformers load only when a search needs the model (lexical search never does)
+    from .embedder import Embedder
 
 HYBRID_DEPTH = 100  # candidates taken from each list before fusing (at least k)
-
-
-@dataclass
-class Hit:
-    rank: int
-    id: str
-    score: float
-    title: str
-    path: str
-    snippet: str
-    # [start, end) characters of the document's lead or span closest to the query (dense and hybrid modes); None
-    # for a document without them, in lexical mode, or in an index that keeps no passages
-    passage: list[int] | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class ModelMismatch(Exception):
@@ -61,16 +45,6 @@ def manifest_model(folder: Path | str, manifest: dict) -> ModelConfig:
             f"({', '.join(unknown) or 'not a table'}); it was written by another version: re-index with --rebuild"
         )
     return ModelConfig(**model)
-
-
-def check_k(k: int) -> int:
-    """k as an int, at least 1: a float, str or bool is a TypeError here rather than an error from faiss or numpy (or,
-    for True, one hit)."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k must be an integer, got {type(k).__name__} {k!r}")
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    return int(k)  # a numpy integer, which faiss's search refuses, becomes an int
 
 
 class Searcher:
@@ -113,6 +87,8 @@ class Searcher:
     def embedder(self) -> Embedder:
         """The index's model, loaded on first use: lexical search never needs it."""
         if self._embedder is None:
+            from .embedder import Embedder
+
             self._embedder = Embedder(self._config)
         return self._embedder
 
@@ -158,7 +134,7 @@ class Searcher:
 
     def _dense(self, vectors: np.ndarray, k: int, for_fusion: bool = False) -> list[list[tuple[int, float]]]:
         """Top-k (vid, score): a document with other vectors (lead, spans) scores its best cosine, or for hybrid
-        fusion, embedder.fusion_scores of it."""
+        fusion, fusion.fusion_scores of it."""
         k = max(1, min(k, self.count))
         vectors = np.ascontiguousarray(vectors, dtype="float32")
         if self.index.ntotal == self.count:  # one vector per document: its cosine is the score
@@ -184,7 +160,7 @@ class Searcher:
             depth = min(4 * depth, self.index.ntotal)
 
     def _for_fusion(self, query: np.ndarray, best: dict[int, float]) -> list[tuple[int, float]]:
-        """The candidates (vid -> best cosine) by embedder.fusion_scores, best first; whole and lead vectors are read
+        """The candidates (vid -> best cosine) by fusion.fusion_scores, best first; whole and lead vectors are read
         back from the flat index."""
         vids = np.fromiter(best, dtype="int64", count=len(best))
         doc = store.vectors_for(self.snapshot.index, vids) @ query
@@ -228,48 +204,3 @@ def snippet(text: str, query: str, width: int = 200, within: list[int] | None = 
     start = max(lo, min(at - width // 4, hi - width))  # a word near the part's end: the window ends there
     piece = " ".join(text[start:min(start + width, hi)].split())
     return ("…" if start else "") + piece + ("…" if min(start + width, hi) < len(text) else "")
-
-
-def read_queries(path: Path) -> list[tuple[str, str]]:
-    """JSONL with id and text, or TSV id<TAB>text."""
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    try:
-        lines = path.read_text().splitlines()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text (invalid byte at offset {e.start})") from e
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from e
-    out = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        if path.suffix.lower() == ".jsonl":
-            try:
-                row = json.loads(line)
-                qid, text = row["id"], row["text"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{n}: expected a JSON object with id and text ({e})") from e
-            if not isinstance(text, str) or qid is None or isinstance(qid, (bool, list, dict)):  # not "None" searched
-                raise ValueError(f"{path}:{n}: expected a string text and a string or number id, "
-                                 f"got id {qid!r} and text {text!r}")
-            out.append((str(qid), text))
-        else:
-            parts = line.split("\t", 1)
-            if len(parts) != 2:
-                raise ValueError(f"{path}:{n}: expected id<TAB>text")
-            out.append((parts[0], parts[1]))
-        if not out[-1][1].strip():
-            raise ValueError(f"{path}:{n}: query {out[-1][0]!r} has no text")
-    if not out:
-        raise ValueError(f"{path}: no queries")
-    return out
-
-
-def trec_lines(qid: str, hits: list[Hit], tag: str) -> list[str]:
-    """TREC run lines; whitespace and "%" in ids are percent-encoded, since TREC columns are split on whitespace."""
-    return [f"{trec_id(qid)} Q0 {trec_id(h.id)} {h.rank} {h.score:.6f} {tag}" for h in hits]
-
-
-def trec_id(text: str) -> str:
-    return re.sub(r"[\s%]", lambda m: quote(m.group(), safe=""), text)

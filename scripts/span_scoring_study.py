@@ -6,7 +6,7 @@ any document again:
 
     whole+b    best + b * cosine of the whole document's vector
     lead+b     best + b * the higher of the whole vector's and the lead's cosines (lead+0.5 is the default's
-               ranking since 2026-12-02: embedder.fusion_scores)
+               ranking since 2026-12-02: fusion.fusion_scores)
     spans128   128-token spans instead of 256
     overlap    256-token spans every 128 tokens (each overlapping the next by half)
     prf m,a    the query moved towards the mean of its top m vectors (weight a), then scored as the default

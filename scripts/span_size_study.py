@@ -10,7 +10,7 @@ whole-document vectors are to the index's) and scores, per query file:
     S                whole and lead vectors with S-token spans instead of the index's
     256+S            the index's vectors and the S-token spans beside them
 
-in dense mode (a document's best cosine) and in hybrid mode (its fusion score, `embedder.fusion_scores`, fused with
+in dense mode (a document's best cosine) and in hybrid mode (its fusion score, `fusion.fusion_scores`, fused with
 the index's BM25 by the default convex w=0.5 over the top 100 of each, as `longretr search --mode hybrid` does).
 The pooled spans are cached under --cache. Evaluation queries are used, so this measures; it chooses nothing.
 
@@ -37,9 +37,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 from compare_modes import read_known_items  # noqa: E402
 from vector_headroom import doc_scores, index_vectors  # noqa: E402
 
-from longretr.embedder import Embedder, fusion_scores  # noqa: E402
+from longretr.embedder import Embedder  # noqa: E402
 from longretr.evaluate.metrics import known_item  # noqa: E402
-from longretr.fusion import DEFAULT_RANKING, fuse_ranked  # noqa: E402
+from longretr.fusion import DEFAULT_RANKING, fuse_ranked, fusion_scores  # noqa: E402
 from longretr.machine import describe  # noqa: E402
 from longretr.search import HYBRID_DEPTH, manifest_model  # noqa: E402
 from longretr.store import load  # noqa: E402

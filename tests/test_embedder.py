@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from longretr.config import ModelConfig, load_config
-from longretr.embedder import FUSION_DOC_WEIGHT, Embedder, pack_batches, pool
+from longretr.embedder import Embedder, pack_batches, pool
+from longretr.fusion import FUSION_DOC_WEIGHT
 
 
 @pytest.fixture(scope="module")

@@ -166,7 +166,7 @@ def test_other_vectors_are_indexed_resumed_searched_and_removed_with_their_docum
                 for row, w in zip(searcher.search(queries, k=k, mode="dense"), want):
                     assert [h.id for h in row] == [list(texts)[i] for i in np.argsort(-w)[:k]]
                     assert np.allclose([h.score for h in row], np.sort(w)[::-1][:k], atol=1e-4)
-                # hybrid fuses BM25's list with the fusion scores (embedder.fusion_scores), all three documents deep
+                # hybrid fuses BM25's list with the fusion scores (fusion.fusion_scores), all three documents deep
                 lexical = searcher.snapshot.lexical.search(queries, 3)
                 for row, w, lx in zip(searcher.search(queries, k=k, mode="hybrid"), fusing, lexical):
                     dense = sorted(((vid[d], float(x)) for d, x in zip(texts, w)), key=lambda t: -t[1])
@@ -366,7 +366,7 @@ def test_cli_index_and_search(corpus, tmp_path, tiny_gemma):
 
 
 def test_trec_lines_percent_encode_whitespace_in_ids():
-    from longretr.search import Hit, trec_lines
+    from longretr.queries import Hit, trec_lines
 
     hit = Hit(rank=1, id="my notes/a 100% b.md", score=0.5, title="", path="", snippet="")
     assert trec_lines("q 1", [hit], "run") == ["q%201 Q0 my%20notes/a%20100%25%20b.md 1 0.500000 run"]

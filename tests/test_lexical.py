@@ -93,7 +93,7 @@ def test_lexical_search_does_not_load_the_model(corpus, tmp_path, embedder, monk
     folder = tmp_path / "idx"
     index_corpus(corpus, folder, embedder, progress=False)
     loads = []
-    monkeypatch.setattr("longretr.search.Embedder", lambda config: loads.append(config) or embedder)
+    monkeypatch.setattr("longretr.embedder.Embedder", lambda config: loads.append(config) or embedder)
     searcher = Searcher(folder)
     assert [h.id for h in searcher.search(["SHA-256 digests"], k=1, mode="lexical")[0]] == ["hashlib.txt"]
     assert loads == []

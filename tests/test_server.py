@@ -457,3 +457,13 @@ def test_serve_names_a_model_it_cannot_load(tiny_gemma, tmp_path):
     out = CliRunner().invoke(cli_app, ["serve", "--index", str(tmp_path / "idx"), "--port", str(free_port())])
     assert out.exit_code == 2 and f"model 'tiny': cannot load its weights or tokenizer from {backbone}" in out.output, \
         (out.output, out.exception)
+
+
+def test_the_search_client_and_lexical_search_import_no_model_code():
+    # `longretr search --server` should take about as long as the server's answer, lexical search about as long as
+    # reading the index: torch, transformers and peft take seconds to import, faiss and fastapi a fraction.
+    probe = ("import sys, longretr.cli, longretr.client; heavy = ['torch', 'transformers', 'peft', 'faiss', "
+             "'fastapi']; print([m for m in heavy if m in sys.modules]); import longretr.search; "
+             "print([m for m in heavy if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:2] == ["[]", "['faiss']"], out

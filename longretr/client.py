@@ -1,0 +1,53 @@
+"""The client side of `longretr serve`: `longretr search --server URL` sends its queries here. It imports no model,
+torch or faiss, so a search against a running server takes about as long as the server's answer."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import MISSING, fields
+
+import httpx
+
+from .queries import Hit
+
+
+class RemoteError(Exception):
+    """The server could not be reached or refused the request; the message says which and why."""
+
+
+def search_remote(url: str, queries: list[str], k: int = 10, mode: str | None = None,
+                  timeout: float = 120.0, workers: int = 8) -> list[list[Hit]]:
+    """Hits for each query from a running `longretr serve` (concurrent requests, so they batch)."""
+    base = url.rstrip("/")
+
+    def one(client: httpx.Client, query: str) -> list[Hit]:
+        body = {"query": query, "k": k, **({"mode": mode} if mode is not None else {})}
+        try:
+            r = client.post(f"{base}/search", json=body)
+        except httpx.InvalidURL as e:  # not an httpx.HTTPError
+            raise RemoteError(f"{url}: not a valid server URL ({e})") from e
+        except httpx.HTTPError as e:
+            raise RemoteError(f"cannot reach the server at {base}: {e}") from e
+        try:
+            data = r.json()
+        except ValueError:
+            raise RemoteError(f"{base}/search answered {r.status_code} with a non-JSON body: {r.text[:200]}") from None
+        if r.status_code != 200:
+            detail = data.get("error", data) if isinstance(data, dict) else data
+            raise RemoteError(f"{base}/search answered {r.status_code}: {str(detail)[:500]}")
+        return _hits(data, f"{base}/search")
+
+    with httpx.Client(timeout=timeout) as client, ThreadPoolExecutor(max(1, min(workers, len(queries)))) as pool:
+        return list(pool.map(lambda q: one(client, q), queries))
+
+
+def _hits(data, where: str) -> list[Hit]:
+    """The hits of a /search answer; anything else (another service on that port) is a RemoteError."""
+    names = {f.name for f in fields(Hit)}
+    required = {f.name for f in fields(Hit) if f.default is MISSING}
+    hits = data.get("hits") if isinstance(data, dict) else None
+    if not isinstance(hits, list) or not all(isinstance(h, dict) and required <= set(h) for h in hits):
+        raise RemoteError(f"{where} answered 200, but not as `longretr serve` does (no list of hits): "
+                          f"{json.dumps(data)[:200]}")
+    return [Hit(**{n: h[n] for n in names if n in h}) for h in hits]  # an older server: no passage

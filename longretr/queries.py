@@ -1,0 +1,96 @@
+"""Queries in, hits out: the Hit record a search returns, query files (`--queries`), TREC run lines, and the checks
+on what a caller passes. Nothing here imports torch, faiss or a model, so `longretr search --server` starts at once.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+
+@dataclass
+class Hit:
+    rank: int
+    id: str
+    score: float
+    title: str
+    path: str
+    snippet: str
+    # [start, end) characters of the document's lead or span closest to the query (dense and hybrid modes); None
+    # for a document without them, in lexical mode, or in an index that keeps no passages
+    passage: list[int] | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_texts(texts: Iterable[str], what: str = "texts") -> list[str]:
+    """`texts` as a list of str; else a TypeError naming the item. Without this the tokenizer fails obscurely on None,
+    bytes or numbers (or, in a query, formats them as text), and a bare string is read as one-character texts."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"{what} must be a list of strings, got one {type(texts).__name__}; wrap it in a list")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{what}[{i}] must be a str, got {type(text).__name__}")
+    return texts
+
+
+def check_k(k: int) -> int:
+    """k as an int, at least 1: a float, str or bool is a TypeError here rather than an error from faiss or numpy (or,
+    for True, one hit)."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be an integer, got {type(k).__name__} {k!r}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    return int(k)  # a numpy integer, which faiss's search refuses, becomes an int
+
+
+def read_queries(path: Path) -> list[tuple[str, str]]:
+    """JSONL with id and text, or TSV id<TAB>text."""
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (invalid byte at offset {e.start})") from e
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from e
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if path.suffix.lower() == ".jsonl":
+            try:
+                row = json.loads(line)
+                qid, text = row["id"], row["text"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{n}: expected a JSON object with id and text ({e})") from e
+            if not isinstance(text, str) or qid is None or isinstance(qid, (bool, list, dict)):  # not "None" searched
+                raise ValueError(f"{path}:{n}: expected a string text and a string or number id, "
+                                 f"got id {qid!r} and text {text!r}")
+            out.append((str(qid), text))
+        else:
+            parts = line.split("\t", 1)
+            if len(parts) != 2:
+                raise ValueError(f"{path}:{n}: expected id<TAB>text")
+            out.append((parts[0], parts[1]))
+        if not out[-1][1].strip():
+            raise ValueError(f"{path}:{n}: query {out[-1][0]!r} has no text")
+    if not out:
+        raise ValueError(f"{path}: no queries")
+    return out
+
+
+def trec_lines(qid: str, hits: list[Hit], tag: str) -> list[str]:
+    """TREC run lines; whitespace and "%" in ids are percent-encoded, since TREC columns are split on whitespace."""
+    return [f"{trec_id(qid)} Q0 {trec_id(h.id)} {h.rank} {h.score:.6f} {tag}" for h in hits]
+
+
+def trec_id(text: str) -> str:
+    return re.sub(r"[\s%]", lambda m: quote(m.group(), safe=""), text)
