@@ -113,7 +113,7 @@ def search(
     except ValueError as e:
         _fail(str(e))
     texts = [text for _, text in batch]
-    # Imports as late as they can be: the client needs no torch or faiss, lexical search no model (a second each).
+    # Imports as late as they can be: the client needs no torch or faiss, lexical search no model (seconds each).
     if server:
         from .client import RemoteError, search_remote
 

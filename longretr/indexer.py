@@ -163,8 +163,7 @@ def remove_documents(folder: Path | str, ids: list[str]) -> dict:
     if not ids:
         raise ValueError("no document ids given")
     if not (folder / store.MANIFEST).is_file():  # before the lock, which would create the folder
-        raise store.IndexFolderError(f"{folder}: no index here ({store.MANIFEST} missing); "
-                                     "build one with `longretr index`")
+        raise store.no_index(folder)
     with store.writer_lock(folder):
         snap = store.load(folder, lexical=False, ann=False)
         rows = dict(zip(snap.docs.column("id").to_pylist(), snap.docs.column("vid").to_pylist()))

@@ -31,7 +31,7 @@ def index_model(folder: Path | str) -> ModelConfig:
     """The model config an index was built with, from its manifest."""
     manifest = store.read_manifest(Path(folder))
     if manifest is None:
-        raise store.IndexFolderError(f"{folder}: no index here; build one with `longretr index`")
+        raise store.no_index(folder)
     return manifest_model(folder, manifest)
 
 

@@ -98,6 +98,15 @@ def read_manifest(folder: Path) -> dict | None:
     return manifest
 
 
+def no_index(folder: Path | str) -> IndexFolderError:
+    """"No index here", naming the indexes beside it: after `make demo` built indexes/demo, a plain `longretr search`
+    looks in indexes/default."""
+    folder = Path(folder)
+    near = sorted(str(p.parent) for p in folder.parent.glob(f"*/{MANIFEST}")) if folder.parent.is_dir() else []
+    hint = f"; beside it: {', '.join(near[:5])}{' ...' if len(near) > 5 else ''} (choose with --index)" if near else ""
+    return IndexFolderError(f"{folder}: no index here ({MANIFEST} missing); build one with `longretr index`{hint}")
+
+
 def load(folder: Path | str, lexical: bool = True, ann: bool = True) -> Snapshot:
     """The current version. Writers pass lexical=False, ann=False: they rebuild both from the
     vectors and the docs table, so a damaged lexical or ann file is repaired by re-indexing."""
@@ -105,7 +114,7 @@ def load(folder: Path | str, lexical: bool = True, ann: bool = True) -> Snapshot
     for attempt in range(LOAD_ATTEMPTS):
         manifest = read_manifest(folder)
         if manifest is None:
-            raise IndexFolderError(f"{folder}: no index here ({MANIFEST} missing); build one with `longretr index`")
+            raise no_index(folder)
         try:
             return _load_version(folder, manifest, lexical, ann)
         except IndexFolderError:

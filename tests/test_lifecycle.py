@@ -443,6 +443,17 @@ def small(tmp_path, embedder) -> tuple[Path, Path]:
     return corpus, folder
 
 
+def test_a_missing_index_names_the_indexes_beside_it(small, tmp_path):
+    _, folder = small  # tmp_path/idx
+    out = CliRunner().invoke(app, ["search", "fox", "--mode", "lexical", "--index", str(tmp_path / "default")])
+    assert out.exit_code == 2
+    assert f"default: no index here (manifest.json missing); build one with `longretr index`; beside it: {folder} " \
+           "(choose with --index)" in " ".join(out.output.split())
+    with pytest.raises(store.IndexFolderError, match=r"no index here \(manifest.json missing\); build one with "
+                                                      r"`longretr index`$"):
+        store.load(tmp_path / "nowhere" / "idx")
+
+
 def test_an_index_path_that_is_a_file_is_a_clear_error(small, tmp_path, cfg):
     corpus, runner = small[0], CliRunner()
     a_file = corpus / "d0000.txt"
