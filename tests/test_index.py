@@ -514,3 +514,18 @@ def test_passage_lexical_study_scores_pages_by_their_best_passage(tmp_path, embe
         assert [s for _, s in got] == pytest.approx([s for _, s in want])
     finally:
         embedder.config = cfg
+
+
+def test_the_readme_python_example_runs_as_written(corpus, tmp_path, tiny_gemma, monkeypatch, capsys):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = readme.split("\n## Python\n", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert code.count('Embedder("default")') == 1  # the one change: the tiny model for the shipped default
+    code = code.replace('Embedder("default")', f"Embedder({str(write_config(tmp_path, tiny_gemma))!r})")
+    monkeypatch.chdir(tmp_path)  # the example's corpus/ is the fixture's; it writes indexes/mine here
+    exec(compile(code, "README.md (Python)", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("4 documents in index: 4 encoded") and len(out) == 5, out
+    assert [line.split()[0] for line in out[1:4]] == ["1", "2", "3"]
+    assert out[4].startswith("[[") and (tmp_path / "indexes" / "mine" / "manifest.json").is_file()
