@@ -1,3 +1,4 @@
+import hashlib
 import io
 import json
 import os
@@ -29,8 +30,10 @@ def test_reads_text_files_and_tables(tmp_path):
     assert docs["sub/c.txt"].title == "c"
     assert docs["r1"].title == "One" and docs["r2"].path == "rows.jsonl#r2"
     assert docs["p1"].text == "parquet row"
-    # stable ids and hashes across runs
-    assert [d.sha256 for d in read_corpus(tmp_path)] == [d.sha256 for d in read_corpus(tmp_path)]
+    # stable ids and hashes across runs: the hash is the text's SHA-256 (a run compared with itself passed with any
+    # constant hash, which would leave every changed document "unchanged")
+    again = {d.id: d.sha256 for d in read_corpus(tmp_path)}
+    assert again == {i: hashlib.sha256(d.text.encode()).hexdigest() for i, d in docs.items()}
 
 
 def test_reading_shows_progress_over_files(tmp_path, capsys):

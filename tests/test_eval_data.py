@@ -113,7 +113,8 @@ def test_subsample_keeps_relevant_documents_and_is_reproducible():
     small = subsample(s, max_queries=1, max_docs=1, seed=3)
     [qid] = small.queries
     assert set(small.corpus) == set(s.qrels[qid])  # the relevant document survives the cut
-    assert subsample(s, 1, 1, seed=3).queries == small.queries
+    # the same seed gives the same cut; over ten seeds, as an unseeded draw of one of two queries agrees half the time
+    assert all(subsample(s, 1, 1, seed=n).queries == subsample(s, 1, 1, seed=n).queries for n in range(3, 13))
     assert subsample(s, None, None, seed=3) is s
 
 

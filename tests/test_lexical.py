@@ -69,10 +69,12 @@ def test_save_load_and_damage(tmp_path):
 
 def test_index_builds_lexical_beside_dense_and_modes_work(corpus, tmp_path, embedder):
     folder = tmp_path / "idx"
-    index_corpus(corpus, folder, embedder, progress=False, ranking={"fusion": "rrf", "weight": 0.5})
+    # a mode other than the default's, so that searching without one shows whose mode it takes
+    index_corpus(corpus, folder, embedder, progress=False, ranking={"mode": "dense", "fusion": "rrf", "weight": 0.5})
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["files"]["lexical"] == "lexical-000001" and (folder / "lexical-000001" / "vids.npy").exists()
-    assert manifest["ranking"] == {**DEFAULT_RANKING, "fusion": "rrf", "weight": 0.5}
+    assert DEFAULT_RANKING["mode"] != "dense"
+    assert manifest["ranking"] == {**DEFAULT_RANKING, "mode": "dense", "fusion": "rrf", "weight": 0.5}
     searcher = Searcher(folder, embedder)
     assert searcher.count == 5
     (lex,) = searcher.search(["SHA-256 digests"], k=3, mode="lexical")
@@ -82,8 +84,7 @@ def test_index_builds_lexical_beside_dense_and_modes_work(corpus, tmp_path, embe
     (hybrid,) = searcher.search(["SHA-256 digests"], k=10, mode="hybrid")
     assert sorted(h.id for h in hybrid) == sorted(TEXTS) and hybrid[0].id == "hashlib.txt"
     assert [h.rank for h in hybrid] == [1, 2, 3, 4, 5]
-    default = searcher.search(["SHA-256 digests"], k=10, mode=DEFAULT_RANKING["mode"])
-    assert searcher.search(["SHA-256 digests"], k=10) == default  # None: the manifest's mode
+    assert searcher.search(["SHA-256 digests"], k=10) == [dense] != [hybrid]  # None: the manifest's mode
     with pytest.raises(ValueError, match="search mode 'bm25'"):
         searcher.search(["x"], mode="bm25")
 
