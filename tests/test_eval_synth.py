@@ -123,6 +123,23 @@ def test_filler_errors_name_the_file(tmp_path):
         load_filler(short)
 
 
+def test_a_jargon_file_layout_loses_its_contents_and_tables(tmp_path):
+    # The shape of jargon-text's jargon.txt.gz, which CI machines do not have installed (the test below then skips):
+    # a table of contents naming the first chapter, the chapter itself, and box-drawn tables inside entries.
+    toc = "Table of Contents\n\nWelcome to the Jargon File\nOf Slang, Jargon, and Techspeak\n"
+    table = "┌──────┬──────┐\n│ a    │ b    │\n└──────┴──────┘\n"
+    cut = PROSE.index(". ", 3000) + 2  # the table sits between two sentences
+    text = f"{toc}\n\nWelcome to the Jargon File\n\n{PROSE[:cut]}\n\n{table}\n{PROSE[cut:]}\n"
+    path = tmp_path / "jargon.txt.gz"
+    path.write_bytes(gzip.compress(text.encode()))
+    filler = load_filler(path)
+    # the contents are skipped (from the chapter's own heading on, as with the real file below)
+    assert filler.sentences[:2] == ["Welcome to the Jargon File", "Sentence number 0 talks about the weather in town 0 "
+                                    "and nothing else."]
+    assert not any(re.search("[│┌┐└┘─┬┴]", s) or "Techspeak" in s for s in filler.sentences)
+    assert filler.words == 5 + len(PROSE.split()) and filler.source["path"] == str(path)
+
+
 def test_jargon_file_is_cleaned_when_installed():
     from longretr.evaluate.synth import DEFAULT_FILLER
 
