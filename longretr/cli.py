@@ -245,11 +245,20 @@ def eval_longembed(
 
     Each model is reported in dense mode and in hybrid mode (its ranking fused with BM25's, as `longretr search
     --mode hybrid` does); the bm25 baseline is the lexical mode."""
+    import signal
+    import threading
+
     from .evaluate.data import DataError, parse_lengths, parse_tasks
     from .evaluate.runner import DEFAULT_MODELS, PROFILES, Settings, evaluate
     from .evaluate.synth import FillerError
 
+    def _stopped(signum, frame) -> None:
+        typer.secho("error: stopped by SIGTERM; the unfinished run was removed", fg=typer.colors.RED, err=True)
+        raise SystemExit(128 + signum)
+
     profile = "full" if full else "quick"
+    if no_baselines and baseline:
+        _fail(f"--no-baselines and --baseline {', '.join(baseline)} contradict each other: give one of them")
     try:
         picked = parse_tasks(tasks, has_data=data is not None)
         chosen = PROFILES[profile]
@@ -258,12 +267,20 @@ def eval_longembed(
             baselines=[] if no_baselines else list(baseline) if baseline else ["bm25", "minilm"],
             tasks=picked, seed=seed, data=data, filler=str(filler) if filler else None, dtype=dtype,
             minilm_chunk=minilm_chunk, out=str(out), run=run,
-            lengths=parse_lengths(lengths) if lengths else chosen["lengths"],
+            # `is not None`: an empty --lengths ran the whole profile instead of being refused
+            lengths=parse_lengths(lengths) if lengths is not None else chosen["lengths"],
             # --full with published data: every candidate and query as published; a given 0 stays 0 (and is refused)
             candidates=candidates if candidates is not None else None if full and data else chosen["candidates"],
             queries=queries if queries is not None else None if full and data else chosen["queries"],
         )
-        results, paths = evaluate(settings, log=typer.echo)
+        # SIGTERM (kill, a job scheduler) stops the run like Ctrl-C, so its unfinished work folder is removed too
+        main = threading.current_thread() is threading.main_thread()  # handlers can only be set there
+        previous = signal.signal(signal.SIGTERM, _stopped) if main else None
+        try:
+            results, paths = evaluate(settings, log=typer.echo)
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
     except (DataError, FillerError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     typer.echo("")

@@ -226,7 +226,7 @@ def test_every_model_also_gets_a_hybrid_row_fusing_it_with_bm25(tmp_path, tiny_c
 
 def test_cli_eval_refuses_zero_candidates_and_queries(tmp_path):
     """0 was read as "not given" and replaced by the profile's 8, silently."""
-    args = ["eval", "--no-baselines", "-b", "bm25", "--tasks", "passkey", "--lengths", "256", "--out", str(tmp_path)]
+    args = ["eval", "-b", "bm25", "--tasks", "passkey", "--lengths", "256", "--out", str(tmp_path)]
     for flag in ("--candidates", "--queries"):
         result = CliRunner().invoke(app, [*args, flag, "0"])
         assert result.exit_code == 2 and "must be at least 1" in result.output, result.output

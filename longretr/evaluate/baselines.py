@@ -99,6 +99,9 @@ class BM25Scorer(Scorer):
         return Scored(scores.astype(np.float32), time.perf_counter() - start)
 
 
+MINILM_MAX_CHUNK = 512  # all-MiniLM-L6-v2's max_position_embeddings, for checking --minilm-chunk before a run
+
+
 class ChunkedMiniLMScorer(Scorer):
     name = "minilm-chunked"
     kind = "short-context, chunked"

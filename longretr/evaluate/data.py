@@ -63,7 +63,7 @@ class RetrievalSet:
 
 def parse_tasks(spec: str | None, has_data: bool) -> list[str]:
     """'all', 'synthetic', 'real' or a comma list of task names."""
-    if not spec:
+    if spec is None:
         return list(TASKS) if has_data else list(SYNTHETIC)
     groups = {"all": list(TASKS), "synthetic": list(SYNTHETIC), "real": list(REAL)}
     names: list[str] = []
@@ -74,6 +74,8 @@ def parse_tasks(spec: str | None, has_data: bool) -> list[str]:
             names.append(part)
         else:
             raise DataError(f"unknown task {part!r}; known: {', '.join(TASKS)} (or all, synthetic, real)")
+    if not names:  # "--tasks ," ran nothing and wrote an empty run folder as if it were a result
+        raise DataError(f"--tasks {spec!r}: no task named; known: {', '.join(TASKS)} (or all, synthetic, real)")
     if not has_data and any(not TASKS[n].synthetic for n in names):
         raise DataError("the real tasks (narrativeqa, qmsum, summ_screen_fd, 2wikimqa) need --data: a local copy "
                         f"of the LongEmbed dataset or the hub id {HUB_ID}; offline only passkey and needle are "
@@ -89,7 +91,10 @@ def parse_lengths(spec: str) -> tuple[int, ...]:
     bad = [x for x in lengths if x not in LENGTHS]
     if not lengths or bad:
         raise DataError(f"--lengths {spec!r}: LongEmbed's context lengths are {', '.join(map(str, LENGTHS))}")
-    return lengths
+    twice = sorted({x for x in lengths if lengths.count(x) > 1})
+    if twice:  # a repeated length was one set loaded twice: a duplicate doc_id error naming the cache
+        raise DataError(f"--lengths {spec!r}: {', '.join(map(str, twice))} given more than once")
+    return tuple(sorted(lengths))  # the table's columns in order, and one cache key for one set of lengths
 
 
 def resolve_data(spec: str | Path, tasks: list[str]) -> Path:
@@ -107,9 +112,9 @@ def resolve_data(spec: str | Path, tasks: list[str]) -> Path:
 
         folder = snapshot_download(repo_id=str(spec), repo_type="dataset",
                                    allow_patterns=[f"{TASKS[t].folder}/*.jsonl" for t in tasks])
-    except Exception as e:  # offline, unknown repo, no access: say which and why
+    except Exception as e:  # offline, unknown repo, no access: say which and why (on one line; hub errors have several)
         raise DataError(f"--data {spec}: no such local folder, and downloading it from the hub failed "
-                        f"({type(e).__name__}: {e})") from e
+                        f"({type(e).__name__}: {' '.join(str(e).split())})") from e
     return Path(folder)
 
 
@@ -118,8 +123,16 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
         raise DataError(f"{path}: missing (expected the published LongEmbed layout: "
                         "<task>/corpus.jsonl, queries.jsonl, qrels.jsonl)")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    try:
+        f = path.open("rb")  # bytes, decoded per line: a bad byte is reported with its file and line
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from e
+    with f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path} line {n}: not UTF-8 ({e.reason} at byte {e.start} of the line)") from e
             if not line.strip():
                 continue
             try:

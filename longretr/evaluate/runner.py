@@ -14,11 +14,11 @@ from pathlib import Path
 from ..config import load_config
 from ..fusion import DEFAULT_RANKING, fuse_ranked
 from ..machine import describe, load_average
-from .baselines import BASELINES, DenseScorer, Scorer
+from .baselines import BASELINES, MINILM_MAX_CHUNK, DenseScorer, Scorer
 from .data import LENGTHS, TASKS, RetrievalSet, load_task, resolve_data, subsample
 from .metrics import Run, acc_at_1, mean, ndcg_at_k, rank
 from .report import write_outputs, write_trec
-from .synth import synthetic_sets
+from .synth import CAPACITY, synthetic_sets
 
 # quick: what `make bench-longembed` runs, sized for 30 minutes on this project's 2-core CPU with both
 # longretr configs and both baselines. Lengths up to 8k took 6.8 min at load 1-2; 16k roughly doubles
@@ -51,9 +51,17 @@ class Settings:
     run: str | None = None
 
     def validate(self) -> None:
+        # Everything that can be checked is checked here, before sets are generated or a model loads: a bad value
+        # found later fails after minutes of encoding (--dtype, --minilm-chunk did).
+        if not self.tasks:
+            raise ValueError("no task to run: give --tasks passkey, needle, ...")
+        if self.data is not None and not str(self.data).strip():  # was read as "no --data" and regenerated
+            raise ValueError("--data '': give a local copy of LongEmbed or a hub id, or leave --data out")
         bad = [x for x in self.lengths if x not in LENGTHS]
-        if bad:
+        if bad or not self.lengths:
             raise ValueError(f"lengths {bad} are not LongEmbed context lengths ({', '.join(map(str, LENGTHS))})")
+        if len(set(self.lengths)) != len(self.lengths):
+            raise ValueError(f"lengths {list(self.lengths)}: a length is given more than once")
         unknown = [b for b in self.baselines if b not in BASELINES]
         if unknown:
             raise ValueError(f"unknown baseline(s) {unknown}; known: {', '.join(BASELINES)}")
@@ -64,10 +72,37 @@ class Settings:
         if self.data is None and self.queries > self.candidates:
             raise ValueError(f"--queries ({self.queries}) cannot exceed --candidates ({self.candidates}): "
                              "each query has its own relevant candidate")
+        if self.data is None:
+            for task in self.tasks:
+                if task in CAPACITY and self.candidates > CAPACITY[task]:
+                    raise ValueError(f"--candidates {self.candidates}: regenerated {task} sets have at most "
+                                     f"{CAPACITY[task]} candidates per length (one fact or name each)")
         if not self.models and not self.baselines:
             raise ValueError("nothing to evaluate: give at least one --model or baseline")
+        if "minilm" in self.baselines and not 8 <= self.minilm_chunk <= MINILM_MAX_CHUNK:
+            raise ValueError(f"--minilm-chunk must be between 8 and {MINILM_MAX_CHUNK} word pieces, "
+                             f"got {self.minilm_chunk}")
+        if self.dtype is not None and self.models:
+            from ..embedder import DTYPES
+
+            if self.dtype not in ("auto", *DTYPES):
+                raise ValueError(f"--dtype {self.dtype!r}: expected auto or one of {', '.join(DTYPES)}")
+        if self.run is not None:
+            check_run_name(self.run)
+        out = Path(self.out)
+        existing = next(p for p in (out, *out.parents) if p.exists())  # a file here failed at the first TREC write
+        if not existing.is_dir():
+            raise ValueError(f"--out {self.out}: {existing} is not a folder")
         for m in self.models:  # a typo should fail now, not after the sets are built
             load_config(m)
+
+
+def check_run_name(name: str) -> None:
+    # A leading dot is refused as well: `.NAME.partial` and `.NAME.old` are the work folders of run NAME, which a
+    # run of that name deletes; a run called that would be deleted with them.
+    if not re.fullmatch(r"[\w.-]+", name) or name.startswith("."):
+        raise ValueError(f"--run {name!r}: use letters, digits, '.', '-' and '_' only (not dots alone, "
+                         "nor a leading dot)")
 
 
 def build_sets(st: Settings) -> tuple[list[RetrievalSet], dict]:
@@ -86,10 +121,18 @@ def build_sets(st: Settings) -> tuple[list[RetrievalSet], dict]:
         info = {"source": "regenerated offline (longretr.evaluate.synth)"
                           + (f"; needle filler {filler.get('title') or filler.get('path')}" if filler else ""),
                 "source_short": "regenerated", "root": str(root), "generation": generation}
-    info["sets"] = [{"task": s.task, "split": s.split, "documents": len(s.corpus), "queries": len(s.queries),
+    info["sets"] = [{"task": s.task, "split": s.split, "context_length": s.context_length, "documents": len(s.corpus),
+                     "queries": len(s.queries), "chance": round(100 * chance_at_1(s), 2),
                      "words_mean": round(sum(len(t.split()) for t in s.corpus.values()) / len(s.corpus), 1),
                      "notes": s.notes} for s in sets]
     return sets, info
+
+
+def chance_at_1(s: RetrievalSet) -> float:
+    """Acc@1 of a random ranking: per query its relevant documents over the candidates, averaged. Taken from the
+    sets as run, not from --candidates: a published copy (or the test fixture) may have fewer candidates."""
+    shares = [sum(r > 0 for r in s.qrels[q].values()) / len(s.corpus) for q in s.queries]
+    return sum(shares) / len(shares) if shares else 0.0
 
 
 def plan_lines(st: Settings, sets: list[RetrievalSet], info: dict) -> list[str]:
@@ -118,13 +161,13 @@ def measured_rates(out: Path, models: list[str]) -> dict[str, tuple[float, str]]
     rates: dict[str, tuple[float, str]] = {}
     for path in sorted(out.glob("*/results.json"), key=lambda p: p.stat().st_mtime, reverse=True):
         try:
-            systems = json.loads(path.read_text())["systems"]
-        except (OSError, ValueError, KeyError):
-            continue
-        for name, system in systems.items():
-            rate = system.get("tokens_per_second")
+            found = [(name, system.get("tokens_per_second"), system.get("requested"))
+                     for name, system in json.loads(path.read_text())["systems"].items()]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # unreadable, or another shape of results.json (one was a traceback before anything ran)
+        for name, rate, requested in found:
             for m in models:
-                if m not in rates and rate and m in (name, system.get("requested")):
+                if m not in rates and isinstance(rate, (int, float)) and rate > 0 and m in (name, requested):
                     rates[m] = (rate, path.parent.name)
     return rates
 
@@ -134,13 +177,27 @@ def evaluate(st: Settings, log=print, progress: bool = True) -> tuple[dict, dict
     started = time.perf_counter()
     created = datetime.now(timezone.utc)
     run_name = st.run or f"{created:%Y%m%d-%H%M%S}-{st.profile}"
-    if not re.fullmatch(r"[\w.-]+", run_name) or not run_name.strip("."):  # "." and ".." are not subfolders
-        raise ValueError(f"--run {run_name!r}: use letters, digits, '.', '-' and '_' only (not dots alone)")
     folder = Path(st.out) / run_name
     # TREC runs are written as each set is scored: into a hidden folder, moved into place only when the run is done,
     # so a run that fails (or is stopped) does not leave an earlier run of the same name half overwritten
     work = folder.parent / f".{run_name}.partial"
     shutil.rmtree(work, ignore_errors=True)
+    try:
+        results = _run(st, run_name, created, started, work, log, progress)
+        paths = write_outputs(results, work)
+    except BaseException:  # failed or stopped (Ctrl-C): nothing of it stays behind, not even hidden
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    old = folder.parent / f".{run_name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    work.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return results, {k: folder / p.name for k, p in paths.items()}
+
+
+def _run(st: Settings, run_name: str, created: datetime, started: float, work: Path, log, progress: bool) -> dict:
     sets, info = build_sets(st)
     for line in plan_lines(st, sets, info):
         log(line)
@@ -156,7 +213,7 @@ def evaluate(st: Settings, log=print, progress: bool = True) -> tuple[dict, dict
         log(f"== {label}")
         t0 = time.perf_counter()
         scorer: Scorer = make()
-        name = _unique(scorer.name, results["systems"])
+        name = _unique(_safe_name(scorer.name), results["systems"])
         entry = {"requested": label, "describe": scorer.describe(),
                  "load_seconds": round(time.perf_counter() - t0, 1), "sets": []}
         hybrid = None
@@ -192,14 +249,7 @@ def evaluate(st: Settings, log=print, progress: bool = True) -> tuple[dict, dict
             results["systems"][hybrid_name] = hybrid
     results["load_average_end"] = load_average()
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
-    paths = write_outputs(results, work)
-    old = folder.parent / f".{run_name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    work.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return results, {k: folder / p.name for k, p in paths.items()}
+    return results
 
 
 class _LexicalRuns:
@@ -229,6 +279,12 @@ def _record(folder: Path, system: str, run: Run, s: RetrievalSet, sets: list[Ret
 
 def _first(sets: list[RetrievalSet], task: str) -> RetrievalSet:
     return next(s for s in sets if s.task == task)
+
+
+def _safe_name(name: str) -> str:
+    """A system's name is its TREC folder (runs/<name>/): a config named "../../x" wrote outside the run folder,
+    and "org/model" nested one level deeper."""
+    return re.sub(r"[^\w.+-]", "_", name).lstrip(".") or "_"
 
 
 def _unique(name: str, taken: dict) -> str:

@@ -53,6 +53,10 @@ DIFFERENCES = [
 ]
 
 
+# How many candidates one context length can have: each needs its own fact (needle) or name (passkey).
+CAPACITY = {"needle": len(NEEDLES), "passkey": len(FIRST_NAMES) * len(LAST_NAMES)}
+
+
 class FillerError(FileNotFoundError):
     pass
 
@@ -77,8 +81,9 @@ _TABLE_CHARS = set("│┌┐└┘├┤┬┴┼─═║╔╗╚╝")
 def load_filler(path: Path | None = None) -> Filler:
     """Sentences of a local prose file (.txt or .txt.gz); the Jargon File by default."""
     path = Path(path) if path else DEFAULT_FILLER
-    if not path.is_file():
-        raise FillerError(f"needle filler {path} not found; {FILLER_INSTALL_HINT}")
+    if not path.is_file():  # a folder was reported as "not found"
+        problem = "is not a file" if path.exists() else "not found"
+        raise FillerError(f"needle filler {path} {problem}; {FILLER_INSTALL_HINT}")
     raw = path.read_bytes()
     try:
         text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
@@ -156,7 +161,7 @@ def generate(task: str, out: Path, lengths: tuple[int, ...], candidates: int, qu
     """Write out/<task>/{corpus,queries,qrels}.jsonl; returns per-document metadata."""
     if task not in ("passkey", "needle"):
         raise ValueError(f"only passkey and needle are generated, not {task!r}")
-    limit = len(NEEDLES) if task == "needle" else len(FIRST_NAMES) * len(LAST_NAMES)
+    limit = CAPACITY[task]
     if not 1 <= queries <= candidates <= limit:
         raise ValueError(f"{task}: need 1 <= queries ({queries}) <= candidates ({candidates}) <= {limit}")
     if task == "passkey":
