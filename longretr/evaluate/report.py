@@ -108,6 +108,10 @@ def per_length_markdown(results: dict) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+MARKERS = "os^Dv<>p"
+DASHES = ["-", "--", "-.", ":"]
+
+
 def plot(results: dict, path: Path) -> bool:
     """Acc@1 against context length, one line per system, one panel per synthetic task."""
     import matplotlib
@@ -120,11 +124,12 @@ def plot(results: dict, path: Path) -> bool:
         return False
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for name, system in results["systems"].items():
+        for i, (name, system) in enumerate(results["systems"].items()):
             values = system["scores"].get(task) or {}
             xs = sorted(int(x) for x in values)
-            if xs:
-                ax.plot(xs, [values[str(x)] for x in xs], marker="o", label=name)
+            if xs:  # systems level at 100 (the hybrid rows, BM25) share one line: marker, dash and size tell them apart
+                ax.plot(xs, [values[str(x)] for x in xs], marker=MARKERS[i % len(MARKERS)],
+                        ls=DASHES[i % len(DASHES)], markersize=max(3.0, 10 - 1.5 * (i % 5)), label=name)
         chance = chance_by_length(results, task)
         if len(set(chance.values())) == 1:
             ax.axhline(next(iter(chance.values())), color="grey", ls="--", lw=1, label="chance")
