@@ -45,8 +45,9 @@ def config_files(folders: list[Path] | None = None) -> list[Path]:
 def describe(path: Path) -> ModelEntry:
     try:
         cfg = config_from_file(path)
-    except (ValueError, TypeError) as e:
-        return ModelEntry(config=str(path), name=path.stem, error=str(e))
+    except (ValueError, TypeError) as e:  # the path first, where the message lacks it (a file that is not UTF-8)
+        error = str(e) if str(path) in str(e) else f"{path}: {e}"
+        return ModelEntry(config=str(path), name=path.stem, error=error)
     entry = ModelEntry(config=str(path), name=cfg.name, backbone=cfg.backbone, max_tokens=cfg.max_tokens,
                        attention=cfg.attention, pooling=cfg.pooling, adapters=cfg.adapters)
     entry.weights = weights_status(cfg)
@@ -75,9 +76,25 @@ def count_parameters(cfg: ModelConfig) -> tuple[str, int | None]:
 
 def _local_source(spec: str) -> Path | str | None:
     if spec.startswith(GGUF_PREFIX):
-        folder = gguf_cache_folder(spec[len(GGUF_PREFIX):])
-        return folder if (folder / "config.json").is_file() else None
+        folder = _gguf_folder(spec[len(GGUF_PREFIX):])
+        return folder if isinstance(folder, Path) and (folder / "config.json").is_file() else None
+    if not Path(spec).exists() and _is_path(spec):
+        return None  # a folder that is not there (not a hub id to look up in the HF cache)
     return spec
+
+
+def _is_path(spec: str) -> bool:
+    return spec.startswith((".", "/", "~")) or spec.count("/") != 1
+
+
+def _gguf_folder(module: str) -> Path | str:
+    """The GGUF package's cache folder, or why there is none (a config naming a missing or non-GGUF module)."""
+    try:
+        return gguf_cache_folder(module)
+    except ImportError:
+        return f"no (package {module} not installed)"
+    except (AttributeError, ValueError):  # no EXPECTED_SHA256 (not a GGUF package), an empty name
+        return f"no ({module!r} is not a GGUF package)"
 
 
 def weights_status(cfg: ModelConfig) -> str:
@@ -90,18 +107,16 @@ def weights_status(cfg: ModelConfig) -> str:
 
 def _backbone_status(spec: str) -> str:
     if spec.startswith(GGUF_PREFIX):
-        module = spec[len(GGUF_PREFIX):]
-        try:
-            folder = gguf_cache_folder(module)
-        except ImportError:
-            return f"no (package {module} not installed)"
+        folder = _gguf_folder(spec[len(GGUF_PREFIX):])
+        if isinstance(folder, str):
+            return folder
         if (folder / "config.json").is_file():
             return "yes (GGUF cache under $LONGRETR_HOME)"
         return "package installed; de-quantized on first use"
     source = spec.removeprefix(REMOTE_PREFIX)
     if Path(source).exists():
         return _folder_status(Path(source))
-    if source.startswith((".", "/", "~")) or source.count("/") != 1:
+    if _is_path(source):
         return "no (folder not found)"
     return _hub_cache_status(source)
 
@@ -146,7 +161,7 @@ def format_table(entries: list[ModelEntry]) -> str:
     for e in entries:
         name = Path(e.config).stem  # what --model takes
         if e.error and not e.backbone:
-            rows.append((name, f"error: {e.error}", "", "", "", "", "", ""))
+            rows.append((name, "", "", "", "", "", "", f"error: {e.error}"))  # last: it would widen a column
             continue
         params = _human(e.parameters) if e.parameters else "?"
         backbone = e.backbone + (f" + adapter {' & '.join(Path(a).name for a in e.adapters)}" if e.adapters else "")

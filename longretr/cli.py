@@ -212,6 +212,13 @@ def models(
     entries = [describe(path) for path in config_files(configs or None)]
     if not entries:
         _fail("no model configs (*.toml) found")
+    if not configs:  # ./configs/NAME.toml hides the repository's: say which one --model NAME loads
+        first: dict[str, str] = {}
+        for e in entries:
+            stem = Path(e.config).stem
+            if stem in first:
+                e.error = "; ".join(filter(None, [e.error, f"shadowed by {first[stem]}: --model {stem} loads that"]))
+            first.setdefault(stem, e.config)
     typer.echo(json.dumps([e.to_dict() for e in entries], indent=2) if as_json else format_table(entries))
 
 
@@ -346,7 +353,11 @@ def demo_corpus(
     """Write the demo corpus: pydoc pages of the Python standard library."""
     from .democorpus import build
 
-    typer.echo(f"wrote {build(out, limit)} stdlib documentation pages to {out}/")
+    try:
+        count = build(out, limit)
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo(f"wrote {count} stdlib documentation pages to {out}/")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import io
+import os
 import pkgutil
 import pydoc
+import re
+import shutil
 import sys
+import sysconfig
+import tempfile
 import warnings
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -33,28 +38,82 @@ def stdlib_modules() -> list[str]:
     return top + sorted(subs)
 
 
+def _from_stdlib(module) -> bool:
+    """Built in, or loaded from the standard library's folders (not site-packages: setuptools puts its own
+    distutils in place of the standard library's)."""
+    file = getattr(module, "__file__", None)
+    if file is None:
+        return module.__name__.split(".")[0] in sys.builtin_module_names
+    roots = {Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "platstdlib")}
+    path = Path(file).resolve()
+    return not any(part == "site-packages" for part in path.parts) and any(path.is_relative_to(r) for r in roots)
+
+
+def _render(module) -> str:
+    """The module's pydoc page, the same on every run and free of this process's state: os.environ is shown as
+    `environ({...})` (a default argument like cgi's `environ=os.environ` put the whole environment, tokens and keys
+    included, into the page), sys.argv as ['python'], and no object's memory address (`<... at 0x7f...>`: a page
+    that changes on every run is re-encoded by every `longretr index`)."""
+    environ_repr, argv = os._Environ.__repr__, sys.argv
+    os._Environ.__repr__, sys.argv = lambda self: "environ({...})", ["python"]
+    try:
+        text = pydoc.render_doc(module, title="%s", renderer=pydoc.plaintext)
+    finally:
+        os._Environ.__repr__, sys.argv = environ_repr, argv
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", text)
+    return re.sub(r"(<\w+ '[^']*', handle )[0-9a-f]+>", r"\1...>", text)  # ctypes' loaded libraries
+
+
 def build(out: Path, limit: int = 300) -> int:
-    """Write up to `limit` module pages as out/<module>.txt (title line first); return the count."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = 0
-    for name in stdlib_modules():
-        if written >= limit:
-            break
-        try:
-            with warnings.catch_warnings(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-                warnings.simplefilter("ignore")
-                module = importlib.import_module(name)
-                text = pydoc.render_doc(module, title="%s", renderer=pydoc.plaintext)
-        except Exception:  # platform-specific or broken modules are simply not in the demo
-            continue
-        if len(text) < 500:
-            continue
-        page = f"# {name}\n\n{text}"
-        tmp = out / f".{name}.txt.tmp"
-        tmp.write_text(page)
-        tmp.replace(out / f"{name}.txt")
-        written += 1
-    return written
+    """Write up to `limit` module pages as out/<module>.txt (title line first); return the count.
+
+    The pages are written to a temporary folder beside `out` and moved in at the end, so an interrupted run leaves
+    `out` as it was. `out` may be new, empty, or an earlier demo corpus (its pages not written this time are
+    removed, so it holds exactly this run's pages); a folder holding anything else is refused (ValueError)."""
+    if limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {limit}")
+    names = stdlib_modules()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: not a folder")
+    pages = {f"{n}.txt" for n in names}
+    old = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    foreign = [n for n in old if n not in pages]
+    if foreign:
+        raise ValueError(f"{out}: not empty and not a demo corpus (holds {', '.join(foreign[:3])}"
+                         f"{', ...' if len(foreign) > 3 else ''}); give a new or empty folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as e:
+        raise ValueError(f"{out}: cannot write there ({e.strerror or e})") from e
+    try:
+        written = []
+        for name in names:
+            if len(written) >= limit:
+                break
+            try:
+                with warnings.catch_warnings(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+                    warnings.simplefilter("ignore")
+                    module = importlib.import_module(name)
+                    text = _render(module) if _from_stdlib(module) else ""
+            except Exception:  # platform-specific or broken modules are simply not in the demo
+                continue
+            if len(text) < 500:
+                continue
+            (tmp / f"{name}.txt").write_text(f"# {name}\n\n{text}")
+            written.append(f"{name}.txt")
+        if not out.is_dir():
+            tmp.rename(out)  # atomic: the folder appears complete or not at all
+        else:
+            for page in written:
+                (tmp / page).replace(out / page)
+            for stale in set(old) - set(written):
+                (out / stale).unlink()
+    except OSError as e:
+        raise ValueError(f"{out}: cannot write there ({e.strerror or e})") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return len(written)
 
 
 if __name__ == "__main__":

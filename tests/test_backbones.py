@@ -819,6 +819,33 @@ def test_models_command_counts_parameters_and_finds_weights(checkpoints, tmp_pat
         assert refused.exit_code == 2 and f"{path}: {error}" in refused.output, refused.output
 
 
+def test_models_command_names_each_broken_config_and_keeps_going(tmp_path, monkeypatch):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "latin1.toml").write_bytes(b"backbone = 'nobody/\xff'\n")
+    (configs / "no-package.toml").write_text("backbone = 'gguf-package:no_such_gguf_pkg'\n")
+    (configs / "not-gguf.toml").write_text("backbone = 'gguf-package:json'\n")
+    (configs / "gone-folder.toml").write_text(f"backbone = '{tmp_path / 'gone'}'\n")
+    result = CliRunner().invoke(app, ["models", "--configs", str(configs), "--json"])
+    assert result.exit_code == 0, result.output  # a missing GGUF package or a non-GGUF module raised a traceback
+    entries = {Path(e["config"]).stem: e for e in json.loads(result.output)}
+    assert entries["latin1"]["error"].startswith(f"{configs / 'latin1.toml'}: ")
+    assert entries["no-package"]["weights"] == "no (package no_such_gguf_pkg not installed)"
+    assert entries["not-gguf"]["weights"] == "no ('json' is not a GGUF package)"
+    # a folder that is not there is not looked up as a hub id (that printed huggingface_hub's repo-id error)
+    assert entries["gone-folder"]["weights"] == "no (folder not found)" and entries["gone-folder"]["error"] == ""
+    table = CliRunner().invoke(app, ["models", "--configs", str(configs)]).output.splitlines()
+    row = next(line for line in table if line.startswith("latin1 "))
+    assert row.index("error: ") == table[0].index("weights here")  # last column: it widened the backbone column
+    # ./configs/default.toml hides the shipped default for --model default: the shipped row says so
+    monkeypatch.chdir(tmp_path)
+    (configs / "default.toml").write_text("backbone = 'nobody/x'\n")
+    rows = json.loads(CliRunner().invoke(app, ["models", "--json"]).output)
+    defaults = [e for e in rows if Path(e["config"]).stem == "default"]
+    assert [e["config"] for e in defaults] == ["configs/default.toml", str(REPO_CONFIGS / "default.toml")]
+    assert defaults[0]["error"] == "" and "shadowed by configs/default.toml" in defaults[1]["error"]
+
+
 REQUIRED_CONFIGS = {
     "dream-v0-7b-base": ("Dream-org/Dream-v0-Base-7B", "bidirectional"),
     "dream-v0-7b-instruct": ("Dream-org/Dream-v0-Instruct-7B", "bidirectional"),

@@ -1,4 +1,5 @@
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -9,7 +10,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
+from longretr import democorpus
+from longretr.cli import app
 from longretr.corpus import read_corpus
 from longretr.democorpus import stdlib_modules
 
@@ -210,3 +214,46 @@ def test_pgdocs_queries_point_at_listed_pages_without_naming_them():
         stem = row["relevant"].removesuffix(".html")
         names = {stem.replace("-", " "), re.sub(r"^(app|sql)-", "", stem)}
         assert not any(re.search(rf"\b{re.escape(name)}\b", row["text"], re.IGNORECASE) for name in names), row
+
+
+def test_demo_corpus_pages_are_stdlib_only_and_the_same_on_every_run(tmp_path, monkeypatch):
+    # cgi's FieldStorage(environ=os.environ) put the whole environment in its page; logging and json.decoder showed
+    # memory addresses (a new hash every run, so `index` re-encoded them); setuptools' distutils came from
+    # site-packages.
+    modules = [m for m in ("cgi", "distutils", "json.decoder", "logging") if importlib.util.find_spec(m)]
+    monkeypatch.setattr(democorpus, "stdlib_modules", lambda: modules)
+    monkeypatch.setenv("LONGRETR_TEST_SECRET", "hunter2-token")
+    assert CliRunner().invoke(app, ["demo-corpus", str(tmp_path / "a"), "--limit", "9"]).exit_code == 0
+    monkeypatch.setenv("LONGRETR_TEST_SECRET", "another-token")
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(app, ["demo-corpus", "b", "--limit", "9"]).exit_code == 0
+    pages = {p.name: p.read_text() for p in sorted((tmp_path / "a").iterdir())}
+    assert pages == {p.name: p.read_text() for p in sorted((tmp_path / "b").iterdir())}
+    assert {"json.decoder.txt", "logging.txt"} <= set(pages)
+    distutils = importlib.import_module("distutils") if "distutils" in modules else None
+    if distutils is not None and "site-packages" in Path(distutils.__file__).parts:
+        assert "distutils.txt" not in pages
+    for name, text in pages.items():
+        assert "-token" not in text and not re.search(r" at 0x[0-9a-f]+", text), name
+
+
+def test_demo_corpus_refuses_bad_targets_and_leaves_exactly_its_pages(tmp_path):
+    run = CliRunner().invoke
+    out = tmp_path / "demo"
+    for limit in ("0", "-1"):
+        result = run(app, ["demo-corpus", str(out), "--limit", limit])
+        assert result.exit_code == 2 and f"--limit must be at least 1, got {limit}" in result.output
+        assert not out.exists()
+    (tmp_path / "file").write_text("x")
+    result = run(app, ["demo-corpus", str(tmp_path / "file"), "--limit", "2"])
+    assert result.exit_code == 2 and f"{tmp_path / 'file'}: not a folder" in result.output
+    assert run(app, ["demo-corpus", str(out), "--limit", "3"]).exit_code == 0
+    first = sorted(p.name for p in out.iterdir())
+    assert len(first) == 3
+    result = run(app, ["demo-corpus", str(out), "--limit", "2"])  # again, smaller: exactly its pages, nothing stale
+    assert result.exit_code == 0 and sorted(p.name for p in out.iterdir()) == first[:2]
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+    (out / "notes.md").write_text("mine")
+    result = run(app, ["demo-corpus", str(out), "--limit", "2"])
+    assert result.exit_code == 2 and f"{out}: not empty and not a demo corpus (holds notes.md)" in result.output
+    assert (out / "notes.md").read_text() == "mine"
