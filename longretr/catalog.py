@@ -42,6 +42,16 @@ def config_files(folders: list[Path] | None = None) -> list[Path]:
     return list(seen.values())
 
 
+def mark_shadowed(entries: list[ModelEntry]) -> None:
+    """Entries in load_config's search order: a later one of the same name is never what `--model NAME` loads."""
+    first: dict[str, str] = {}
+    for e in entries:
+        stem = Path(e.config).stem
+        if stem in first:
+            e.error = "; ".join(filter(None, [e.error, f"shadowed by {first[stem]}: --model {stem} loads that"]))
+        first.setdefault(stem, e.config)
+
+
 def describe(path: Path) -> ModelEntry:
     try:
         cfg = config_from_file(path)

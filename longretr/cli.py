@@ -204,7 +204,7 @@ def models(
     """List the model configs: backbone, parameters, max tokens, attention, pooling, and whether the weights are here.
 
     Parameters are counted from the checkpoint's config.json (local folder or HF cache) without reading weights."""
-    from .catalog import config_files, describe, format_table
+    from .catalog import config_files, describe, format_table, mark_shadowed
 
     for folder in configs or []:
         if not folder.is_dir():
@@ -213,12 +213,7 @@ def models(
     if not entries:
         _fail("no model configs (*.toml) found")
     if not configs:  # ./configs/NAME.toml hides the repository's: say which one --model NAME loads
-        first: dict[str, str] = {}
-        for e in entries:
-            stem = Path(e.config).stem
-            if stem in first:
-                e.error = "; ".join(filter(None, [e.error, f"shadowed by {first[stem]}: --model {stem} loads that"]))
-            first.setdefault(stem, e.config)
+        mark_shadowed(entries)
     typer.echo(json.dumps([e.to_dict() for e in entries], indent=2) if as_json else format_table(entries))
 
 
