@@ -88,9 +88,13 @@ def search(
     mode: str = typer.Option(None, help="dense | lexical | hybrid; default: the index's (see `index --mode`)."),
     server: str = typer.Option(None, "--server", help="URL of a running `longretr serve` to query instead of "
                                "loading the model here (e.g. http://127.0.0.1:8000); --index is then unused."),
+    path_prefix: str = typer.Option(None, "--path-prefix", help="Only documents whose path starts with this "
+                                    "(e.g. library/), searched exactly."),
+    ids: list[str] = typer.Option(None, "--id", help="Only this document id (repeatable; with --path-prefix: "
+                                  "both must hold)."),
 ) -> None:
     """Search an index: one QUERY, or a batch with --queries."""
-    from .queries import read_queries, trec_lines
+    from .queries import Filter, read_queries, trec_lines
 
     if (query is None) == (queries is None):
         _fail("give either a QUERY or --queries FILE")
@@ -102,6 +106,9 @@ def search(
         _fail("--server is empty; give the URL of a running `longretr serve`")
     if server and model:
         _fail("--model cannot be used with --server: the server searches with its index's model")
+    if path_prefix == "" or "" in (ids or []):
+        _fail("--path-prefix and --id cannot be empty")
+    where = Filter(path_prefix, frozenset(ids) if ids else None) if path_prefix or ids else None
     if mode is not None and mode not in ("dense", "lexical", "hybrid"):
         _fail(f"--mode must be dense, lexical or hybrid, got {mode!r}")
     if output is not None and queries is None:  # a single query's hits go to the terminal; don't drop the flag
@@ -118,7 +125,7 @@ def search(
         from .client import RemoteError, search_remote
 
         try:
-            results = search_remote(server, texts, k, mode=mode)
+            results = search_remote(server, texts, k, mode=mode, where=where)
         except RemoteError as e:
             _fail(str(e))
     else:
@@ -129,9 +136,9 @@ def search(
             if model:
                 from .embedder import Embedder
 
-                results = Searcher(index, Embedder(model)).search(texts, k, mode=mode)
+                results = Searcher(index, Embedder(model)).search(texts, k, mode=mode, where=where)
             else:  # the index's own model, loaded at the first dense or hybrid search
-                results = Searcher(index).search(texts, k, mode=mode)
+                results = Searcher(index).search(texts, k, mode=mode, where=where)
         except (IndexFolderError, ModelMismatch, FileNotFoundError, ValueError) as e:
             _fail(str(e))
     if queries:
@@ -155,10 +162,13 @@ def search(
     if as_json:
         typer.echo(json.dumps([h.to_dict() for h in hits], indent=2))
         return
+    if not hits:
+        typer.echo("no results" + (": no document matches the filter, or none of those matches the query"
+                                   if where else ""), err=True)
     for h in hits:
         typer.secho(f"{h.rank:>3}  {h.score:.4f}  {h.title}", bold=True)
-        where = f"  (passage: characters {h.passage[0]:,}-{h.passage[1]:,})" if h.passage else ""
-        typer.echo(f"     {h.path}{where}")
+        at = f"  (passage: characters {h.passage[0]:,}-{h.passage[1]:,})" if h.passage else ""
+        typer.echo(f"     {h.path}{at}")
         typer.echo(f"     {h.snippet}")
 
 
@@ -263,6 +273,9 @@ def eval_longembed(
         _fail(f"--no-baselines and --baseline {', '.join(baseline)} contradict each other: give one of them")
     try:
         picked = parse_tasks(tasks, has_data=data is not None)
+        if filler is not None and (data is not None or "needle" not in picked):  # it would be ignored
+            raise ValueError(f"--filler {filler}: only the regenerated needle task uses it, and this run has "
+                             + ("published data (--data)" if data is not None else "no needle task"))
         chosen = PROFILES[profile]
         settings = Settings(
             profile=profile, models=list(model) if model else list(DEFAULT_MODELS),

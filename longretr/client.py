@@ -9,20 +9,21 @@ from dataclasses import MISSING, fields
 
 import httpx
 
-from .queries import Hit
+from .queries import Filter, Hit
 
 
 class RemoteError(Exception):
     """The server could not be reached or refused the request; the message says which and why."""
 
 
-def search_remote(url: str, queries: list[str], k: int = 10, mode: str | None = None,
+def search_remote(url: str, queries: list[str], k: int = 10, mode: str | None = None, where: Filter | None = None,
                   timeout: float = 120.0, workers: int = 8) -> list[list[Hit]]:
     """Hits for each query from a running `longretr serve` (concurrent requests, so they batch)."""
     base = url.rstrip("/")
+    options = {**({"mode": mode} if mode is not None else {}), **({"filter": where.to_dict()} if where else {})}
 
     def one(client: httpx.Client, query: str) -> list[Hit]:
-        body = {"query": query, "k": k, **({"mode": mode} if mode is not None else {})}
+        body = {"query": query, "k": k, **options}
         try:
             r = client.post(f"{base}/search", json=body)
         except httpx.InvalidURL as e:  # not an httpx.HTTPError

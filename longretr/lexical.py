@@ -92,17 +92,19 @@ class LexicalIndex:
             raise LexicalIndexError(f"{path}: BM25 holds {num_docs} documents but vids.npy has {len(vids)}")
         return cls(bm25, vids)
 
-    def search(self, queries: list[str], k: int) -> list[list[tuple[int, float]]]:
+    def search(self, queries: list[str], k: int, within: np.ndarray | None = None) -> list[list[tuple[int, float]]]:
         """Top-k (vid, score) per query, best first; only documents sharing a term with the query
-        (a zero BM25 score says nothing), ties broken by vid so results are stable."""
+        (a zero BM25 score says nothing), and only those with a vid in `within` if given; ties broken by vid so
+        results are stable."""
         out: list[list[tuple[int, float]]] = []
+        allowed = None if within is None else np.isin(self.vids, within)
         for tokens in tokenize(queries):
             ids = self.bm25.get_tokens_ids(tokens) if self.bm25 is not None else []
             if not ids or k < 1:
                 out.append([])
                 continue
             scores = np.asarray(self.bm25.get_scores_from_ids(ids), dtype="float64")
-            hit = np.flatnonzero(scores > 0)
+            hit = np.flatnonzero(scores > 0 if allowed is None else (scores > 0) & allowed)
             if len(hit) > k:  # partial sort first; the boundary score's ties are kept, then cut below
                 cut = np.partition(scores[hit], len(hit) - k)[len(hit) - k]
                 hit = hit[scores[hit] >= cut]

@@ -29,6 +29,34 @@ class Hit:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Filter:
+    """Which documents a search may return (both conditions when both are given): a path starting with
+    `path_prefix`, an id in `ids`. Hashable, so the server batches queries with the same filter together."""
+
+    path_prefix: str | None = None
+    ids: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.path_prefix is not None and (not isinstance(self.path_prefix, str) or not self.path_prefix):
+            raise ValueError(f"path_prefix must be a non-empty string, got {self.path_prefix!r}")
+        if self.ids is not None:
+            if isinstance(self.ids, (str, bytes)) or not all(isinstance(i, str) for i in self.ids):
+                raise TypeError(f"ids must be a collection of id strings, got {self.ids!r:.80}")
+            if not self.ids:
+                raise ValueError("ids is empty: no document could match")
+            object.__setattr__(self, "ids", frozenset(self.ids))
+
+    def keep(self, doc_id: str, path: str) -> bool:
+        return ((self.path_prefix is None or path.startswith(self.path_prefix))
+                and (self.ids is None or doc_id in self.ids))
+
+    def to_dict(self) -> dict:
+        """The server's JSON `filter` object."""
+        return {**({"path_prefix": self.path_prefix} if self.path_prefix is not None else {}),
+                **({"ids": sorted(self.ids)} if self.ids is not None else {})}
+
+
 def check_texts(texts: Iterable[str], what: str = "texts") -> list[str]:
     """`texts` as a list of str; else a TypeError naming the item. Without this the tokenizer fails obscurely on None,
     bytes or numbers (or, in a query, formats them as text), and a bare string is read as one-character texts."""

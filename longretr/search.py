@@ -6,16 +6,18 @@ lists, HYBRID_DEPTH deep, fused as the index manifest's "ranking" section says; 
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import faiss
 import numpy as np
 
 from . import index_types, store
 from .config import ModelConfig, unknown_keys
 from .fusion import check_mode, fuse_ranked, fusion_scores, ranking_config
-from .queries import Hit, check_k, check_texts
+from .queries import Filter, Hit, check_k, check_texts
 
 if TYPE_CHECKING:  # torch and transformers load only when a search needs the model (lexical search never does)
     from .embedder import Embedder
@@ -92,34 +94,44 @@ class Searcher:
             self._embedder = Embedder(self._config)
         return self._embedder
 
+    @functools.cached_property
+    def _vector_ids(self) -> np.ndarray:
+        """The flat index's vector ids (filtered searches select from them)."""
+        return faiss.vector_to_array(self.snapshot.index.id_map)
+
     @property
     def count(self) -> int:
         """Documents in the loaded index version."""
         return self.snapshot.count
 
-    def search(self, queries: list[str], k: int = 10, mode: str | None = None) -> list[list[Hit]]:
+    def search(self, queries: list[str], k: int = 10, mode: str | None = None,
+               where: Filter | None = None) -> list[list[Hit]]:
         """Top-k hits per query (fewer where the index holds fewer matches); mode "dense" | "lexical" | "hybrid",
-        None: the index's default. Queries must be non-empty strings."""
+        None: the index's default. Queries must be non-empty strings. `where`: only the documents it keeps, searched
+        exactly (the best k of them, whatever the index type), as if the index held nothing else."""
         mode = check_mode(self.ranking["mode"] if mode is None else mode)
         k = check_k(k)
         queries = check_texts(queries, "queries")
         blank = next((i for i, q in enumerate(queries) if not q.strip()), None)
         if blank is not None:  # dense mode would search with the instruction alone
             raise ValueError(f"queries[{blank}] is empty or whitespace only")
-        if not queries or self.count == 0:
+        if where is not None and not isinstance(where, Filter):
+            raise TypeError(f"where must be a longretr.queries.Filter, got {type(where).__name__}")
+        within = None if where is None else self._within(where)
+        if not queries or self.count == 0 or (within is not None and not len(within)):
             return [[] for _ in queries]
         if mode != "dense" and self.snapshot.lexical is None:
             raise ValueError(f"{self.folder}: this index has no lexical index (built by an older longretr); "
                              f"re-run `longretr index CORPUS --index {self.folder}` to add it (nothing is re-encoded), "
                              "or search with --mode dense")
         if mode == "lexical":
-            return self._hits(self.snapshot.lexical.search(queries, k), queries)
+            return self._hits(self.snapshot.lexical.search(queries, k, within), queries)
         depth = k if mode == "dense" else max(k, HYBRID_DEPTH)
         vectors = self.embedder.encode_queries(queries)
-        dense = self._dense(vectors, depth, for_fusion=mode == "hybrid")
+        dense = self._dense(vectors, depth, for_fusion=mode == "hybrid", within=within)
         if mode == "dense":
             return self._hits(dense, queries, vectors)
-        lexical = self.snapshot.lexical.search(queries, depth)
+        lexical = self.snapshot.lexical.search(queries, depth, within)
         fused = [fuse_ranked(d, lx, k, self.ranking) for d, lx in zip(dense, lexical)]
         return self._hits(fused, queries, vectors)
 
@@ -132,20 +144,33 @@ class Searcher:
             return [[] for _ in queries]
         return self._hits(self._dense(vectors, k), queries, vectors)
 
-    def _dense(self, vectors: np.ndarray, k: int, for_fusion: bool = False) -> list[list[tuple[int, float]]]:
+    def _within(self, where: Filter) -> np.ndarray:
+        """The vids of the documents `where` keeps."""
+        return np.array([vid for vid, i, p in zip(self._rows, self._ids, self._paths) if where.keep(i, p)],  # row order
+                        dtype="int64")
+
+    def _dense(self, vectors: np.ndarray, k: int, for_fusion: bool = False,
+               within: np.ndarray | None = None) -> list[list[tuple[int, float]]]:
         """Top-k (vid, score): a document with other vectors (lead, spans) scores its best cosine, or for hybrid
-        fusion, fusion.fusion_scores of it."""
-        k = max(1, min(k, self.count))
+        fusion, fusion.fusion_scores of it. `within`: only these documents, searched in the flat (exact) index."""
+        index, params, documents, total = self.index, None, self.count, self.index.ntotal
+        if within is not None:  # an ANN index would return too few of them when they are a small part of it
+            index = self.snapshot.index
+            ids = self._vector_ids[np.isin(self._vector_ids & store.VID_MASK, within)]
+            selector = faiss.IDSelectorBatch(ids)  # kept alive here while params points to it
+            params = faiss.SearchParameters(sel=selector)
+            documents, total = len(within), len(ids)
+        k = max(1, min(k, documents))
         vectors = np.ascontiguousarray(vectors, dtype="float32")
-        if self.index.ntotal == self.count:  # one vector per document: its cosine is the score
+        if total == documents:  # one vector per document: its cosine is the score
             return [[(int(i), float(s)) for s, i in zip(row_s, row_i) if i >= 0]
-                    for row_s, row_i in zip(*self.index.search(vectors, k))]
+                    for row_s, row_i in zip(*index.search(vectors, k, params=params))]
         # A document ranks where its best vector first appears, so the top k are the first k distinct documents in the
         # vector ranking. For fusion, read on until the k-th document's score is at least the last cosine read: a
         # document none of whose vectors was read cannot score more (fusion_scores is never above the best cosine).
-        depth = min(2 * k, self.index.ntotal)
+        depth = min(2 * k, total)
         while True:
-            scores, ids = self.index.search(vectors, depth)
+            scores, ids = index.search(vectors, depth, params=params)
             out, complete = [], True
             for query, row_s, row_i in zip(vectors, scores, ids):
                 best: dict[int, float] = {}  # vid -> score, in rank order
@@ -155,9 +180,9 @@ class Searcher:
                 ranked = (self._for_fusion(query, best) if for_fusion else list(best.items()))[:k]
                 out.append(ranked)
                 complete &= len(ranked) == k and (not for_fusion or ranked[-1][1] >= row_s[-1])
-            if complete or depth >= self.index.ntotal:
+            if complete or depth >= total:
                 return out
-            depth = min(4 * depth, self.index.ntotal)
+            depth = min(4 * depth, total)
 
     def _for_fusion(self, query: np.ndarray, best: dict[int, float]) -> list[tuple[int, float]]:
         """The candidates (vid -> best cosine) by fusion.fusion_scores, best first; whole and lead vectors are read

@@ -1,9 +1,9 @@
-"""`longretr serve`: an HTTP search server over one index folder, and the client `search --server` uses.
+"""`longretr serve`: an HTTP search server over one index folder (`longretr search --server` is its client, client.py).
 
 The model and index are loaded once. Concurrent requests are micro-batched: each request puts a job
 on a queue and awaits it; one worker thread drains up to `max_batch` jobs (waiting at most
 `batch_wait_ms` for company) and runs them as one `Searcher.search` call (so one encoder forward
-pass) per (mode, depth) group, off the event loop. A reloader thread watches the index manifest and
+pass) per (mode, k, filter) group, off the event loop. A reloader thread watches the index manifest and
 swaps in a new `Searcher` when its version changes; a batch always uses one version throughout.
 
 API (JSON in, JSON out; errors are `{"error": "..."}` with a 4xx/5xx status):
@@ -15,7 +15,6 @@ API (JSON in, JSON out; errors are `{"error": "..."}` with a 4xx/5xx status):
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import math
 import queue
@@ -36,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import store
 from .embedder import Embedder
-from .queries import Hit
+from .queries import Filter, Hit
 from .search import Searcher
 
 
@@ -46,9 +45,6 @@ class Limits:
     max_query_chars: int = 2000
     max_k: int = 100
     max_filter_ids: int = 1000
-    # A filtered request searches k * filter_overfetch first (at least 50), then up to filter_max_depth.
-    filter_overfetch: int = 10
-    filter_max_depth: int = 2000
     max_queue: int = 1024  # queued queries beyond this get 503: back-pressure instead of unbounded latency
     request_timeout_s: float = 60.0
 
@@ -69,16 +65,7 @@ class SearchRequest:
     query: str
     k: int = 10
     mode: str | None = None
-    path_prefix: str | None = None
-    ids: frozenset[str] | None = None
-
-    @property
-    def filtered(self) -> bool:
-        return self.path_prefix is not None or self.ids is not None
-
-    def keep(self, hit: Hit) -> bool:
-        return ((self.path_prefix is None or hit.path.startswith(self.path_prefix))
-                and (self.ids is None or hit.id in self.ids))
+    where: Filter | None = None
 
 
 REQUEST_FIELDS = ("query", "k", "filter", "mode")
@@ -116,9 +103,7 @@ def parse_search_request(body: bytes, limits: Limits) -> SearchRequest:
     mode = data.get("mode")
     if mode is not None and (not isinstance(mode, str) or not mode.strip() or len(mode) > 50):
         raise BadRequest(422, f"'mode' must be a non-empty string, got {json.dumps(mode)[:50]}")
-    request = SearchRequest(query=query, k=k, mode=mode)
-    _parse_filter(data.get("filter"), request, limits)
-    return request
+    return SearchRequest(query=query, k=k, mode=mode, where=_parse_filter(data.get("filter"), limits))
 
 
 def _parse_int(digits: str) -> int:
@@ -129,27 +114,25 @@ def _parse_int(digits: str) -> int:
     return int(digits)
 
 
-def _parse_filter(spec, request: SearchRequest, limits: Limits) -> None:
+def _parse_filter(spec, limits: Limits) -> Filter | None:
     if spec is None:
-        return
+        return None
     if not isinstance(spec, dict):
         raise BadRequest(422, f"'filter' must be an object with {list(FILTER_FIELDS)}, got {type(spec).__name__}")
     unknown = sorted(set(spec) - set(FILTER_FIELDS))
     if unknown:
         raise BadRequest(422, f"unknown filter key(s) {unknown}; supported: {list(FILTER_FIELDS)}")
+    prefix, ids = spec.get("path_prefix"), spec.get("ids")
     if "path_prefix" in spec:
-        prefix = spec["path_prefix"]
         if not isinstance(prefix, str) or not prefix or len(prefix) > 1000:
             raise BadRequest(422, "filter 'path_prefix' must be a non-empty string of at most 1000 characters")
         _check_encodable(prefix, "filter path_prefix")
-        request.path_prefix = prefix
     if "ids" in spec:
-        ids = spec["ids"]
         if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
             raise BadRequest(422, "filter 'ids' must be a non-empty list of document id strings")
         if len(ids) > limits.max_filter_ids:
             raise BadRequest(422, f"filter 'ids' has {len(ids)} ids; the limit is {limits.max_filter_ids}")
-        request.ids = frozenset(ids)
+    return Filter(prefix, None if ids is None else frozenset(ids)) if spec else None
 
 
 def _check_encodable(text: str, what: str) -> None:
@@ -162,8 +145,9 @@ def _check_encodable(text: str, what: str) -> None:
 @dataclass
 class _Job:
     query: str
-    depth: int
+    k: int
     mode: str | None
+    where: Filter | None = None
     future: Future = field(default_factory=Future)
 
 
@@ -190,7 +174,6 @@ class SearchService:
         self.folder = Path(folder)
         self.searcher = Searcher(self.folder, embedder)
         self.embedder = self.searcher.embedder  # reused by reloads: the model is loaded once
-        self.supports_mode = "mode" in inspect.signature(Searcher.search).parameters
         self.limits, self.max_batch, self.batch_wait = limits, max_batch, batch_wait_ms / 1000
         self.reload_interval = reload_interval
         self.reload_error: str | None = None
@@ -224,33 +207,17 @@ class SearchService:
     def worker_alive(self) -> bool:
         return self._worker.is_alive()
 
-    def submit(self, query: str, depth: int, mode: str | None) -> Future:
-        if mode is not None and not self.supports_mode:
-            raise BadRequest(422, f"'mode' {mode!r} is not supported: this build's Searcher.search has no modes")
+    def submit(self, request: SearchRequest) -> Future:
         if self._queue.qsize() >= self.limits.max_queue:
             raise BadRequest(503, f"server busy: {self._queue.qsize()} queries queued; retry shortly")
-        job = _Job(query, depth, mode)
+        job = _Job(request.query, request.k, request.mode, request.where)
         self._queue.put(job)
         return job.future
 
     async def search(self, request: SearchRequest) -> Result:
-        """Ranked hits for one request; filtered requests over-fetch, then search deeper if short."""
-        loop = asyncio.get_running_loop()
-        count = self.searcher.snapshot.count
-        depth = request.k
-        if request.filtered:
-            depth = min(max(count, 1), max(request.k * self.limits.filter_overfetch, 50))
-        while True:
-            result = await asyncio.wait_for(asyncio.wrap_future(self.submit(request.query, depth, request.mode),
-                                                                loop=loop), self.limits.request_timeout_s)
-            if not request.filtered:
-                return result
-            kept = [h for h in result.hits if request.keep(h)]
-            deeper = min(self.searcher.snapshot.count, self.limits.filter_max_depth)
-            if len(kept) >= request.k or depth >= deeper:
-                hits = [Hit(**{**h.to_dict(), "rank": n}) for n, h in enumerate(kept[:request.k], 1)]
-                return Result(hits, result.version)
-            depth = deeper
+        """Ranked hits for one request (a filtered one: the best k of the documents it keeps, see Searcher.search)."""
+        future = asyncio.wrap_future(self.submit(request), loop=asyncio.get_running_loop())
+        return await asyncio.wait_for(future, self.limits.request_timeout_s)
 
     def record(self, status: int, seconds: float) -> None:
         with self._lock:
@@ -325,13 +292,13 @@ class SearchService:
             self.counts["max_batch_seen"] = max(self.counts["max_batch_seen"], len(batch))
         groups: dict[tuple, list[_Job]] = {}
         for job in batch:
-            groups.setdefault((job.mode, job.depth), []).append(job)
-        for (mode, depth), jobs in groups.items():
+            groups.setdefault((job.mode, job.k, job.where), []).append(job)
+        for (mode, k, where), jobs in groups.items():
             jobs = [j for j in jobs if not j.future.cancelled()]  # their requests timed out or went away
             if not jobs:
                 continue
             try:
-                results = self._search(searcher, [j.query for j in jobs], depth, mode)
+                results = self._search(searcher, [j.query for j in jobs], k, mode, where)
             except Exception as e:
                 if len(jobs) == 1:
                     _resolve(jobs[0].future, error=e)
@@ -339,19 +306,18 @@ class SearchService:
                 # one bad query must not fail its neighbours: retry them one by one
                 for job in jobs:
                     try:
-                        _resolve(job.future, Result(self._search(searcher, [job.query], depth, mode)[0], version))
+                        _resolve(job.future, Result(self._search(searcher, [job.query], k, mode, where)[0], version))
                     except Exception as e1:
                         _resolve(job.future, error=e1)
                 continue
             for job, hits in zip(jobs, results):
                 _resolve(job.future, Result(hits, version))
 
-    def _search(self, searcher: Searcher, queries: list[str], depth: int, mode: str | None) -> list[list[Hit]]:
+    def _search(self, searcher: Searcher, queries: list[str], k: int, mode: str | None,
+                where: Filter | None) -> list[list[Hit]]:
         with self._lock:
             self.counts["search_calls"] += 1
-        if mode is None:
-            return searcher.search(queries, depth)
-        return searcher.search(queries, depth, mode=mode)
+        return searcher.search(queries, k, mode=mode, where=where)
 
     def _watch(self) -> None:
         while not self._stop.wait(self.reload_interval):

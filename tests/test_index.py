@@ -123,9 +123,9 @@ class ReadDepths:
     def __init__(self, index, depths: list[int]) -> None:
         self.index, self.depths, self.ntotal = index, depths, index.ntotal
 
-    def search(self, x, k):
+    def search(self, x, k, params=None):
         self.depths.append(k)
-        return self.index.search(x, k)
+        return self.index.search(x, k, params=params)
 
 
 @pytest.mark.parametrize("other", [{"lead_tokens": 16}, {"span_tokens": 8}, {"lead_tokens": 16, "span_tokens": 8}],

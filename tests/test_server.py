@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from longretr import store
 from longretr.cli import app as cli_app
 from longretr.indexer import index_corpus
+from longretr.queries import Filter
 from longretr.search import Searcher
 from longretr.server import Limits, SearchService, create_app
 
@@ -209,24 +210,22 @@ class RecordingSearcher:
     def __init__(self, real):
         self.snapshot, self.real, self.calls = real.snapshot, real, []
 
-    def search(self, queries, k=10, mode=None):
-        self.calls.append((list(queries), k, mode))
-        if mode not in (None, "dense", "lexical"):
-            raise ValueError(f"unknown search mode {mode!r}; use dense, lexical or hybrid")
-        return self.real.search(queries, k)
+    def search(self, queries, k=10, mode=None, where=None):
+        self.calls.append((list(queries), k, mode, where))
+        return self.real.search(queries, k, mode=mode, where=where)
 
 
-def test_mode_is_forwarded_only_when_given(service, client):
-    service.supports_mode = True
+def test_mode_and_filter_are_forwarded_as_given(service, client):
     service.searcher = RecordingSearcher(service.searcher)
     assert client.post("/search", json={"query": "dog", "k": 2, "mode": "lexical"}).status_code == 200
     assert client.post("/search", json={"query": "dog", "k": 2}).status_code == 200
     r = client.post("/search", json={"query": "dog", "mode": "fuzzy"})
-    assert r.status_code == 422 and "unknown search mode 'fuzzy'" in r.json()["error"]
-    assert service.searcher.calls == [(["dog"], 2, "lexical"), (["dog"], 2, None), (["dog"], 10, "fuzzy")]
-    service.supports_mode = False  # a Searcher without modes: a clear refusal, not a TypeError
-    r = client.post("/search", json={"query": "dog", "mode": "lexical"})
-    assert r.status_code == 422 and "not supported" in r.json()["error"]
+    assert r.status_code == 422 and "search mode 'fuzzy' is not one of" in r.json()["error"]
+    r = client.post("/search", json={"query": "dog", "filter": {"ids": ["cli.txt", "time.rst"], "path_prefix": "c"}})
+    assert [h["id"] for h in r.json()["hits"]] == ["cli.txt"]
+    assert service.searcher.calls == [(["dog"], 2, "lexical", None), (["dog"], 2, None, None),
+                                      (["dog"], 10, "fuzzy", None),
+                                      (["dog"], 10, None, Filter("c", frozenset({"cli.txt", "time.rst"})))]
 
 
 def test_queue_limit_and_timeout_answer_503_and_504(index_folder, embedder, monkeypatch):
@@ -316,6 +315,10 @@ def test_longretr_serve_subprocess_and_search_client(index_folder, tmp_path):
         assert out.exit_code == 0, out.output
         lines = run.read_text().splitlines()
         assert len(lines) == 6 and lines[0].startswith("q1 Q0 ") and lines[4].startswith("q3 Q0 ")
+        out = runner.invoke(cli_app, ["search", "brown fox", "--server", url, "--json", "--path-prefix", "formats/",
+                                      "--id", "formats/zip.txt", "--id", "cli.txt"])
+        assert out.exit_code == 0, out.output
+        assert [h["id"] for h in json.loads(out.output)] == ["formats/zip.txt"]  # the filter went to the server
         out = runner.invoke(cli_app, ["search", "x", "--server", url, "-k", "500"])
         assert out.exit_code == 2 and "answered 422" in out.output and "between 1 and 100" in out.output
         assert "error" not in (tmp_path / "serve.log").read_text().lower()

@@ -1,0 +1,109 @@
+"""Filtered search (`Searcher.search(where=Filter(...))`, `longretr search --path-prefix/--id`): the best k of the
+documents the filter keeps, exactly, in every mode and index type."""
+
+import json
+import random
+from dataclasses import replace
+
+import pytest
+from tiny_models import write_config, write_corpus
+from typer.testing import CliRunner
+
+from longretr.cli import app
+from longretr.indexer import index_corpus
+from longretr.queries import Filter
+from longretr.search import Searcher
+
+WORDS = ("archive digest json parser thread socket fox dog lazy quick brown command line argument time zone "
+         "calendar queue heap sort random seed shell path glob").split()
+
+
+def texts(n: int = 24) -> dict[str, str]:
+    rng = random.Random(0)
+    return {f"{'abc'[i % 3]}/doc{i:02d}.txt": " ".join(rng.choices(WORDS, k=rng.randint(6, 40))) for i in range(n)}
+
+
+QUERIES = ["lazy dog", "json parser thread", "random seed shell glob"]
+FILTERS = [Filter("b/"), Filter(ids=frozenset({"a/doc00.txt", "c/doc05.txt", "c/doc23.txt"})),
+           Filter("a/", frozenset({"a/doc03.txt", "b/doc04.txt"}))]
+
+
+@pytest.fixture(scope="module")
+def folders(embedder, tmp_path_factory):
+    """The same corpus as a flat and an HNSW index, with span vectors (several vectors per document)."""
+    base, cfg = tmp_path_factory.mktemp("filter"), embedder.config
+    corpus = write_corpus(base / "corpus", texts())
+    try:
+        embedder.config = replace(cfg, span_tokens=8)
+        for kind in ("flat", "hnsw"):
+            index_corpus(corpus, base / kind, embedder, progress=False, index_type=kind)
+        yield {kind: Searcher(base / kind, embedder) for kind in ("flat", "hnsw")}
+    finally:
+        embedder.config = cfg
+
+
+@pytest.mark.parametrize("mode", ["dense", "lexical"])
+@pytest.mark.parametrize("where", FILTERS, ids=["prefix", "ids", "both"])
+def test_filtered_search_is_the_full_ranking_filtered(folders, mode, where):
+    flat = folders["flat"]
+    fulls = flat.search(QUERIES, k=flat.count, mode=mode)
+    for kind, searcher in folders.items():  # an ANN index is searched exactly too: the flat vectors decide
+        for k in (1, 2, 10):
+            for full, got in zip(fulls, searcher.search(QUERIES, k=k, mode=mode, where=where)):
+                want = [(h.id, round(h.score, 5)) for h in full if where.keep(h.id, h.path)][:k]
+                assert [(h.id, round(h.score, 5)) for h in got] == want, (kind, k)
+                assert [h.rank for h in got] == list(range(1, len(want) + 1))
+    if mode == "dense":  # every document has a cosine: as many hits as the filter keeps, up to k
+        kept = sum(where.keep(i, i) for i in texts())
+        assert all(len(row) == min(10, kept) for row in flat.search(QUERIES, k=10, mode=mode, where=where))
+
+
+@pytest.mark.parametrize("where", FILTERS, ids=["prefix", "ids", "both"])
+def test_filtered_hybrid_search_returns_only_and_all_kept_documents(folders, where):
+    kept = {i for i in texts() if where.keep(i, i)}
+    for searcher in folders.values():
+        for row in searcher.search(QUERIES, k=30, mode="hybrid", where=where):
+            assert {h.id for h in row} == kept and len(row) == len(kept)  # the dense list holds them all
+            assert [h.score for h in row] == sorted((h.score for h in row), reverse=True)
+        top = searcher.search(QUERIES, k=1, mode="hybrid", where=where)
+        assert [r[0].id for r in top] == [r[0].id for r in searcher.search(QUERIES, k=30, mode="hybrid", where=where)]
+
+
+def test_filters_that_keep_nothing_or_are_malformed(folders):
+    searcher = folders["flat"]
+    for mode in ("dense", "lexical", "hybrid"):
+        assert searcher.search(QUERIES, k=3, mode=mode, where=Filter("zzz/")) == [[], [], []]
+    with pytest.raises(ValueError, match="path_prefix must be a non-empty string"):
+        Filter("")
+    with pytest.raises(ValueError, match="ids is empty"):
+        Filter(ids=frozenset())
+    with pytest.raises(TypeError, match="ids must be a collection of id strings"):
+        Filter(ids="a/doc00.txt")
+    with pytest.raises(TypeError, match="where must be a longretr.queries.Filter"):
+        searcher.search(QUERIES, k=3, where="a/")
+    assert Filter(ids=["x", "x"]).ids == frozenset({"x"})  # any collection; hashable for the server's batches
+    assert Filter("a/", frozenset({"y", "x"})).to_dict() == {"path_prefix": "a/", "ids": ["x", "y"]}
+
+
+def test_cli_search_path_prefix_and_id(tmp_path, tiny_gemma):
+    corpus, folder, runner = write_corpus(tmp_path / "corpus", texts(9)), tmp_path / "idx", CliRunner()
+    cfg = write_config(tmp_path, tiny_gemma)
+    assert runner.invoke(app, ["index", str(corpus), "--index", str(folder), "--model", str(cfg)]).exit_code == 0
+    search = ["search", "lazy dog", "--index", str(folder), "--json", "-k", "20"]
+    r = runner.invoke(app, [*search, "--path-prefix", "b/"])
+    assert r.exit_code == 0, r.output
+    assert [h["id"] for h in json.loads(r.output)] and all(h["path"].startswith("b/") for h in json.loads(r.output))
+    r = runner.invoke(app, [*search, "--mode", "dense", "--id", "a/doc00.txt", "--id", "c/doc05.txt"])
+    assert r.exit_code == 0 and sorted(h["id"] for h in json.loads(r.output)) == ["a/doc00.txt", "c/doc05.txt"]
+    queries = tmp_path / "q.tsv"
+    queries.write_text("q1\tlazy dog\nq2\tjson parser\n")
+    r = runner.invoke(app, ["search", "--queries", str(queries), "--index", str(folder), "--mode", "dense",
+                            "--path-prefix", "c/"])
+    rows = [json.loads(line) for line in r.output.splitlines()]
+    assert r.exit_code == 0 and [len(row["hits"]) for row in rows] == [3, 3]  # c/ holds 3 of the 9
+    assert all(h["id"].startswith("c/") for row in rows for h in row["hits"])
+    r = runner.invoke(app, ["search", "lazy dog", "--index", str(folder), "--path-prefix", "zzz/"])
+    assert r.exit_code == 0 and "no results: no document matches the filter" in r.output
+    for bad in (["--path-prefix", ""], ["--id", ""]):
+        r = runner.invoke(app, ["search", "lazy dog", "--index", str(folder), *bad])
+        assert r.exit_code == 2 and "--path-prefix and --id cannot be empty" in r.output
