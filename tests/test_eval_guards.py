@@ -36,6 +36,8 @@ def home(tmp_path, monkeypatch):
     (["--candidates", "101", "--queries", "2"], "--candidates 101: regenerated needle sets have at most 100"),
     (["--data", ""], "--data '': give a local copy"),  # read as no --data, then failed on a missing task folder
     (["--out", "{file}"], "is not a folder"),  # a traceback, exit 1
+    (["--tasks", "passkey", "--filler", "{file}"], "this run has no needle task"),  # ignored without a word
+    (["--tasks", "needle", "--data", str(FIXTURE), "--filler", "{file}"], "has published data (--data)"),
 ])
 def test_cli_eval_refuses_bad_input_on_one_line_before_writing_anything(tmp_path, tiny_config, args, message):
     out = tmp_path / "out"
@@ -170,3 +172,19 @@ def test_a_folder_given_as_filler_is_named_as_such(tmp_path):
 
     with pytest.raises(FillerError, match=f"needle filler {tmp_path} is not a file"):
         load_filler(tmp_path)
+
+
+def test_trec_qids_stay_apart_when_the_data_repeats_them_across_lengths(tmp_path):
+    # a copy whose passkey qids are the same at every length (q_0, q_1): one TREC file holds all lengths
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURE, data)
+    for name in ("queries.jsonl", "qrels.jsonl"):
+        path = data / "passkey" / name
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps({**r, "qid": r["qid"].split("_")[-1]}) + "\n" for r in rows))
+    st = Settings(models=[], baselines=["bm25"], tasks=["passkey"], lengths=(256, 512), candidates=None,
+                  queries=None, data=str(data), out=str(tmp_path / "out"), run="r")
+    results, paths = evaluate(st, log=lambda *_: None, progress=False)
+    assert results["systems"]["bm25"]["summary"]["passkey_le4k"] == 100.0
+    lines = (paths["json"].parent / "runs" / "bm25" / "passkey.trec").read_text().splitlines()
+    assert {line.split()[0] for line in lines} == {"0@256", "1@256", "0@512", "1@512"}

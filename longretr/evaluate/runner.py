@@ -271,6 +271,9 @@ def _record(folder: Path, system: str, run: Run, s: RetrievalSet, sets: list[Ret
     """Score one system's run on one set (Acc@1 for synthetic tasks, nDCG@10 for real ones); write its TREC file."""
     synthetic = TASKS[s.task].synthetic
     value = 100 * (acc_at_1(run, s.qrels) if synthetic else ndcg_at_k(run, s.qrels, 10))
+    others = {q for o in sets if o.task == s.task and o is not s for q in o.queries}
+    if others & set(run):  # one TREC file holds every length: a qid repeated across lengths would merge them
+        run = {f"{q}@{s.context_length}": hits for q, hits in run.items()}
     write_trec(folder / "runs" / system / f"{s.task}.trec", run, system, append=s is not _first(sets, s.task))
     return {"task": s.task, "split": s.split, "context_length": s.context_length,
             "metric": "acc@1" if synthetic else "ndcg@10", "value": round(value, 2), "queries": len(s.queries),
