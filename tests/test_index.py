@@ -523,11 +523,14 @@ def test_the_readme_python_example_runs_as_written(corpus, tmp_path, tiny_gemma,
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     code = readme.split("\n## Python\n", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    assert code.count('Embedder("default")') == 1  # the one change: the tiny model for the shipped default
+    assert code.count('Embedder("default")') == 1  # the tiny model for the shipped default
     code = code.replace('Embedder("default")', f"Embedder({str(write_config(tmp_path, tiny_gemma))!r})")
+    assert code.count('{"getopt.txt", "optparse.txt"}') == 1  # and the demo corpus's ids for the fixture's
+    code = code.replace('{"getopt.txt", "optparse.txt"}', '{"fox.txt", "time.rst"}')
     monkeypatch.chdir(tmp_path)  # the example's corpus/ is the fixture's; it writes indexes/mine here
     exec(compile(code, "README.md (Python)", "exec"), {})
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("4 documents in index: 4 encoded") and len(out) == 5, out
+    assert out[0].startswith("4 documents in index: 4 encoded") and len(out) == 6, out
     assert [line.split()[0] for line in out[1:4]] == ["1", "2", "3"]
-    assert out[4].startswith("[[") and (tmp_path / "indexes" / "mine" / "manifest.json").is_file()
+    assert sorted(eval(out[4])) == ["fox.txt", "time.rst"]  # dense or hybrid: both, whatever the scores
+    assert out[5].startswith("[[") and (tmp_path / "indexes" / "mine" / "manifest.json").is_file()
