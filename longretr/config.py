@@ -62,6 +62,9 @@ class ModelConfig:
             object.__setattr__(self, "adapter", tuple(self.adapter))  # a TOML list; a tuple keeps the config frozen
             if not self.adapter or not all(isinstance(a, str) and a for a in self.adapter):
                 raise ValueError(f"config {self.name}: adapter must be a path or a non-empty list of paths")
+            object.__setattr__(self, "adapter", tuple(_from_package(a) for a in self.adapter))
+        else:
+            object.__setattr__(self, "adapter", _from_package(self.adapter))
         object.__setattr__(self, "adapter_weights", tuple(float(w) for w in self.adapter_weights))
         if self.adapter_weights and len(self.adapter_weights) != len(self.adapters):
             raise ValueError(f"config {self.name}: adapter_weights has {len(self.adapter_weights)} weights for "
@@ -80,7 +83,12 @@ class ModelConfig:
             raise ValueError(f"config {self.name}: span_tokens needs mean pooling, got {self.pooling!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings, as an index manifest records them: adapters shipped inside longretr as "longretr:...", so
+        the index still finds them after the checkout moves or from another install."""
+        data = asdict(self)
+        data["adapter"] = (_to_package(self.adapter) if isinstance(self.adapter, str)
+                           else [_to_package(a) for a in self.adapter])
+        return data
 
     @property
     def adapters(self) -> tuple[str, ...]:
@@ -136,6 +144,9 @@ class ModelConfig:
         if self.has_spans:
             values["span_vectors"] = self.span_tokens
         if self.adapter:  # by content, so the same adapter matches wherever it is checked out
+            missing = [a for a in self.adapters if not Path(a).is_dir()]
+            if missing:  # else it hashes as empty: a "built with another model" error instead of this one
+                raise FileNotFoundError(f"config {self.name}: adapter folder {missing[0]} not found")
             hashes = [_hash_folder(Path(a)) for a in self.adapters]
             values["adapter"] = hashes[0] if isinstance(self.adapter, str) else hashes
         payload = json.dumps(values, sort_keys=True)
@@ -174,14 +185,33 @@ def config_from_file(path: Path) -> ModelConfig:
         raise ValueError(f"{path}: {'; '.join(wrong)}")
 
     def beside(a):  # a relative adapter path is relative to the config file; others stay as written
-        if isinstance(a, str) and a.startswith(IN_PACKAGE):
-            return str(PACKAGE / a.removeprefix(IN_PACKAGE))
-        return str((path.parent / a).resolve()) if isinstance(a, str) and a and not Path(a).is_absolute() else a
+        relative = isinstance(a, str) and a and not a.startswith(IN_PACKAGE) and not Path(a).is_absolute()
+        return str((path.parent / a).resolve()) if relative else a
 
     adapter = data.get("adapter")
     if adapter:
         data["adapter"] = [beside(a) for a in adapter] if isinstance(adapter, list) else beside(adapter)
     return ModelConfig(**data)
+
+
+def _from_package(adapter: str) -> str:
+    """An adapter path as a config holds it: "longretr:weights/NAME" becomes this package's folder, and so does an
+    absolute path into another copy of longretr's weights that is missing here (an index built in a checkout since
+    moved, or by another install); the fingerprint, by content, still checks that it is the same adapter."""
+    if adapter.startswith(IN_PACKAGE):
+        return str(PACKAGE / adapter.removeprefix(IN_PACKAGE))
+    parts = Path(adapter).parts
+    at = [i for i in range(len(parts) - 2) if parts[i:i + 2] == ("longretr", "weights")]
+    if Path(adapter).is_absolute() and at and not Path(adapter).exists():
+        here = PACKAGE.joinpath(*parts[at[-1] + 1:])
+        return str(here) if here.is_dir() else adapter
+    return adapter
+
+
+def _to_package(adapter: str) -> str:
+    """A folder inside this package as "longretr:..." (portable); any other path as it is."""
+    path = Path(adapter)
+    return IN_PACKAGE + path.relative_to(PACKAGE).as_posix() if path.is_relative_to(PACKAGE) else adapter
 
 
 def unknown_keys(data: dict) -> list[str]:

@@ -1,4 +1,5 @@
-"""An installed wheel (not the checkout) finds the shipped model configs and their adapters."""
+"""An installed wheel (not the checkout) finds the shipped model configs and their adapters, also where an index's
+manifest (written by another install or a checkout since moved) names them."""
 
 import json
 import os
@@ -7,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from longretr.config import REPO_CONFIGS, load_config
+import pytest
+
+from longretr.config import PACKAGE, REPO_CONFIGS, ModelConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,10 +26,16 @@ def test_a_wheel_install_loads_every_shipped_config_with_its_adapters(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(source)], check=True, capture_output=True)
     shutil.rmtree(source)  # nothing may resolve into the source tree
+    # as an index manifest records the default here, and as one written before adapters were recorded portably
+    recorded = load_config("default").to_dict()
+    names = [a.split("/")[-1] for a in recorded["adapter"]]
+    legacy = {**recorded, "adapter": [f"/gone/checkout/longretr/weights/{n}" for n in names]}
     probe = (
-        "import json; from longretr.config import load_config, REPO_CONFIGS\n"
+        "import json; from longretr.config import load_config, ModelConfig, REPO_CONFIGS\n"
         "names = sorted(p.stem for p in REPO_CONFIGS.glob('*.toml'))\n"
         "out = {n: [load_config(n).fingerprint(), list(load_config(n).adapters)] for n in names}\n"
+        f"manifests = [ModelConfig(**m) for m in json.loads({json.dumps([recorded, legacy])!r})]\n"
+        "out |= {f'manifest{i}': [c.fingerprint(), list(c.adapters)] for i, c in enumerate(manifests)}\n"
         "print(json.dumps({'configs': str(REPO_CONFIGS), 'models': out}))"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(target)}
@@ -35,6 +44,7 @@ def test_a_wheel_install_loads_every_shipped_config_with_its_adapters(tmp_path):
     found = json.loads(run.stdout)
     assert Path(found["configs"]).is_relative_to(target)
     shipped = sorted(p.stem for p in REPO_CONFIGS.glob("*.toml"))
+    assert found["models"].pop("manifest0") == found["models"].pop("manifest1") == found["models"]["default"]
     assert sorted(found["models"]) == shipped and "default" in shipped
     for name, (fingerprint, adapters) in found["models"].items():
         assert fingerprint == load_config(name).fingerprint(), name  # an index built from a checkout still matches
@@ -42,3 +52,19 @@ def test_a_wheel_install_loads_every_shipped_config_with_its_adapters(tmp_path):
             assert folder.is_relative_to(target) and (folder / "adapter_model.safetensors").is_file(), folder
             assert (folder / "GEMMA_NOTICE.txt").is_file(), folder
     assert len(found["models"]["default"][1]) == 2
+
+
+def test_a_manifest_names_shipped_adapters_portably_and_a_missing_adapter_is_named():
+    default = load_config("default")
+    recorded = default.to_dict()
+    names = ("gemma3-270m-diffembed-cpu2", "gemma3-270m-diffembed")
+    assert recorded["adapter"] == [f"longretr:weights/{n}" for n in names]
+    assert ModelConfig(**recorded) == default
+    assert all(Path(a).is_relative_to(PACKAGE) for a in default.adapters)
+    # a manifest from a checkout since moved: its absolute paths are gone, this package's copies are the same adapters
+    moved = ModelConfig(**{**recorded, "adapter": [f"/gone/longretr/weights/{Path(a).name}" for a in default.adapters]})
+    assert moved == default and moved.fingerprint() == default.fingerprint()
+    gone = ModelConfig(**{**recorded, "adapter": "/gone/elsewhere/my-adapter"})  # not longretr's: stays as written
+    assert gone.adapter == "/gone/elsewhere/my-adapter" and gone.to_dict()["adapter"] == "/gone/elsewhere/my-adapter"
+    with pytest.raises(FileNotFoundError, match="adapter folder /gone/elsewhere/my-adapter not found"):
+        gone.fingerprint()  # it hashed as an empty folder: "built with another model" instead
