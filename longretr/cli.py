@@ -136,9 +136,13 @@ def search(
             if model:
                 from .embedder import Embedder
 
-                results = Searcher(index, Embedder(model)).search(texts, k, mode=mode, where=where)
+                searcher = Searcher(index, Embedder(model))
             else:  # the index's own model, loaded at the first dense or hybrid search
-                results = Searcher(index).search(texts, k, mode=mode, where=where)
+                searcher = Searcher(index)
+            if where is not None and not searcher.kept(where):  # a typo, most likely: say so before loading a model
+                _fail(f"{index}: no document matches --path-prefix/--id (ids and paths are relative to the corpus "
+                      f"folder{', e.g. ' + repr(searcher.example_id) if searcher.count else ''})")
+            results = searcher.search(texts, k, mode=mode, where=where)
         except (IndexFolderError, ModelMismatch, FileNotFoundError, ValueError) as e:
             _fail(str(e))
     if queries:
@@ -163,8 +167,7 @@ def search(
         typer.echo(json.dumps([h.to_dict() for h in hits], indent=2))
         return
     if not hits:
-        typer.echo("no results" + (": no document matches the filter, or none of those matches the query"
-                                   if where else ""), err=True)
+        typer.echo("no results", err=True)
     for h in hits:
         typer.secho(f"{h.rank:>3}  {h.score:.4f}  {h.title}", bold=True)
         at = f"  (passage: characters {h.passage[0]:,}-{h.passage[1]:,})" if h.passage else ""

@@ -144,6 +144,15 @@ class Searcher:
             return [[] for _ in queries]
         return self._hits(self._dense(vectors, k), queries, vectors)
 
+    def kept(self, where: Filter) -> int:
+        """How many documents `where` keeps."""
+        return len(self._within(where))
+
+    @property
+    def example_id(self) -> str:
+        """A document id, to show what ids look like."""
+        return self._ids[0]
+
     def _within(self, where: Filter) -> np.ndarray:
         """The vids of the documents `where` keeps."""
         return np.array([vid for vid, i, p in zip(self._rows, self._ids, self._paths) if where.keep(i, p)],  # row order

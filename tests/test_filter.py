@@ -102,8 +102,11 @@ def test_cli_search_path_prefix_and_id(tmp_path, tiny_gemma):
     rows = [json.loads(line) for line in r.output.splitlines()]
     assert r.exit_code == 0 and [len(row["hits"]) for row in rows] == [3, 3]  # c/ holds 3 of the 9
     assert all(h["id"].startswith("c/") for row in rows for h in row["hits"])
-    r = runner.invoke(app, ["search", "lazy dog", "--index", str(folder), "--path-prefix", "zzz/"])
-    assert r.exit_code == 0 and "no results: no document matches the filter" in r.output
+    r = runner.invoke(app, ["search", "lazy dog", "--index", str(folder), "--path-prefix", "/abs/a/"])
+    assert r.exit_code == 2 and "no document matches --path-prefix/--id" in r.output, r.output
+    assert "relative to the corpus folder, e.g. 'a/doc00.txt'" in r.output  # (before any model is loaded)
+    r = runner.invoke(app, ["search", "zebra", "--index", str(folder), "--path-prefix", "a/", "--mode", "lexical"])
+    assert r.exit_code == 0 and r.output.strip() == "no results"  # kept documents, none sharing a word
     for bad in (["--path-prefix", ""], ["--id", ""]):
         r = runner.invoke(app, ["search", "lazy dog", "--index", str(folder), *bad])
         assert r.exit_code == 2 and "--path-prefix and --id cannot be empty" in r.output
