@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from safetensors import SafetensorError
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import BaseModelOutput
 
@@ -42,9 +43,21 @@ def _cached_gguf_package(module_name: str) -> Path:
     target = gguf_cache_folder(module_name)
     if (target / "config.json").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     print(f"longretr: de-quantizing {pkg.MODEL_NAME} once into {target} ...", flush=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    try:
+        return _dequantize(pkg, target)
+    except (OSError, SafetensorError) as e:  # a full disk (safetensors has its own type), an unwritable
+        # $LONGRETR_HOME: as a ValueError, which every command reports in one line
+        reason = getattr(e, "strerror", None) or e
+        raise ValueError(f"{target}: cannot de-quantize {pkg.MODEL_NAME} into this cache ({reason}); nothing was "
+                         "cached: free space there, or set LONGRETR_HOME to a folder with room") from e
+
+
+def _dequantize(pkg, target: Path) -> Path:
+    """Convert in a temp folder beside `target` and rename it into place: `target` appears complete or not at all,
+    and a failed conversion's temp folder is removed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, ignore_cleanup_errors=True) as tmp:
         gguf = pkg.assemble(Path(tmp) / pkg.MODEL_NAME)
         from transformers import AutoModelForCausalLM
 

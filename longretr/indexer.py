@@ -8,6 +8,7 @@ the final atomic commit (store.commit), which also rebuilds the lexical and sear
 
 from __future__ import annotations
 
+import io
 import shutil
 import sys
 import time
@@ -102,7 +103,11 @@ def index_corpus(
         pending = folder / "pending" / fingerprint
         cached = _load_shards(pending)
         need = [d for d in todo if d.sha256 not in cached]
-        tokens = _encode_in_shards(need, embedder, pending, cached, shard_tokens, progress)
+        with store.writing(folder):  # a full disk: the shards saved so far are kept for the next run
+            tokens = _encode_in_shards(need, embedder, pending, cached, shard_tokens, progress)
+            notice = embedder.notice
+            if notice is not None:  # before the commit: no version is ever without its notice
+                store.atomic_write_bytes(folder / notice.name, notice.read_bytes())
 
         index = store.empty_index(embedder.dim) if old is None else old.index
         keep = old.docs if old is not None else store.empty_docs()
@@ -137,8 +142,6 @@ def index_corpus(
             manifest = old.manifest
         if manifest.get("index_type_note"):
             warn_note(manifest["index_type_note"])
-        if embedder.notice is not None:
-            shutil.copy(embedder.notice, folder / embedder.notice.name)
         shutil.rmtree(folder / "pending", ignore_errors=True)
     return IndexSummary(
         documents=table.num_rows,
@@ -256,38 +259,36 @@ def _encode_in_shards(need, embedder, pending: Path, cached: dict, shard_tokens:
     ids, _ = embedder.tokenize([d.text for d in need])
     lengths = [len(x) + embedder.config.lead_for(len(x)) for x in ids]  # leads included: the bar's rate is real
     order = sorted(range(len(need)), key=lambda i: -lengths[i])  # long first: the ETA errs high
-    bar = tqdm(total=sum(lengths), unit="tok", unit_scale=True, disable=not progress, desc="indexing",
-               dynamic_ncols=True)
     done_docs, shard, shard_len = 0, [], 0
     pending.mkdir(parents=True, exist_ok=True)
-    for pos, i in enumerate(order):
-        shard.append(i)
-        shard_len += lengths[i]
-        if shard_len >= shard_tokens or pos == len(order) - 1:
-            enc = embedder.encode_documents([need[j].text for j in shard], progress=False)
-            shas = [need[j].sha256 for j in shard]
-            _save_shard(pending, shas, enc)
-            for n, sha in enumerate(shas):
-                cached[sha] = {"vector": enc.vectors[n], "n_tokens": enc.n_tokens[n], "truncated": enc.truncated[n],
-                               "extra": enc.extra.get(n)}
-            done_docs += len(shard)
-            bar.set_postfix(docs=f"{done_docs}/{len(need)}", refresh=False)
-            bar.update(shard_len)
-            shard, shard_len = [], 0
-    bar.close()
+    # closed on an error too: the error line is printed after the bar, not on it
+    with tqdm(total=sum(lengths), unit="tok", unit_scale=True, disable=not progress, desc="indexing",
+              dynamic_ncols=True) as bar:
+        for pos, i in enumerate(order):
+            shard.append(i)
+            shard_len += lengths[i]
+            if shard_len >= shard_tokens or pos == len(order) - 1:
+                enc = embedder.encode_documents([need[j].text for j in shard], progress=False)
+                shas = [need[j].sha256 for j in shard]
+                _save_shard(pending, shas, enc)
+                for n, sha in enumerate(shas):
+                    cached[sha] = {"vector": enc.vectors[n], "n_tokens": enc.n_tokens[n], "truncated": enc.truncated[n],
+                                   "extra": enc.extra.get(n)}
+                done_docs += len(shard)
+                bar.set_postfix(docs=f"{done_docs}/{len(need)}", refresh=False)
+                bar.update(shard_len)
+                shard, shard_len = [], 0
     return sum(lengths)
 
 
 def _save_shard(pending: Path, shas: list[str], enc) -> None:
-    path = pending / f"shard-{time.time_ns()}-{shas[0][:8]}.npz"
-    tmp = pending / f".{path.name}.tmp"
-    with open(tmp, "wb") as f:
-        rows = sorted(enc.extra)  # each other vector stored with its document's row
-        owners = np.array([r for r in rows for _ in enc.extra[r]], dtype="int64")
-        extra = np.concatenate([enc.extra[r] for r in rows]) if rows else np.zeros((0, enc.vectors.shape[1]), "float32")
-        np.savez(f, sha256=np.array(shas), vectors=enc.vectors, n_tokens=np.array(enc.n_tokens),
-                 truncated=np.array(enc.truncated), extra_rows=owners, extra=extra)
-    tmp.replace(path)
+    rows = sorted(enc.extra)  # each other vector stored with its document's row
+    owners = np.array([r for r in rows for _ in enc.extra[r]], dtype="int64")
+    extra = np.concatenate([enc.extra[r] for r in rows]) if rows else np.zeros((0, enc.vectors.shape[1]), "float32")
+    buffer = io.BytesIO()
+    np.savez(buffer, sha256=np.array(shas), vectors=enc.vectors, n_tokens=np.array(enc.n_tokens),
+             truncated=np.array(enc.truncated), extra_rows=owners, extra=extra)
+    store.atomic_write_bytes(pending / f"shard-{time.time_ns()}-{shas[0][:8]}.npz", buffer.getvalue())
 
 
 def _load_shards(pending: Path) -> dict:

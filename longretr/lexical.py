@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -32,6 +33,14 @@ class LexicalIndexError(Exception):
 def tokenize(texts: list[str]) -> list[list[str]]:
     return bm25s.tokenize(texts, lower=TOKENIZER["lower"], token_pattern=TOKENIZER["token_pattern"],
                           stopwords=TOKENIZER["stopwords"], stemmer=None, return_ids=False, show_progress=False)
+
+
+def _short_write(e: OSError) -> str:
+    """numpy, which bm25s saves with, reports a full disk as a short write ("N requested and M written") without an
+    errno; a short write to a file means no space (or no quota) is left."""
+    if e.errno is None and re.fullmatch(r"\d+ requested and \d+ written", str(e)):
+        return f"No space left on device (a short write: {e})"
+    return str(e)
 
 
 class LexicalIndex:
@@ -57,20 +66,25 @@ class LexicalIndex:
         return cls(bm25, vids)
 
     def save(self, path: Path) -> None:
-        """Write to a hidden temp folder, then rename: `path` either is complete or does not exist."""
+        """Write to a hidden temp folder, then rename: `path` either is complete or does not exist. A failed write (a
+        full disk) removes the temp folder and raises an OSError naming `path`."""
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        if self.bm25 is not None:
-            self.bm25.save(str(tmp), show_progress=False)
-        np.save(tmp / "vids.npy", self.vids)
-        meta = {"tokenizer": TOKENIZER, "bm25": BM25_PARAMS, "count": self.count, "bm25s": bm25s.__version__}
-        (tmp / META).write_text(json.dumps(meta, indent=2))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
+        try:
+            tmp.mkdir(parents=True)
+            if self.bm25 is not None:
+                self.bm25.save(str(tmp), show_progress=False)
+            np.save(tmp / "vids.npy", self.vids)
+            meta = {"tokenizer": TOKENIZER, "bm25": BM25_PARAMS, "count": self.count, "bm25s": bm25s.__version__}
+            (tmp / META).write_text(json.dumps(meta, indent=2))
+            for f in tmp.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            shutil.rmtree(path, ignore_errors=True)
+            os.replace(tmp, path)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise OSError(e.errno, e.strerror or _short_write(e), str(path)) from e
 
     @classmethod
     def load(cls, path: Path) -> LexicalIndex:

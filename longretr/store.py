@@ -29,7 +29,8 @@ import os
 import re
 import shutil
 import time
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,12 +78,51 @@ class Snapshot:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """`path` whole or not at all. A failed write (a full disk) leaves no temp file behind and raises an OSError
+    naming `path`, not its temp file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        _discard(tmp)
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+
+
+def _discard(*paths: Path) -> None:
+    """Remove files or folders, best effort: a failed write's leftovers (a full disk must not stay fuller), or old
+    versions; an error here must not hide the one being reported, nor fail a commit that is done."""
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with suppress(OSError):
+                path.unlink(missing_ok=True)
+
+
+@contextmanager
+def writing(folder: Path, *leftovers: Path) -> Iterator[None]:
+    """A failed write (a full disk, a read-only or failing drive) as one line: the file, the OS's reason and what the
+    index still holds. `leftovers`, the failed attempt's files, are removed first. The manifest is only ever replaced
+    whole, so the last good version is intact."""
+    try:
+        yield
+    except OSError as e:
+        _discard(*leftovers)
+        raise IndexFolderError(f"{e.filename or folder}: cannot write ({e.strerror or e}); {_holds(folder)}") from e
+
+
+def _holds(folder: Path) -> str:
+    try:
+        manifest = read_manifest(folder)
+    except IndexFolderError:
+        manifest = None
+    if manifest is None:
+        return f"no index was written to {folder}"
+    return f"{folder} is unchanged (version {manifest.get('version')}, {manifest.get('count')} documents)"
 
 
 def read_manifest(folder: Path) -> dict | None:
@@ -219,15 +259,7 @@ def commit(folder: Path, manifest: dict, index: faiss.Index, docs: pa.Table) -> 
     plan = index_types.plan(manifest.get("index_type_requested", "flat"), index.d, index.ntotal)
     ann = index_types.build(plan, index)
     files = {"vectors": f"vectors-{version:06d}.faiss", "docs": f"docs-{version:06d}.parquet",
-             "lexical": f"lexical-{version:06d}"}
-    atomic_write_bytes(folder / files["vectors"], faiss.serialize_index(index).tobytes())
-    sink = pa.BufferOutputStream()
-    pq.write_table(docs, sink)
-    atomic_write_bytes(folder / files["docs"], sink.getvalue().to_pybytes())
-    LexicalIndex.build(docs.column("text").to_pylist(), docs.column("vid").to_numpy()).save(folder / files["lexical"])
-    if ann is not None:
-        files["ann"] = f"ann-{version:06d}.faiss"
-        atomic_write_bytes(folder / files["ann"], faiss.serialize_index(ann).tobytes())
+             "lexical": f"lexical-{version:06d}", **({"ann": f"ann-{version:06d}.faiss"} if ann is not None else {})}
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     manifest = {
         **{k: v for k, v in manifest.items() if k not in ("search_params", "index_type_note")},
@@ -241,7 +273,17 @@ def commit(folder: Path, manifest: dict, index: faiss.Index, docs: pa.Table) -> 
         "created": (old or {}).get("created", now),
         "updated": now,
     }
-    atomic_write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
+    lexical = LexicalIndex.build(docs.column("text").to_pylist(), docs.column("vid").to_numpy())
+    # a failed write removes this version's files: they are new names (_next_version), no reader holds them
+    with writing(folder, *(folder / name for name in files.values())):
+        atomic_write_bytes(folder / files["vectors"], faiss.serialize_index(index).tobytes())
+        sink = pa.BufferOutputStream()
+        pq.write_table(docs, sink)
+        atomic_write_bytes(folder / files["docs"], sink.getvalue().to_pybytes())
+        lexical.save(folder / files["lexical"])
+        if ann is not None:
+            atomic_write_bytes(folder / files["ann"], faiss.serialize_index(ann).tobytes())
+        atomic_write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
     _remove_old_versions(folder, set(files.values()) | set((old or {}).get("files", {}).values()))
     return manifest
 
@@ -256,12 +298,8 @@ def _remove_old_versions(folder: Path, keep: set[str]) -> None:
     files of writers that died (the caller holds the writer lock, so no live writer owns them)."""
     for pattern in ("vectors-*.faiss", "docs-*.parquet", "ann-*.faiss", "lexical-*", ".*.tmp"):
         for path in folder.glob(pattern):
-            if path.name in keep:
-                continue
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            if path.name not in keep:
+                _discard(path)
 
 
 @contextmanager
@@ -269,7 +307,9 @@ def writer_lock(folder: Path):
     """One writer per index folder; a second one fails at once with a clear message."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        lock = open(folder / ".lock", "a+")  # not "w": that would wipe the holder's pid before we know
+        # not "w": that would wipe the holder's pid before we know; unbuffered: a pid that cannot be written (a full
+        # disk) fails here, not again when the file is closed
+        lock = open(folder / ".lock", "a+b", buffering=0)
     except OSError as e:  # --index naming a file, a folder under a file, or one we may not write
         raise IndexFolderError(f"{folder}: cannot use as an index folder ({e.strerror or e})") from e
     with lock as f:
@@ -277,13 +317,12 @@ def writer_lock(folder: Path):
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
             f.seek(0)
-            holder = f.read().strip()
+            holder = f.read().decode(errors="replace").strip()
             raise IndexFolderError(f"{folder}: another `longretr` process{f' (pid {holder})' if holder else ''} "
                                    "is writing this index; wait for it to finish") from e
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
+        with suppress(OSError):  # the pid only informs a second writer; the flock is the lock
+            f.truncate(0)
+            f.write(str(os.getpid()).encode())
         try:
             yield
         finally:
