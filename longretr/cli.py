@@ -156,8 +156,10 @@ def search(
         if output is None:
             sys.stdout.write(body)
         else:
-            try:
-                output.write_text(body)
+            from .atomic import atomic_write_bytes
+
+            try:  # whole or not at all: a full disk must not leave half a run file that looks like a result
+                atomic_write_bytes(output, body.encode())
             except OSError as e:
                 _fail(f"{output}: cannot write ({e.strerror or e})")
             typer.echo(f"wrote {len(batch)} queries' results to {output}", err=True)
@@ -301,6 +303,8 @@ def eval_longembed(
                 signal.signal(signal.SIGTERM, previous)
     except (DataError, FillerError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
+    except OSError as e:  # writing the results (a full disk): the unfinished run folder is already removed
+        _fail(f"{e.filename or out}: cannot write ({e.strerror or e}); the run was not saved")
     typer.echo("")
     typer.echo(paths["table"].read_text())
     typer.echo(f"wrote {', '.join(str(p) for p in paths.values())} and TREC runs under {paths['json'].parent}/runs "

@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import index_types
+from .atomic import atomic_write_bytes
 from .lexical import LexicalIndex, LexicalIndexError
 
 FORMAT_VERSION = 1
@@ -75,21 +76,6 @@ class Snapshot:
     @property
     def search_index(self) -> faiss.Index:
         return self.ann if self.ann is not None else self.index
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """`path` whole or not at all. A failed write (a full disk) leaves no temp file behind and raises an OSError
-    naming `path`, not its temp file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        _discard(tmp)
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
 
 
 def _discard(*paths: Path) -> None:

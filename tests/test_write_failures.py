@@ -5,6 +5,7 @@ a rerun after freeing space equal to a run that never failed. kill -9 and crashe
 import builtins
 import errno
 import fcntl
+import os
 import sys
 import types
 from fnmatch import fnmatch
@@ -302,3 +303,51 @@ def test_a_full_disk_while_caching_the_model_caches_nothing_and_a_rerun_converts
     texts = list(FIRST.values())
     assert np.allclose(got.encode_documents(texts, progress=False).vectors,
                        want.encode_documents(texts, progress=False).vectors, atol=1e-5)
+
+
+def test_a_killed_conversion_leaves_no_temp_folder_after_the_next_one(gguf_package, tmp_path):
+    target = backbone.gguf_cache_folder(gguf_package.__name__)
+    dead = target.parent / f".{target.name}.{2**22 + 1}.abcd"  # above Linux's largest pid: its process is gone
+    live = target.parent / f".{target.name}.{os.getpid()}.efgh"  # a conversion still running beside this one
+    for folder in (dead, live):
+        folder.mkdir(parents=True)
+        (folder / "tiny.gguf").write_bytes(bytes(1000))
+    Embedder(str(write_config(tmp_path, f"{backbone.GGUF_PREFIX}{gguf_package.__name__}")))
+    assert gguf_package.calls == 1 and (target / "config.json").is_file()
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted([target.name, live.name])
+
+
+# -- commands' output files ----------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_while_writing_a_search_run_leaves_no_half_file(tmp_path, embedder, monkeypatch):
+    folder, out = tmp_path / "idx", tmp_path / "out"
+    index_corpus(write_corpus(tmp_path / "corpus", FIRST), folder, embedder, progress=False)
+    out.mkdir()
+    (queries := tmp_path / "q.tsv").write_text("q1\tfox archive\nq2\tjson\n")
+    args = ["search", "--queries", str(queries), "--index", str(folder), "--mode", "lexical", "--output"]
+    with monkeypatch.context() as m:
+        failed = fill_disk(m, "*run.trec*")
+        r = CliRunner().invoke(app, [*args, str(out / "run.trec")])
+    assert failed and r.exit_code == 2, r.output
+    assert the_error(r.output) == f"error: {out / 'run.trec'}: cannot write ({NO_SPACE})"
+    assert list(out.iterdir()) == []  # no half run file that reads as a result, no temp file
+    r = CliRunner().invoke(app, [*args, str(out / "run.trec")])
+    assert r.exit_code == 0 and (out / "run.trec").read_text().startswith("q1 Q0 "), r.output
+
+
+def test_a_full_disk_while_writing_eval_results_is_one_line(tmp_path, tiny_config, monkeypatch):
+    from longretr.evaluate import runner
+
+    def full(results, folder):
+        raise OSError(errno.ENOSPC, NO_SPACE, str(folder / "results.json"))
+
+    monkeypatch.setattr(runner, "write_outputs", full)
+    monkeypatch.setenv("LONGRETR_HOME", str(tmp_path / "home"))
+    data = Path(__file__).parent / "data" / "longembed"
+    r = CliRunner().invoke(app, ["eval", "-m", str(tiny_config), "-b", "bm25", "--data", str(data), "--tasks", "qmsum",
+                                 "--out", str(tmp_path / "out"), "--run", "r"])
+    assert r.exit_code == 2, r.output
+    line = the_error(r.output)
+    assert line.startswith(f"error: {tmp_path / 'out'}") and f"results.json: cannot write ({NO_SPACE})" in line
+    assert list((tmp_path / "out").iterdir()) == []  # the unfinished run is removed

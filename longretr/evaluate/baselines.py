@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..store import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from .data import RetrievalSet
 
 
