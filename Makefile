@@ -24,9 +24,8 @@ STALE := from longretr import store; from longretr.config import load_config as 
 demo: install
 	$(BIN)/longretr demo-corpus corpus --limit $(DOCS)
 	$(BIN)/longretr index corpus --index $(INDEX) $$($(BIN)/python -c '$(STALE)')
-	@for q in "parse command line arguments" "compute a SHA-256 digest of a file" \
-	          "read and write ZIP archives" "schedule work on a pool of threads"; do \
-	  echo; echo "== $$q"; $(BIN)/longretr search "$$q" --index $(INDEX) -k 3; done
+	@echo; $(BIN)/longretr search --index $(INDEX) -k 3 "parse command line arguments" \
+	  "compute a SHA-256 digest of a file" "read and write ZIP archives" "schedule work on a pool of threads"
 
 test: install
 	$(BIN)/pytest -q

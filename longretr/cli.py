@@ -78,7 +78,8 @@ def rm(
 
 @app.command()
 def search(
-    query: str = typer.Argument(None, help="The query text."),
+    query: list[str] = typer.Argument(None, help="The query text; several are searched in turn, with one model "
+                                      "load."),
     index: Path = INDEX_OPT,
     k: int = typer.Option(10, "-k", help="Number of results."),
     model: str = typer.Option(None, "--model", "-m", help="Model config; default: the one the index was built with."),
@@ -93,13 +94,13 @@ def search(
     ids: list[str] = typer.Option(None, "--id", help="Only this document id (repeatable; with --path-prefix: "
                                   "both must hold)."),
 ) -> None:
-    """Search an index: one QUERY, or a batch with --queries."""
+    """Search an index: one QUERY or several, or a batch with --queries."""
     from .queries import Filter, read_queries, trec_lines
 
-    if (query is None) == (queries is None):
+    if bool(query) == (queries is not None):
         _fail("give either a QUERY or --queries FILE")
-    if query is not None and not query.strip():
-        _fail("the query is empty")
+    if query and not all(q.strip() for q in query):
+        _fail("the query is empty" if len(query) == 1 else "one of the queries is empty")
     if k < 1:
         _fail("-k must be at least 1")
     if server is not None and not server.strip():  # e.g. an unset $URL: do not search (and load a model) here
@@ -116,7 +117,7 @@ def search(
     if output is not None and (output.is_dir() or not output.parent.is_dir()):  # before a long batch, not after
         _fail(f"{output}: cannot write there ({'a folder' if output.is_dir() else 'no such folder'})")
     try:
-        batch = read_queries(queries) if queries else [("q", query)]
+        batch = read_queries(queries) if queries else [(str(n), q) for n, q in enumerate(query, 1)]
     except ValueError as e:
         _fail(str(e))
     texts = [text for _, text in batch]
@@ -164,17 +165,21 @@ def search(
                 _fail(f"{output}: cannot write ({e.strerror or e})")
             typer.echo(f"wrote {len(batch)} queries' results to {output}", err=True)
         return
-    hits = results[0]
-    if as_json:
-        typer.echo(json.dumps([h.to_dict() for h in hits], indent=2))
+    if as_json:  # one query: its list of hits; several: one {"query", "hits"} per query
+        rows = [[h.to_dict() for h in hits] for hits in results]
+        typer.echo(json.dumps(rows[0] if len(query) == 1 else [{"query": q, "hits": r} for q, r in zip(query, rows)],
+                              indent=2))
         return
-    if not hits:
-        typer.echo("no results", err=True)
-    for h in hits:
-        typer.secho(f"{h.rank:>3}  {h.score:.4f}  {h.title}", bold=True)
-        at = f"  (passage: characters {h.passage[0]:,}-{h.passage[1]:,})" if h.passage else ""
-        typer.echo(f"     {h.path}{at}")
-        typer.echo(f"     {h.snippet}")
+    for n, (text, hits) in enumerate(zip(query, results)):
+        if len(query) > 1:
+            typer.echo(f"{chr(10) if n else ''}== {text}")
+        if not hits:
+            typer.echo("no results", err=True)
+        for h in hits:
+            typer.secho(f"{h.rank:>3}  {h.score:.4f}  {h.title}", bold=True)
+            at = f"  (passage: characters {h.passage[0]:,}-{h.passage[1]:,})" if h.passage else ""
+            typer.echo(f"     {h.path}{at}")
+            typer.echo(f"     {h.snippet}")
 
 
 @app.command()

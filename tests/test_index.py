@@ -367,6 +367,30 @@ def test_cli_index_and_search(corpus, tmp_path, tiny_gemma):
     assert r.exit_code == 2 and "was built with model" in r.output
 
 
+def test_cli_search_takes_several_queries_with_one_model_load(corpus, tmp_path, tiny_gemma, monkeypatch):
+    import longretr.embedder
+
+    cfg, folder, runner = write_config(tmp_path, tiny_gemma), tmp_path / "idx", CliRunner()
+    assert runner.invoke(app, ["index", str(corpus), "--index", str(folder), "--model", str(cfg)]).exit_code == 0
+    search = ["search", "--index", str(folder), "-k", "2", "--mode", "dense"]
+    one = {q: json.loads(runner.invoke(app, [*search, q, "--json"]).output) for q in ("lazy dog", "json csv")}
+    loads, real = [], longretr.embedder.Embedder
+    monkeypatch.setattr(longretr.embedder, "Embedder", lambda *a, **k: loads.append(a) or real(*a, **k))
+    r = runner.invoke(app, [*search, "lazy dog", "json csv", "--json"])
+    both = json.loads(r.output)
+    assert r.exit_code == 0 and [row["query"] for row in both] == list(one), r.output
+    for row, hits in zip(both, one.values()):  # the same hits; scores to float error (the queries share a batch)
+        assert [h["id"] for h in row["hits"]] == [h["id"] for h in hits]
+        assert [h["score"] for h in row["hits"]] == pytest.approx([h["score"] for h in hits], abs=1e-5)
+    r = runner.invoke(app, [*search, "lazy dog", "json csv"])
+    blocks = r.output.split("\n\n")
+    assert r.exit_code == 0 and [b.splitlines()[0] for b in blocks] == ["== lazy dog", "== json csv"], r.output
+    assert [b.splitlines()[1].split()[2] for b in blocks] == [one[q][0]["title"] for q in one]
+    assert len(loads) == 2  # one per command, not one per query
+    r = runner.invoke(app, [*search, "lazy dog", " "])
+    assert r.exit_code == 2 and "one of the queries is empty" in r.output
+
+
 def test_trec_lines_percent_encode_whitespace_in_ids():
     from longretr.queries import Hit, trec_lines
 
