@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -183,6 +184,37 @@ def search(
 
 
 @app.command()
+def show(
+    doc_id: str = typer.Argument(..., metavar="ID", help="A document id, as `longretr search` prints it."),
+    index: Path = INDEX_OPT,
+    chars: str = typer.Option(None, "--chars", help="START-END: only these characters of its indexed text, e.g. a "
+                              "hit's passage as search prints it (15,544-16,573)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the document (or part) as JSON."),
+) -> None:
+    """Print a document's indexed text, or a part of it: what search, snippets and passages refer to (for HTML and PDF
+    the extracted text, not the file)."""
+    from .store import IndexFolderError, NoDocument, document, load
+
+    start = end = None
+    if chars is not None:
+        m = re.fullmatch(r"\s*([\d,_]+)\s*[-:]\s*([\d,_]+)\s*", chars)
+        if not m:
+            _fail(f"--chars {chars!r}: expected START-END, e.g. 15544-16573")
+        start, end = (int(x.replace(",", "").replace("_", "")) for x in m.groups())
+    try:
+        doc = document(load(index, lexical=False, ann=False), doc_id, start, end)
+    except (IndexFolderError, NoDocument, ValueError) as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        return
+    part = f"characters {doc['start']:,}-{doc['end']:,} of {doc['length']:,}"
+    typer.secho(f"{doc['title']}  ({doc['path']}, {doc['n_tokens']:,} tokens{', truncated' if doc['truncated'] else ''}"
+                f"; {part})", bold=True, err=True)  # stderr: the text alone goes to a pipe or file
+    typer.echo(doc["text"])
+
+
+@app.command()
 def serve(
     index: Path = INDEX_OPT,
     host: str = typer.Option("127.0.0.1", help="Interface to bind; anything but loopback exposes the index "
@@ -196,7 +228,7 @@ def serve(
     threads: int = typer.Option(0, help="Torch CPU threads for encoding (0: torch's default); 1 is much faster "
                                 "when another process keeps a core busy."),
 ) -> None:
-    """Serve an index over HTTP: POST /search, GET /health, GET /stats (see README, Server)."""
+    """Serve an index over HTTP: POST /search, GET /document, /health, /stats (see README, Server)."""
     from .search import ModelMismatch
     from .server import Limits, ServeError
     from .server import serve as run_server

@@ -144,6 +144,11 @@ class Searcher:
             return [[] for _ in queries]
         return self._hits(self._dense(vectors, k), queries, vectors)
 
+    def document(self, doc_id: str, start: int | None = None, end: int | None = None) -> dict:
+        """A document's indexed text, or characters [start, end) of it (a hit's passage), with its id, path, title and
+        tokens: store.document."""
+        return store.document(self.snapshot, doc_id, start, end)
+
     def kept(self, where: Filter) -> int:
         """How many documents `where` keeps."""
         return len(self._within(where))

@@ -10,6 +10,7 @@ API (JSON in, JSON out; errors are `{"error": "..."}` with a 4xx/5xx status):
     POST /search  {"query": str, "k"?: int, "filter"?: {"path_prefix"?: str, "ids"?: [str]}, "mode"?: str}
     GET  /health  liveness: status, index version, documents
     GET  /stats   documents, model, index type, uptime, query count, latency percentiles, batching
+    GET  /document?id=ID[&start=N&end=M]   a document's indexed text (or a hit's passage of it), title, path, tokens
 """
 
 from __future__ import annotations
@@ -420,6 +421,17 @@ def create_app(service: SearchService) -> FastAPI:
     @app.get("/stats")
     async def stats() -> JSONResponse:
         return JSONResponse(service.stats())
+
+    @app.get("/document")
+    async def document(id: str, start: int | None = None, end: int | None = None) -> JSONResponse:  # noqa: A002
+        searcher = service.searcher  # one index version for the text and the version it reports
+        try:
+            doc = searcher.document(id, start, end)
+        except store.NoDocument as e:
+            return _error(404, str(e))
+        except ValueError as e:
+            return _error(422, str(e))
+        return JSONResponse({**doc, "index_version": int(searcher.snapshot.manifest.get("version", 0))})
 
     return app
 

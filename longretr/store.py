@@ -23,6 +23,7 @@ a reader that loses a race with two commits in a row reloads the newer manifest.
 
 from __future__ import annotations
 
+import difflib
 import fcntl
 import json
 import os
@@ -122,6 +123,27 @@ def read_manifest(folder: Path) -> dict | None:
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         raise IndexFolderError(f"{path}: not a longretr index manifest of format {FORMAT_VERSION}")
     return manifest
+
+
+class NoDocument(LookupError):
+    """No document with that id in the index; the message names close ids."""
+
+
+def document(snapshot: Snapshot, doc_id: str, start: int | None = None, end: int | None = None) -> dict:
+    """A document by id: id, path, title, n_tokens, truncated, and its indexed text (what search, snippets and passage
+    offsets refer to: for HTML and PDF the extracted text, not the file), or characters [start, end) of it."""
+    rows = snapshot.docs.filter(pc.equal(snapshot.docs.column("id"), doc_id))
+    if rows.num_rows == 0:
+        close = difflib.get_close_matches(doc_id, snapshot.docs.column("id").to_pylist(), n=3, cutoff=0.5)
+        raise NoDocument(f"{snapshot.folder}: no document {doc_id!r}"
+                         + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))
+    row = rows.slice(0, 1).to_pylist()[0]
+    length = len(row["text"])
+    lo, hi = 0 if start is None else start, length if end is None else min(end, length)  # an end past it: to the end
+    if lo < 0 or lo > hi or (lo == hi and length):
+        raise ValueError(f"characters {start}-{end}: not a range inside {doc_id!r}'s {length:,} characters")
+    return {**{k: row[k] for k in ("id", "path", "title", "n_tokens", "truncated")},
+            "length": length, "start": lo, "end": hi, "text": row["text"][lo:hi]}
 
 
 def no_index(folder: Path | str) -> IndexFolderError:

@@ -411,6 +411,23 @@ def test_cli_search_shows_the_matching_passage(tmp_path, tiny_gemma):
     assert hits["long.txt"]["snippet"].strip("…") in long[a:b]
     r = runner.invoke(app, args)
     assert r.exit_code == 0 and f"long.txt  (passage: characters {a:,}-{b:,})" in r.output
+    # `longretr show` prints that passage, given as search prints it; the header goes to stderr, the text alone out
+    show = ["show", "long.txt", "--index", str(folder)]
+    r = runner.invoke(app, [*show, "--chars", f"{a:,}-{b:,}"])
+    assert r.exit_code == 0 and r.stdout == long[a:b] + "\n", r.output
+    assert f"long  (long.txt, 37 tokens; characters {a:,}-{b:,} of {len(long):,})" in r.stderr
+    assert runner.invoke(app, show).stdout == long + "\n"
+    doc = json.loads(runner.invoke(app, [*show, "--json", "--chars", "4-9"]).stdout)
+    assert doc == {"id": "long.txt", "path": "long.txt", "title": "long", "n_tokens": 37, "truncated": False,
+                   "length": len(long), "start": 4, "end": 9, "text": "quick"}
+    assert json.loads(runner.invoke(app, [*show, "--json", "--chars", "4-100000"]).stdout)["text"] == long[4:]
+    for bad, message in ((["--chars", "9-4"], "characters 9-4: not a range inside 'long.txt'"),
+                         (["--chars", "9"], "--chars '9': expected START-END"),
+                         (["--chars", f"{len(long)}-{len(long) + 5}"], "not a range inside")):
+        r = runner.invoke(app, [*show, *bad])
+        assert r.exit_code == 2 and message in r.output, r.output
+    r = runner.invoke(app, ["show", "lng.txt", "--index", str(folder)])
+    assert r.exit_code == 2 and "no document 'lng.txt'; did you mean 'long.txt'" in r.output, r.output
 
 
 def test_vector_headroom_tells_whole_lead_and_span_vectors_apart(tmp_path, embedder):

@@ -88,6 +88,22 @@ def test_filters_keep_only_matching_hits_in_ranked_order(client):
     assert [h["id"] for h in hits] == ["animals/dog.txt"]
 
 
+def test_document_endpoint_gives_the_indexed_text_or_a_part_of_it(client):
+    r = client.get("/document", params={"id": "formats/json.md"})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["text"] == TEXTS["formats/json.md"] and doc["title"] == "JSON" and doc["index_version"] == 1
+    assert (doc["start"], doc["end"], doc["length"]) == (0, len(doc["text"]), len(doc["text"]))
+    part = client.get("/document", params={"id": "formats/json.md", "start": 7, "end": 11}).json()
+    assert part["text"] == "pars" == TEXTS["formats/json.md"][7:11] and part["length"] == doc["length"]
+    r = client.get("/document", params={"id": "formats/jsn.md"})
+    assert r.status_code == 404 and "did you mean 'formats/json.md'" in r.json()["error"]
+    for bad in ({"id": "cli.txt", "start": 9, "end": 3}, {"id": "cli.txt", "start": 10_000}, {"id": "cli.txt",
+                "start": -1}, {"id": "cli.txt", "start": "x"}, {}):
+        r = client.get("/document", params=bad)
+        assert r.status_code == 422 and "error" in r.json(), (bad, r.text)
+
+
 BAD = [
     (b"{not json", 400, "not valid JSON"),
     (b"", 400, "empty request body"),
