@@ -190,23 +190,35 @@ def show(
     chars: str = typer.Option(None, "--chars", help="START-END: only these characters of its indexed text, e.g. a "
                               "hit's passage as search prints it (15,544-16,573)."),
     as_json: bool = typer.Option(False, "--json", help="Print the document (or part) as JSON."),
+    server: str = typer.Option(None, "--server", help="URL of a running `longretr serve` to ask instead; --index "
+                               "is then unused."),
 ) -> None:
     """Print a document's indexed text, or a part of it: what search, snippets and passages refer to (for HTML and PDF
     the extracted text, not the file)."""
-    from .store import IndexFolderError, NoDocument, document, load
-
+    if server is not None and not server.strip():
+        _fail("--server is empty; give the URL of a running `longretr serve`")
     start = end = None
     if chars is not None:
         m = re.fullmatch(r"\s*([\d,_]+)\s*[-:]\s*([\d,_]+)\s*", chars)
         if not m:
             _fail(f"--chars {chars!r}: expected START-END, e.g. 15544-16573")
         start, end = (int(x.replace(",", "").replace("_", "")) for x in m.groups())
-    try:
-        doc = document(load(index, lexical=False, ann=False), doc_id, start, end)
-    except (IndexFolderError, NoDocument, ValueError) as e:
-        _fail(str(e))
+    if server:
+        from .client import RemoteError, document_remote
+
+        try:
+            doc = document_remote(server, doc_id, start, end)
+        except RemoteError as e:
+            _fail(str(e))
+    else:
+        from .store import IndexFolderError, NoDocument, document, load
+
+        try:
+            doc = document(load(index, lexical=False, ann=False), doc_id, start, end)
+        except (IndexFolderError, NoDocument, ValueError) as e:
+            _fail(str(e))
     if as_json:
-        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        typer.echo(json.dumps({k: v for k, v in doc.items() if k != "index_version"}, indent=2, ensure_ascii=False))
         return
     part = f"characters {doc['start']:,}-{doc['end']:,} of {doc['length']:,}"
     typer.secho(f"{doc['title']}  ({doc['path']}, {doc['n_tokens']:,} tokens{', truncated' if doc['truncated'] else ''}"

@@ -23,24 +23,41 @@ def search_remote(url: str, queries: list[str], k: int = 10, mode: str | None = 
     options = {**({"mode": mode} if mode is not None else {}), **({"filter": where.to_dict()} if where else {})}
 
     def one(client: httpx.Client, query: str) -> list[Hit]:
-        body = {"query": query, "k": k, **options}
-        try:
-            r = client.post(f"{base}/search", json=body)
-        except httpx.InvalidURL as e:  # not an httpx.HTTPError
-            raise RemoteError(f"{url}: not a valid server URL ({e})") from e
-        except httpx.HTTPError as e:
-            raise RemoteError(f"cannot reach the server at {base}: {e}") from e
-        try:
-            data = r.json()
-        except ValueError:
-            raise RemoteError(f"{base}/search answered {r.status_code} with a non-JSON body: {r.text[:200]}") from None
-        if r.status_code != 200:
-            detail = data.get("error", data) if isinstance(data, dict) else data
-            raise RemoteError(f"{base}/search answered {r.status_code}: {str(detail)[:500]}")
+        data = _answer(lambda: client.post(f"{base}/search", json={"query": query, "k": k, **options}), url, "/search")
         return _hits(data, f"{base}/search")
 
     with httpx.Client(timeout=timeout) as client, ThreadPoolExecutor(max(1, min(workers, len(queries)))) as pool:
         return list(pool.map(lambda q: one(client, q), queries))
+
+
+def document_remote(url: str, doc_id: str, start: int | None = None, end: int | None = None,
+                    timeout: float = 60.0) -> dict:
+    """A document's indexed text (or characters [start, end) of it) from a running `longretr serve`."""
+    base = url.rstrip("/")
+    params = {"id": doc_id} | {name: v for name, v in (("start", start), ("end", end)) if v is not None}
+    data = _answer(lambda: httpx.get(f"{base}/document", params=params, timeout=timeout), url, "/document")
+    if not isinstance(data, dict) or not {"id", "text", "start", "end", "length"} <= set(data):
+        raise RemoteError(f"{base}/document answered 200, but not as `longretr serve` does: {json.dumps(data)[:200]}")
+    return data
+
+
+def _answer(send, url: str, endpoint: str):
+    """The JSON of a 200 answer to send(); anything else (no server, an error status, not JSON) is a RemoteError."""
+    base = url.rstrip("/")
+    try:
+        r = send()
+    except httpx.InvalidURL as e:  # not an httpx.HTTPError
+        raise RemoteError(f"{url}: not a valid server URL ({e})") from e
+    except httpx.HTTPError as e:
+        raise RemoteError(f"cannot reach the server at {base}: {e}") from e
+    try:
+        data = r.json()
+    except ValueError:
+        raise RemoteError(f"{base}{endpoint} answered {r.status_code} with a non-JSON body: {r.text[:200]}") from None
+    if r.status_code != 200:
+        detail = data.get("error", data) if isinstance(data, dict) else data
+        raise RemoteError(f"{base}{endpoint} answered {r.status_code}: {str(detail)[:500]}")
+    return data
 
 
 def _hits(data, where: str) -> list[Hit]:

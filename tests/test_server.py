@@ -335,6 +335,10 @@ def test_longretr_serve_subprocess_and_search_client(index_folder, tmp_path):
                                       "--id", "formats/zip.txt", "--id", "cli.txt"])
         assert out.exit_code == 0, out.output
         assert [h["id"] for h in json.loads(out.output)] == ["formats/zip.txt"]  # the filter went to the server
+        out = runner.invoke(cli_app, ["show", "formats/json.md", "--server", url, "--chars", "7-11", "--json"])
+        assert out.exit_code == 0 and json.loads(out.stdout)["text"] == "pars", out.output
+        out = runner.invoke(cli_app, ["show", "formats/jsn.md", "--server", url])
+        assert out.exit_code == 2 and "answered 404" in out.output and "did you mean 'formats/json.md'" in out.output
         out = runner.invoke(cli_app, ["search", "x", "--server", url, "-k", "500"])
         assert out.exit_code == 2 and "answered 422" in out.output and "between 1 and 100" in out.output
         assert "error" not in (tmp_path / "serve.log").read_text().lower()
