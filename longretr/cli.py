@@ -100,8 +100,10 @@ def search(
 
     if bool(query) == (queries is not None):
         _fail("give either a QUERY or --queries FILE")
-    if query and not all(q.strip() for q in query):
-        _fail("the query is empty" if len(query) == 1 else "one of the queries is empty")
+    blank = next((n for n, q in enumerate(query or [], 1) if not q.strip()), None)
+    if blank is not None:
+        _fail("the query is empty" if len(query) == 1
+              else f"one of the queries is empty: query {blank} of {len(query)}")
     if k < 1:
         _fail("-k must be at least 1")
     if server is not None and not server.strip():  # e.g. an unset $URL: do not search (and load a model) here
@@ -141,9 +143,8 @@ def search(
                 searcher = Searcher(index, Embedder(model))
             else:  # the index's own model, loaded at the first dense or hybrid search
                 searcher = Searcher(index)
-            if where is not None and not searcher.kept(where):  # a typo, most likely: say so before loading a model
-                _fail(f"{index}: no document matches --path-prefix/--id (ids and paths are relative to the corpus "
-                      f"folder{', e.g. ' + repr(searcher.example_id) if searcher.count else ''})")
+            if where is not None:  # before a model loads
+                searcher.check_filter(where, "--path-prefix/--id")
             results = searcher.search(texts, k, mode=mode, where=where)
         except (IndexFolderError, ModelMismatch, FileNotFoundError, ValueError) as e:
             _fail(str(e))
@@ -197,12 +198,7 @@ def show(
     the extracted text, not the file)."""
     if server is not None and not server.strip():
         _fail("--server is empty; give the URL of a running `longretr serve`")
-    start = end = None
-    if chars is not None:
-        m = re.fullmatch(r"\s*([\d,_]+)\s*[-:]\s*([\d,_]+)\s*", chars)
-        if not m:
-            _fail(f"--chars {chars!r}: expected START-END, e.g. 15544-16573")
-        start, end = (int(x.replace(",", "").replace("_", "")) for x in m.groups())
+    start, end = (None, None) if chars is None else _char_range(chars)
     if server:
         from .client import RemoteError, document_remote
 
@@ -211,10 +207,10 @@ def show(
         except RemoteError as e:
             _fail(str(e))
     else:
-        from .store import IndexFolderError, NoDocument, document, load
+        from .store import IndexFolderError, NoDocument, read_document
 
         try:
-            doc = document(load(index, lexical=False, ann=False), doc_id, start, end)
+            doc = read_document(index, doc_id, start, end)
         except (IndexFolderError, NoDocument, ValueError) as e:
             _fail(str(e))
     if as_json:
@@ -224,6 +220,18 @@ def show(
     typer.secho(f"{doc['title']}  ({doc['path']}, {doc['n_tokens']:,} tokens{', truncated' if doc['truncated'] else ''}"
                 f"; {part})", bold=True, err=True)  # stderr: the text alone goes to a pipe or file
     typer.echo(doc["text"])
+
+
+# a character offset as search prints it (15,544: commas between groups of three digits) or plain (15544)
+OFFSET = r"([0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)"
+
+
+def _char_range(chars: str) -> tuple[int, int]:
+    """--chars START-END as two ints; anything else (a stray comma, a lone number) is one error line."""
+    m = re.fullmatch(rf"\s*{OFFSET}\s*[-:]\s*{OFFSET}\s*", chars)
+    if not m:
+        _fail(f"--chars {chars!r}: expected START-END, e.g. 15544-16573 or 15,544-16,573")
+    return int(m[1].replace(",", "")), int(m[2].replace(",", ""))
 
 
 @app.command()

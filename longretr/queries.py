@@ -41,11 +41,7 @@ class Filter:
         if self.path_prefix is not None and (not isinstance(self.path_prefix, str) or not self.path_prefix):
             raise ValueError(f"path_prefix must be a non-empty string, got {self.path_prefix!r}")
         if self.ids is not None:
-            if isinstance(self.ids, (str, bytes)) or not all(isinstance(i, str) for i in self.ids):
-                raise TypeError(f"ids must be a collection of id strings, got {self.ids!r:.80}")
-            if not self.ids:
-                raise ValueError("ids is empty: no document could match")
-            object.__setattr__(self, "ids", frozenset(self.ids))
+            object.__setattr__(self, "ids", _id_set(self.ids))
 
     def keep(self, doc_id: str, path: str) -> bool:
         return ((self.path_prefix is None or path.startswith(self.path_prefix))
@@ -55,6 +51,19 @@ class Filter:
         """The server's JSON `filter` object."""
         return {**({"path_prefix": self.path_prefix} if self.path_prefix is not None else {}),
                 **({"ids": sorted(self.ids)} if self.ids is not None else {})}
+
+
+def _id_set(ids) -> frozenset[str]:
+    """`ids` as a frozenset of str. Read once into a list first: a generator that was checked before being converted
+    would be empty by then, and the filter would silently keep nothing."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise TypeError(f"ids must be a collection of id strings, got {type(ids).__name__} {ids!r:.80}")
+    items = list(ids)
+    if not all(isinstance(i, str) for i in items):
+        raise TypeError(f"ids must be a collection of id strings, got {items!r:.80}")
+    if not items:
+        raise ValueError("ids is empty: no document could match")
+    return frozenset(items)
 
 
 def check_texts(texts: Iterable[str], what: str = "texts") -> list[str]:

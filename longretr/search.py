@@ -149,14 +149,13 @@ class Searcher:
         tokens: store.document."""
         return store.document(self.snapshot, doc_id, start, end)
 
-    def kept(self, where: Filter) -> int:
-        """How many documents `where` keeps."""
-        return len(self._within(where))
-
-    @property
-    def example_id(self) -> str:
-        """A document id, to show what ids look like."""
-        return self._ids[0]
+    def check_filter(self, where: Filter, what: str = "the filter") -> None:
+        """A ValueError if `where` keeps no document of the index: a typo most likely, which a search would answer with
+        no hits at all. The message shows what ids and paths look like (`longretr search`, the server's 422)."""
+        if not len(self._within(where)):
+            example = f", e.g. {self._ids[0]!r}" if self._ids else ""
+            raise ValueError(f"{self.folder}: no document matches {what} (ids and paths are relative to the corpus "
+                             f"folder{example})")
 
     def _within(self, where: Filter) -> np.ndarray:
         """The vids of the documents `where` keeps."""

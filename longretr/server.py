@@ -298,6 +298,13 @@ class SearchService:
             jobs = [j for j in jobs if not j.future.cancelled()]  # their requests timed out or went away
             if not jobs:
                 continue
+            try:  # a filter that keeps nothing is an error (422), as in `longretr search`, not an empty answer
+                if where is not None:
+                    searcher.check_filter(where)
+            except ValueError as e:
+                for job in jobs:
+                    _resolve(job.future, error=e)
+                continue
             try:
                 results = self._search(searcher, [j.query for j in jobs], k, mode, where)
             except Exception as e:
@@ -357,6 +364,14 @@ def _resolve(future: Future, result: Result | None = None, error: BaseException 
         pass
 
 
+def _problem(error: dict) -> str:
+    """One of FastAPI's validation errors (GET /document's parameters) in words, "'start' (query parameter): Input
+    should be a valid integer ..., got '1,000'", not a dump of its dict."""
+    *where, name = error.get("loc") or ("?",)
+    got = f", got {str(error['input'])[:50]!r}" if error.get("input") is not None else ""
+    return f"{name!r}{f' ({where[0]} parameter)' if where else ''}: {error.get('msg', 'invalid')}{got}"
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -382,7 +397,7 @@ def create_app(service: SearchService) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(422, str(exc.errors())[:500])
+        return _error(422, "; ".join(map(_problem, exc.errors()))[:500])
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -132,18 +132,58 @@ class NoDocument(LookupError):
 def document(snapshot: Snapshot, doc_id: str, start: int | None = None, end: int | None = None) -> dict:
     """A document by id: id, path, title, n_tokens, truncated, and its indexed text (what search, snippets and passage
     offsets refer to: for HTML and PDF the extracted text, not the file), or characters [start, end) of it."""
-    rows = snapshot.docs.filter(pc.equal(snapshot.docs.column("id"), doc_id))
-    if rows.num_rows == 0:
-        close = difflib.get_close_matches(doc_id, snapshot.docs.column("id").to_pylist(), n=3, cutoff=0.5)
-        raise NoDocument(f"{snapshot.folder}: no document {doc_id!r}"
-                         + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))
-    row = rows.slice(0, 1).to_pylist()[0]
+    return _document(snapshot.folder, snapshot.docs, doc_id, start, end)
+
+
+def _document(folder: Path, docs: pa.Table, doc_id: str, start: int | None, end: int | None) -> dict:
+    row = _document_row(folder, docs, doc_id)
     length = len(row["text"])
     lo, hi = 0 if start is None else start, length if end is None else min(end, length)  # an end past it: to the end
-    if lo < 0 or lo > hi or (lo == hi and length):
-        raise ValueError(f"characters {start}-{end}: not a range inside {doc_id!r}'s {length:,} characters")
+    if lo < 0 or lo > hi or (lo == hi and length):  # a bound left out is shown as the one used, not as None
+        raise ValueError(f"characters {lo:,}-{length if end is None else end:,}: not a range inside {doc_id!r} "
+                         f"({length:,} characters)")
     return {**{k: row[k] for k in ("id", "path", "title", "n_tokens", "truncated")},
             "length": length, "start": lo, "end": hi, "text": row["text"][lo:hi]}
+
+
+def read_document(folder: Path | str, doc_id: str, start: int | None = None, end: int | None = None) -> dict:
+    """`document` read from the folder without loading the index: only the docs table, not the vectors (`longretr
+    show`; a large index's vectors are gigabytes, read and checked to print one passage)."""
+    folder = Path(folder)
+    for attempt in range(LOAD_ATTEMPTS):
+        manifest = read_manifest(folder)
+        if manifest is None:
+            raise no_index(folder)
+        files = manifest.get("files")
+        if not isinstance(files, dict) or not isinstance(files.get("docs"), str):
+            raise IndexFolderError(f"{folder / MANIFEST}: names no docs file; not a longretr index")
+        try:
+            docs = pq.read_table(folder / files["docs"])
+        except FileNotFoundError:  # a writer committed since we read the manifest and removed that version: retry
+            if attempt + 1 < LOAD_ATTEMPTS and read_manifest(folder) != manifest:
+                continue
+            raise IndexFolderError(f"{folder / files['docs']}: missing; re-run `longretr index`") from None
+        except Exception as e:
+            raise IndexFolderError(f"{folder / files['docs']}: corrupt or unreadable docs table ({e})") from e
+        if set(DOC_COLUMNS) - set(docs.column_names):
+            raise IndexFolderError(f"{folder / files['docs']}: missing columns "
+                                   f"{sorted(set(DOC_COLUMNS) - set(docs.column_names))}")
+        return _document(folder, docs, doc_id, start, end)
+    raise AssertionError("unreachable")
+
+
+def _document_row(folder: Path, docs: pa.Table, doc_id: str) -> dict:
+    """The docs table's row for `doc_id`; else NoDocument naming close ids."""
+    try:
+        doc_id.encode()
+        rows = docs.filter(pc.equal(docs.column("id"), doc_id))
+    except UnicodeEncodeError:  # a command line's undecodable bytes (lone surrogates): in no id, and arrow refuses them
+        rows = docs.slice(0, 0)
+    if rows.num_rows == 0:
+        close = difflib.get_close_matches(doc_id, docs.column("id").to_pylist(), n=3, cutoff=0.5)
+        raise NoDocument(f"{folder}: no document {doc_id!r}"
+                         + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))
+    return rows.slice(0, 1).to_pylist()[0]
 
 
 def no_index(folder: Path | str) -> IndexFolderError:

@@ -5,7 +5,9 @@ import json
 import random
 from dataclasses import replace
 
+import httpx
 import pytest
+from fastapi.testclient import TestClient
 from tiny_models import write_config, write_corpus
 from typer.testing import CliRunner
 
@@ -13,6 +15,7 @@ from longretr.cli import app
 from longretr.indexer import index_corpus
 from longretr.queries import Filter
 from longretr.search import Searcher
+from longretr.server import SearchService, create_app
 
 WORDS = ("archive digest json parser thread socket fox dog lazy quick brown command line argument time zone "
          "calendar queue heap sort random seed shell path glob").split()
@@ -110,3 +113,42 @@ def test_cli_search_path_prefix_and_id(tmp_path, tiny_gemma):
     for bad in (["--path-prefix", ""], ["--id", ""]):
         r = runner.invoke(app, ["search", "lazy dog", "--index", str(folder), *bad])
         assert r.exit_code == 2 and "--path-prefix and --id cannot be empty" in r.output
+
+
+def test_filter_ids_are_read_once_from_any_iterable(folders):
+    wanted = ["a/doc00.txt", "c/doc05.txt"]
+    where = Filter(ids=(i for i in wanted))  # a generator: checked, then converted, it was empty and kept nothing
+    assert where.ids == frozenset(wanted)
+    for row in folders["flat"].search(QUERIES, k=10, mode="dense", where=where):
+        assert sorted(h.id for h in row) == wanted
+    assert Filter(ids=map(str.upper, ["x"])).ids == frozenset({"X"})
+    with pytest.raises(TypeError, match="ids must be a collection of id strings, got int 5"):
+        Filter(ids=5)
+
+
+def test_a_filter_keeping_nothing_is_an_error_through_the_server_too(folders, embedder, monkeypatch):
+    """As `longretr search --path-prefix` without a server: a 422 naming an example id, and so the client's one error
+    line (exit 2), not an empty answer that reads as 'no results'."""
+    service = SearchService(folders["flat"].folder, embedder, reload_interval=0)
+    url = "http://longretr.test"
+    try:
+        with TestClient(create_app(service), base_url=url) as client:
+            r = client.post("/search", json={"query": "lazy dog", "filter": {"path_prefix": "zzz/"}})
+            assert r.status_code == 422, r.text
+            assert "no document matches the filter" in r.json()["error"] and "e.g. 'a/doc00.txt'" in r.json()["error"]
+            r = client.post("/search", json={"query": "lazy dog", "filter": {"ids": ["nope", "a/doc00.txt"]}})
+            assert r.status_code == 200 and [h["id"] for h in r.json()["hits"]] == ["a/doc00.txt"]
+        monkeypatch.setattr(httpx, "Client", lambda **kw: TestClient(create_app(service), base_url=url))
+        runner = CliRunner()
+        r = runner.invoke(app, ["search", "lazy dog", "--server", url, "--json", "--path-prefix", "b/"])
+        assert r.exit_code == 0 and {h["id"][:2] for h in json.loads(r.stdout)} == {"b/"}, r.output
+        r = runner.invoke(app, ["search", "lazy dog", "--server", url, "--id", "a/doc00"])
+        assert r.exit_code == 2, r.output
+        assert r.output.count("\n") == 1 and "answered 422" in r.output and "no document matches" in r.output
+    finally:
+        service.close()
+
+
+def test_several_queries_name_the_blank_one():
+    r = CliRunner().invoke(app, ["search", "lazy dog", "json", " ", "--index", "/nonexistent"])
+    assert r.exit_code == 2 and r.output == "error: one of the queries is empty: query 3 of 3\n", r.output

@@ -225,6 +225,7 @@ class RecordingSearcher:
 
     def __init__(self, real):
         self.snapshot, self.real, self.calls = real.snapshot, real, []
+        self.check_filter = real.check_filter
 
     def search(self, queries, k=10, mode=None, where=None):
         self.calls.append((list(queries), k, mode, where))

@@ -1,0 +1,80 @@
+"""`longretr show ID [--chars START-END]`, store.document and GET /document: a document's indexed text, or a hit's
+passage of it."""
+
+import shutil
+
+import pytest
+from fastapi.testclient import TestClient
+from tiny_models import write_corpus
+from typer.testing import CliRunner
+
+from longretr import store
+from longretr.cli import app
+from longretr.indexer import index_corpus
+from longretr.server import SearchService, create_app
+
+PLAIN = " ".join(f"word{i:04d}" for i in range(300))  # 2,699 characters
+TEXTS = {"plain.txt": PLAIN, "web/page.html": "<html><head><title>Page</title></head><body><p>a lazy dog</p></body>"}
+
+
+@pytest.fixture(scope="module")
+def folder(embedder, tmp_path_factory):
+    base = tmp_path_factory.mktemp("show")
+    index_corpus(write_corpus(base / "corpus", TEXTS), base / "idx", embedder, progress=False)
+    return base / "idx"
+
+
+def show(folder, *args: str):
+    return CliRunner().invoke(app, ["show", *args, "--index", str(folder)])
+
+
+def test_chars_takes_offsets_as_search_prints_them_and_refuses_anything_else_in_one_line(folder):
+    r = show(folder, "plain.txt", "--chars", "1,000-1,017")
+    assert r.exit_code == 0 and r.stdout == PLAIN[1000:1017] + "\n", r.output
+    # a stray comma or underscore was a traceback (exit 1); "0-1,0" read as 0-10, "1,2,3" as 123
+    for bad in (",-5", "_-5", "1,2,3-5", "0-1,0", "1_000-1_017", "5-"):
+        r = show(folder, "plain.txt", "--chars", bad)
+        assert r.exit_code == 2, (bad, r.output)
+        assert r.output == f"error: --chars {bad!r}: expected START-END, e.g. 15544-16573 or 15,544-16,573\n"
+
+
+def test_a_range_error_shows_the_bounds_used(folder):
+    snap = store.load(folder, lexical=False, ann=False)
+    with pytest.raises(ValueError, match=r"^characters -1-2,699: not a range inside 'plain.txt' \(2,699 characters\)$"):
+        store.document(snap, "plain.txt", start=-1)  # was "characters -1-None"
+    with pytest.raises(ValueError, match=r"^characters 0-0: not a range inside 'plain.txt'"):
+        store.document(snap, "plain.txt", end=0)  # was "characters None-0"
+    r = show(folder, "plain.txt", "--chars", "5,000-6,000")
+    assert r.exit_code == 2 and "characters 5,000-6,000: not a range inside 'plain.txt'" in r.output, r.output
+
+
+def test_an_id_with_undecodable_bytes_is_no_such_document(folder):
+    r = show(folder, "plain.tx\udcff")  # what Python makes of a non-UTF-8 byte on the command line; was a traceback
+    assert r.exit_code == 2, r.output
+    assert r.output == f"error: {folder}: no document 'plain.tx\\udcff'; did you mean 'plain.txt'?\n"
+
+
+def test_show_reads_the_docs_table_alone(folder, tmp_path):
+    """The vectors (gigabytes for a large index) are not read to print a passage: show works without them."""
+    copy = tmp_path / "idx"
+    shutil.copytree(folder, copy)
+    for vectors in copy.glob("vectors-*.faiss"):
+        vectors.unlink()
+    r = show(copy, "web/page.html", "--chars", "2-6")
+    assert r.exit_code == 0 and r.stdout == "lazy\n", r.output
+
+
+def test_document_endpoint_names_a_bad_parameter_in_words(folder, embedder):
+    service = SearchService(folder, embedder, reload_interval=0)
+    try:
+        with TestClient(create_app(service)) as client:
+            r = client.get("/document", params={"id": "plain.txt", "start": "1,000"})
+            assert r.status_code == 422 and r.json()["error"] == (
+                "'start' (query parameter): Input should be a valid integer, unable to parse string as an integer, "
+                "got '1,000'")
+            r = client.get("/document")
+            assert r.status_code == 422 and r.json()["error"] == "'id' (query parameter): Field required"
+            r = client.get("/document", params={"id": "plain.txt", "end": 0})
+            assert r.status_code == 422 and r.json()["error"].startswith("characters 0-0: not a range inside")
+    finally:
+        service.close()
