@@ -144,7 +144,10 @@ def search(
             else:  # the index's own model, loaded at the first dense or hybrid search
                 searcher = Searcher(index)
             if where is not None:  # before a model loads
-                searcher.check_filter(where, "--path-prefix/--id")
+                unknown = searcher.check_filter(where, "--path-prefix/--id")
+                if unknown:  # one mistyped id among several would otherwise go unnoticed
+                    typer.echo(f"longretr: warning: {index} has no document {', '.join(map(repr, unknown[:5]))}"
+                               f"{' ...' if len(unknown) > 5 else ''}; searching the others", err=True)
             results = searcher.search(texts, k, mode=mode, where=where)
         except (IndexFolderError, ModelMismatch, FileNotFoundError, ValueError) as e:
             _fail(str(e))

@@ -149,13 +149,15 @@ class Searcher:
         tokens: store.document."""
         return store.document(self.snapshot, doc_id, start, end)
 
-    def check_filter(self, where: Filter, what: str = "the filter") -> None:
+    def check_filter(self, where: Filter, what: str = "the filter") -> list[str]:
         """A ValueError if `where` keeps no document of the index: a typo most likely, which a search would answer with
-        no hits at all. The message shows what ids and paths look like (`longretr search`, the server's 422)."""
+        no hits at all. The message shows what ids and paths look like (`longretr search`, the server's 422). Returns
+        the filter's ids that are not in the index (sorted), which a caller may warn about."""
         if not len(self._within(where)):
             example = f", e.g. {self._ids[0]!r}" if self._ids else ""
             raise ValueError(f"{self.folder}: no document matches {what} (ids and paths are relative to the corpus "
                              f"folder{example})")
+        return sorted(where.ids - set(self._ids)) if where.ids else []
 
     def _within(self, where: Filter) -> np.ndarray:
         """The vids of the documents `where` keeps."""

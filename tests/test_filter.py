@@ -98,6 +98,10 @@ def test_cli_search_path_prefix_and_id(tmp_path, tiny_gemma):
     assert [h["id"] for h in json.loads(r.output)] and all(h["path"].startswith("b/") for h in json.loads(r.output))
     r = runner.invoke(app, [*search, "--mode", "dense", "--id", "a/doc00.txt", "--id", "c/doc05.txt"])
     assert r.exit_code == 0 and sorted(h["id"] for h in json.loads(r.output)) == ["a/doc00.txt", "c/doc05.txt"]
+    assert r.stderr == ""
+    r = runner.invoke(app, [*search, "--mode", "dense", "--id", "a/doc00.txt", "--id", "c/doc5.txt"])  # a typo
+    assert r.exit_code == 0 and [h["id"] for h in json.loads(r.stdout)] == ["a/doc00.txt"]
+    assert r.stderr == f"longretr: warning: {folder} has no document 'c/doc5.txt'; searching the others\n"
     queries = tmp_path / "q.tsv"
     queries.write_text("q1\tlazy dog\nq2\tjson parser\n")
     r = runner.invoke(app, ["search", "--queries", str(queries), "--index", str(folder), "--mode", "dense",
