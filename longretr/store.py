@@ -150,26 +150,14 @@ def read_document(folder: Path | str, doc_id: str, start: int | None = None, end
     """`document` read from the folder without loading the index: only the docs table, not the vectors (`longretr
     show`; a large index's vectors are gigabytes, read and checked to print one passage)."""
     folder = Path(folder)
-    for attempt in range(LOAD_ATTEMPTS):
-        manifest = read_manifest(folder)
-        if manifest is None:
-            raise no_index(folder)
+
+    def docs(manifest: dict) -> pa.Table:
         files = manifest.get("files")
         if not isinstance(files, dict) or not isinstance(files.get("docs"), str):
             raise IndexFolderError(f"{folder / MANIFEST}: names no docs file; not a longretr index")
-        try:
-            docs = pq.read_table(folder / files["docs"])
-        except FileNotFoundError:  # a writer committed since we read the manifest and removed that version: retry
-            if attempt + 1 < LOAD_ATTEMPTS and read_manifest(folder) != manifest:
-                continue
-            raise IndexFolderError(f"{folder / files['docs']}: missing; re-run `longretr index`") from None
-        except Exception as e:
-            raise IndexFolderError(f"{folder / files['docs']}: corrupt or unreadable docs table ({e})") from e
-        if set(DOC_COLUMNS) - set(docs.column_names):
-            raise IndexFolderError(f"{folder / files['docs']}: missing columns "
-                                   f"{sorted(set(DOC_COLUMNS) - set(docs.column_names))}")
-        return _document(folder, docs, doc_id, start, end)
-    raise AssertionError("unreachable")
+        return _read_docs(folder / files["docs"])
+
+    return _document(folder, _current(folder, docs), doc_id, start, end)
 
 
 def _document_row(folder: Path, docs: pa.Table, doc_id: str) -> dict:
@@ -199,20 +187,34 @@ def load(folder: Path | str, lexical: bool = True, ann: bool = True) -> Snapshot
     """The current version. Writers pass lexical=False, ann=False: they rebuild both from the
     vectors and the docs table, so a damaged lexical or ann file is repaired by re-indexing."""
     folder = Path(folder)
+    return _current(folder, lambda manifest: _load_version(folder, manifest, lexical, ann))
+
+
+def _current(folder: Path, read):
+    """read(manifest) of the current version. A writer may have committed twice since we read the manifest and removed
+    its files: they are never changed in place, so a newer manifest means a newer complete version to read instead."""
     for attempt in range(LOAD_ATTEMPTS):
         manifest = read_manifest(folder)
         if manifest is None:
             raise no_index(folder)
         try:
-            return _load_version(folder, manifest, lexical, ann)
+            return read(manifest)
         except IndexFolderError:
-            # a writer may have committed twice since we read the manifest and removed its files:
-            # they are never changed in place, so a newer manifest means a newer complete version
             newer = read_manifest(folder)
             if attempt + 1 < LOAD_ATTEMPTS and newer is not None and newer.get("version") != manifest.get("version"):
                 continue
             raise
     raise AssertionError("unreachable")
+
+
+def _read_docs(path: Path) -> pa.Table:
+    try:
+        docs = pq.read_table(path)
+    except Exception as e:
+        raise IndexFolderError(f"{path}: corrupt or unreadable docs table ({e})") from e
+    if set(DOC_COLUMNS) - set(docs.column_names):
+        raise IndexFolderError(f"{path}: missing columns {sorted(set(DOC_COLUMNS) - set(docs.column_names))}")
+    return docs
 
 
 def _load_version(folder: Path, manifest: dict, want_lexical: bool, want_ann: bool) -> Snapshot:
@@ -226,12 +228,7 @@ def _load_version(folder: Path, manifest: dict, want_lexical: bool, want_ann: bo
     if not isinstance(index, faiss.IndexIDMap2) or not isinstance(faiss.downcast_index(index.index), faiss.IndexFlat):
         raise IndexFolderError(f"{vec_path}: a FAISS {type(index).__name__}, not the IndexIDMap2(IndexFlat) "
                                "longretr writes; this file was not written by longretr")
-    try:
-        docs = pq.read_table(docs_path)
-    except Exception as e:
-        raise IndexFolderError(f"{docs_path}: corrupt or unreadable docs table ({e})") from e
-    if set(DOC_COLUMNS) - set(docs.column_names):
-        raise IndexFolderError(f"{docs_path}: missing columns {sorted(set(DOC_COLUMNS) - set(docs.column_names))}")
+    docs = _read_docs(docs_path)
     ids = faiss.vector_to_array(index.id_map)
     doc_ids, extra_ids = ids[ids < EXTRA_ID], ids[ids >= EXTRA_ID]
     if len(doc_ids) != docs.num_rows or index.d != manifest["dim"]:
