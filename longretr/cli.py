@@ -96,7 +96,7 @@ def search(
                                   "both must hold)."),
 ) -> None:
     """Search an index: one QUERY or several, or a batch with --queries."""
-    from .queries import Filter, read_queries, trec_lines
+    from .queries import Filter, read_queries
 
     if bool(query) == (queries is not None):
         _fail("give either a QUERY or --queries FILE")
@@ -152,32 +152,44 @@ def search(
         except (IndexFolderError, ModelMismatch, FileNotFoundError, ValueError) as e:
             _fail(str(e))
     if queries:
-        lines = []
-        for (qid, text), hits in zip(batch, results):
-            if output is not None and output.suffix.lower() == ".trec":
-                lines += trec_lines(qid, hits, f"longretr-{mode}" if mode else "longretr")
-            else:
-                lines.append(json.dumps({"id": qid, "query": text, "hits": [h.to_dict() for h in hits]}))
-        body = "\n".join(lines) + "\n"
-        if output is None:
-            sys.stdout.write(body)
-        else:
-            from .atomic import atomic_write_bytes
-
-            try:  # whole or not at all: a full disk must not leave half a run file that looks like a result
-                atomic_write_bytes(output, body.encode())
-            except OSError as e:
-                _fail(f"{output}: cannot write ({e.strerror or e})")
-            typer.echo(f"wrote {len(batch)} queries' results to {output}", err=True)
-        return
-    if as_json:  # one query: its list of hits; several: one {"query", "hits"} per query
+        _write_batch(batch, results, output, mode)
+    elif as_json:  # one query: its list of hits; several: one {"query", "hits"} per query
         rows = [[h.to_dict() for h in hits] for hits in results]
         typer.echo(json.dumps(rows[0] if len(query) == 1 else [{"query": q, "hits": r} for q, r in zip(query, rows)],
                               indent=2))
+    else:
+        _print_hits(query, results)
+
+
+def _write_batch(batch: list[tuple[str, str]], results: list, output: Path | None, mode: str | None) -> None:
+    """--queries results: a TREC run (output *.trec) or JSONL rows, to the output file or stdout."""
+    from .queries import trec_lines
+
+    lines = []
+    for (qid, text), hits in zip(batch, results):
+        if output is not None and output.suffix.lower() == ".trec":
+            lines += trec_lines(qid, hits, f"longretr-{mode}" if mode else "longretr")
+        else:
+            lines.append(json.dumps({"id": qid, "query": text, "hits": [h.to_dict() for h in hits]}))
+    body = "\n".join(lines) + "\n"
+    if output is None:
+        sys.stdout.write(body)
         return
-    for n, (text, hits) in enumerate(zip(query, results)):
-        if len(query) > 1:
-            typer.echo(f"{chr(10) if n else ''}== {text}")
+    from .atomic import atomic_write_bytes
+
+    try:  # whole or not at all: a full disk must not leave half a run file that looks like a result
+        atomic_write_bytes(output, body.encode())
+    except OSError as e:
+        _fail(f"{output}: cannot write ({e.strerror or e})")
+    typer.echo(f"wrote {len(batch)} queries' results to {output}", err=True)
+
+
+def _print_hits(queries: list[str], results: list) -> None:
+    """Hits for the terminal: rank, score, title, path with the passage's characters, snippet; a header per query
+    when there are several."""
+    for n, (text, hits) in enumerate(zip(queries, results)):
+        if len(queries) > 1:
+            typer.echo(("\n" if n else "") + f"== {text}")  # a blank line between queries
         if not hits:
             typer.echo("no results", err=True)
         for h in hits:
