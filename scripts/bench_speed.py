@@ -8,8 +8,8 @@ picks), on real text (pydoc pages of the standard library, longretr/democorpus.p
   pollute each other; the child also reports the peak of the encode alone (VmHWM reset after loading);
 - tokens/s include tokenisation and exclude model loading and one short warm-up call (same for every method);
 - a case over the time or memory cap is killed and reported as capped, with no throughput invented for it;
-- achieved FLOP/s against peaks measured in the same run (bf16 matmul, SDPA flash), with the model's FLOPs per
-  token computed from its config (see model_flops).
+- achieved FLOP/s against peaks measured in the same run (matmul, SDPA flash; in the dtype the case ran in), with the
+  model's FLOPs per token computed from its config (see model_flops).
 Writes results/bench-speed/<timestamp>/bench.json + bench.png and prints a table with the machine.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -84,16 +85,17 @@ def measure_peaks(heads: int, kv_heads: int, head_dim: int, hidden: int, ffn: in
             a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
             best = max(best, 2 * m * k * n / _best_seconds(lambda a=a, b=b: a @ b, reps))
         out[f"matmul_{name}"] = best
-    best = 0.0
-    for length in (4096, 8192):
-        q = torch.randn(1, heads, length, head_dim, dtype=torch.bfloat16)
-        k, v = (torch.randn(1, kv_heads, length, head_dim, dtype=torch.bfloat16) for _ in range(2))
+    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):  # the engine runs in one of them
+        best = 0.0
+        for length in (4096, 8192):
+            q = torch.randn(1, heads, length, head_dim, dtype=dtype)
+            k, v = (torch.randn(1, kv_heads, length, head_dim, dtype=dtype) for _ in range(2))
 
-        def call(q=q, k=k, v=v):
-            F.scaled_dot_product_attention(q, k, v, enable_gqa=heads != kv_heads)
+            def call(q=q, k=k, v=v):
+                F.scaled_dot_product_attention(q, k, v, enable_gqa=heads != kv_heads)
 
-        best = max(best, 4 * heads * length * length * head_dim / _best_seconds(call, max(1, reps - 1)))
-    out["sdpa_bf16"] = best
+            best = max(best, 4 * heads * length * length * head_dim / _best_seconds(call, max(1, reps - 1)))
+        out[f"sdpa_{name}"] = best
     return out
 
 
@@ -219,8 +221,9 @@ def load_engine(spec: dict):
     from longretr.config import load_config
     from longretr.embedder import Embedder
 
-    # the engine alone, like the other two: lead vectors would add their own forward passes
-    embedder = Embedder(replace(load_config("default"), lead_tokens=0))
+    # the engine alone, on the same network as the other two: lead vectors would add their own forward passes, and
+    # the default's adapters (which the baselines do not load) would make the cos column compare different models
+    embedder = Embedder(replace(load_config("default"), lead_tokens=0, adapter="", adapter_weights=()))
 
     def encode(texts):
         enc = embedder.encode_documents(texts, progress=False)
@@ -358,8 +361,11 @@ def add_derived(rows: list[dict], docs: dict, tokenizer, cfg, max_tokens: int, p
         flops = model_flops(cfg, lengths)
         row["tokens_per_s"] = row["tokens"] / row["seconds"]
         row["flop_per_s"] = flops["total"] / row["seconds"]
-        row["of_matmul_peak"] = row["flop_per_s"] / peaks["matmul_bf16"]
-        limit = flops["dense"] / peaks["matmul_bf16"] + flops["attention"] / peaks["sdpa_bf16"]
+        # against the peaks of the dtype the case ran in: fp32 on a CPU without fast bf16 (its bf16 is emulated)
+        kind = "bf16" if row.get("dtype") == "bfloat16" else "fp32"
+        matmul, sdpa = peaks[f"matmul_{kind}"], peaks.get(f"sdpa_{kind}", math.nan)  # older runs: bf16 SDPA only
+        row["of_matmul_peak"] = row["flop_per_s"] / matmul
+        limit = flops["dense"] / matmul + flops["attention"] / sdpa
         row["of_machine_limit"] = limit / row["seconds"]
         row["attention_share_of_flops"] = flops["attention"] / flops["total"]
         engine = workdir / f"engine-{row['case']}.npy"
@@ -429,7 +435,8 @@ def print_report(result: dict) -> None:
           f"{result['load_average_end'][0]:.2f} at end; OMP_WAIT_POLICY of every case: {result['omp_wait_policy']}")
     p = result["peaks"]
     print(f"measured peaks: matmul bf16 {p['matmul_bf16'] / 1e9:,.0f} GFLOP/s, fp32 {p['matmul_fp32'] / 1e9:,.0f} "
-          f"GFLOP/s; SDPA flash bf16 {p['sdpa_bf16'] / 1e9:,.0f} GFLOP/s")
+          f"GFLOP/s; SDPA flash bf16 {p['sdpa_bf16'] / 1e9:,.0f} GFLOP/s, fp32 "
+          f"{p.get('sdpa_fp32', math.nan) / 1e9:,.0f} GFLOP/s (%mm pk and %limit use the case's dtype)")
     f = result["flops"]
     print(f"model FLOPs/token: dense {f['dense_per_token'] / 1e6:,.0f}M; with attention: "
           + ", ".join(f"{k} tokens {v / 1e6:,.0f}M" for k, v in f["per_token_by_length"].items()))
