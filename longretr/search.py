@@ -84,6 +84,9 @@ class Searcher:
         # documents whose first other vector is a lead (hybrid fusion reads it back: _for_fusion)
         vids, n_tokens = docs.column("vid").to_pylist(), docs.column("n_tokens").to_pylist()
         self._lead_vids = np.array([v for v, n in zip(vids, n_tokens) if config.lead_for(n)], dtype="int64")
+        # A pass over every document per filter: once, not again for each search with it (the server checks a filter,
+        # then searches with it, for every batch). One index version per Searcher, so the cache never goes stale.
+        self._within = functools.lru_cache(maxsize=64)(self._kept_vids)
 
     @property
     def embedder(self) -> Embedder:
@@ -159,10 +162,12 @@ class Searcher:
                              f"folder{example})")
         return sorted(where.ids - set(self._ids)) if where.ids else []
 
-    def _within(self, where: Filter) -> np.ndarray:
-        """The vids of the documents `where` keeps."""
-        return np.array([vid for vid, i, p in zip(self._rows, self._ids, self._paths) if where.keep(i, p)],  # row order
+    def _kept_vids(self, where: Filter) -> np.ndarray:
+        """The vids of the documents `where` keeps (read-only: cached per filter as _within, see __init__)."""
+        vids = np.array([vid for vid, i, p in zip(self._rows, self._ids, self._paths) if where.keep(i, p)],  # row order
                         dtype="int64")
+        vids.setflags(write=False)
+        return vids
 
     def _dense(self, vectors: np.ndarray, k: int, for_fusion: bool = False,
                within: np.ndarray | None = None) -> list[list[tuple[int, float]]]:
