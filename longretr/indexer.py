@@ -169,14 +169,20 @@ def remove_documents(folder: Path | str, ids: list[str]) -> dict:
         raise store.no_index(folder)
     with store.writer_lock(folder):
         snap = store.load(folder, lexical=False, ann=False)
-        rows = dict(zip(snap.docs.column("id").to_pylist(), snap.docs.column("vid").to_pylist()))
+        rows = store.match_ids(snap.docs, ids)
         unknown = [i for i in dict.fromkeys(ids) if i not in rows]
         if unknown:
             more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
             shown = ", ".join(repr(i) for i in unknown[:10]) + more
             raise ValueError(f"{folder}: no document with id {shown}; nothing removed (ids are listed by "
                              "`longretr search --json` and in the docs table)")
-        drop = {rows[i] for i in ids}
+        ambiguous = [i for i, r in rows.items() if len(r) > 1]
+        if ambiguous:
+            raise ValueError(f"{folder}: {ambiguous[0]!r} matches {len(rows[ambiguous[0]])} ids that differ only in "
+                             "their Unicode form; nothing removed (give each exactly, as `longretr search --json` "
+                             "prints it)")
+        vids = snap.docs.column("vid").to_pylist()
+        drop = {vids[r[0]] for r in rows.values()}
         store.remove_vectors(snap.index, drop)
         docs = snap.docs.filter(pa.array([v not in drop for v in snap.docs.column("vid").to_pylist()]))
         return store.commit(folder, snap.manifest, snap.index, docs)

@@ -19,6 +19,8 @@ from pathlib import Path
 import bm25s
 import numpy as np
 
+from .atomic import fsync_dir
+
 # Stemmer-free word tokens (2+ word characters, lowercased) minus English stopwords: PyStemmer is
 # not a dependency, and identifiers in technical text ("getattr", "urlopen") are not English words.
 TOKENIZER = {"token_pattern": r"(?u)\b\w\w+\b", "lower": True, "stopwords": "en", "stemmer": None}
@@ -80,8 +82,10 @@ class LexicalIndex:
             for f in tmp.iterdir():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
+            fsync_dir(tmp)
             shutil.rmtree(path, ignore_errors=True)
             os.replace(tmp, path)
+            fsync_dir(path.parent)
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             raise OSError(e.errno, e.strerror or _short_write(e), str(path)) from e

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import numbers
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +33,8 @@ class Hit:
 @dataclass(frozen=True)
 class Filter:
     """Which documents a search may return (both conditions when both are given): a path starting with
-    `path_prefix`, an id in `ids`. Hashable, so the server batches queries with the same filter together."""
+    `path_prefix`, an id in `ids`, compared in Unicode NFC (`nfc`). Hashable, so the server batches queries with the
+    same filter together."""
 
     path_prefix: str | None = None
     ids: frozenset[str] | None = None
@@ -40,17 +42,25 @@ class Filter:
     def __post_init__(self) -> None:
         if self.path_prefix is not None and (not isinstance(self.path_prefix, str) or not self.path_prefix):
             raise ValueError(f"path_prefix must be a non-empty string, got {self.path_prefix!r}")
+        if self.path_prefix is not None:
+            object.__setattr__(self, "path_prefix", nfc(self.path_prefix))
         if self.ids is not None:
-            object.__setattr__(self, "ids", _id_set(self.ids))
+            object.__setattr__(self, "ids", frozenset(map(nfc, _id_set(self.ids))))
 
     def keep(self, doc_id: str, path: str) -> bool:
-        return ((self.path_prefix is None or path.startswith(self.path_prefix))
-                and (self.ids is None or doc_id in self.ids))
+        return ((self.path_prefix is None or nfc(path).startswith(self.path_prefix))
+                and (self.ids is None or nfc(doc_id) in self.ids))
 
     def to_dict(self) -> dict:
         """The server's JSON `filter` object."""
         return {**({"path_prefix": self.path_prefix} if self.path_prefix is not None else {}),
                 **({"ids": sorted(self.ids)} if self.ids is not None else {})}
+
+
+def nfc(text: str) -> str:
+    """Ids and paths as compared with what a user types: file names copied from macOS are stored decomposed ("e" +
+    U+0301), a keyboard types the composed "é"; both look the same and would not match."""
+    return unicodedata.normalize("NFC", text)
 
 
 def _id_set(ids) -> frozenset[str]:

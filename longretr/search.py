@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import index_types, store
 from .config import ModelConfig, unknown_keys
@@ -160,12 +162,29 @@ class Searcher:
             example = f", e.g. {self._ids[0]!r}" if self._ids else ""
             raise ValueError(f"{self.folder}: no document matches {what} (ids and paths are relative to the corpus "
                              f"folder{example})")
-        return sorted(where.ids - set(self._ids)) if where.ids else []
+        return sorted(where.ids - set(self._nfc_ids.to_pylist())) if where.ids else []
+
+    @functools.cached_property
+    def _nfc_ids(self) -> pa.ChunkedArray:
+        """The docs table's ids in NFC, as Filter compares them."""
+        return pc.utf8_normalize(self.snapshot.docs.column("id"), "NFC")
+
+    @functools.cached_property
+    def _nfc_paths(self) -> pa.ChunkedArray:
+        return pc.utf8_normalize(self.snapshot.docs.column("path"), "NFC")
 
     def _kept_vids(self, where: Filter) -> np.ndarray:
-        """The vids of the documents `where` keeps (read-only: cached per filter as _within, see __init__)."""
-        vids = np.array([vid for vid, i, p in zip(self._rows, self._ids, self._paths) if where.keep(i, p)],  # row order
-                        dtype="int64")
+        """The vids of the documents `where` keeps, in row order (read-only: cached per filter as _within, see
+        __init__), by arrow compute over the NFC columns, which are normalised once per Searcher."""
+        keep = np.ones(self.count, dtype=bool)
+        try:
+            if where.path_prefix is not None:
+                keep &= pc.starts_with(self._nfc_paths, where.path_prefix).to_numpy()
+            if where.ids is not None:
+                keep &= pc.is_in(self._nfc_ids, value_set=pa.array(sorted(where.ids), pa.string())).to_numpy()
+        except (UnicodeEncodeError, pa.ArrowInvalid):  # a prefix or id with undecodable bytes: in no document
+            keep[:] = False
+        vids = self.snapshot.docs.column("vid").to_numpy()[keep]
         vids.setflags(write=False)
         return vids
 

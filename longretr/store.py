@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 from . import index_types
 from .atomic import atomic_write_bytes
 from .lexical import LexicalIndex, LexicalIndexError
+from .queries import nfc
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -162,16 +163,44 @@ def read_document(folder: Path | str, doc_id: str, start: int | None = None, end
 
 def _document_row(folder: Path, docs: pa.Table, doc_id: str) -> dict:
     """The docs table's row for `doc_id`; else NoDocument naming close ids."""
-    try:
-        doc_id.encode()
-        rows = docs.filter(pc.equal(docs.column("id"), doc_id))
-    except UnicodeEncodeError:  # a command line's undecodable bytes (lone surrogates): in no id, and arrow refuses them
-        rows = docs.slice(0, 0)
-    if rows.num_rows == 0:
+    rows = match_ids(docs, [doc_id]).get(doc_id, [])
+    if len(rows) > 1:
+        raise NoDocument(f"{folder}: {doc_id!r} matches {len(rows)} ids that differ only in their Unicode form; "
+                         "give one exactly, as `longretr search --json` prints it")
+    if not rows:
         close = difflib.get_close_matches(doc_id, docs.column("id").to_pylist(), n=3, cutoff=0.5)
         raise NoDocument(f"{folder}: no document {doc_id!r}"
                          + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))
-    return rows.slice(0, 1).to_pylist()[0]
+    return docs.slice(rows[0], 1).to_pylist()[0]
+
+
+def match_ids(docs: pa.Table, wanted: list[str]) -> dict[str, list[int]]:
+    """The rows of the docs table whose id is each wanted one (those matching nothing are left out): the row of that
+    exact id, else those equal to it in NFC (queries.nfc: a decomposed file name from macOS, a composed one typed)."""
+    column = docs.column("id")
+    wanted = [w for w in dict.fromkeys(wanted) if _encodes(w)]  # undecodable bytes (lone surrogates): in no id
+    found = _rows_by_value(column, wanted)
+    rest = [w for w in wanted if w not in found]
+    if rest:
+        normal = _rows_by_value(pc.utf8_normalize(column, "NFC"), [nfc(w) for w in rest])
+        found |= {w: normal[nfc(w)] for w in rest if nfc(w) in normal}
+    return found
+
+
+def _rows_by_value(values: pa.ChunkedArray, wanted: list[str]) -> dict[str, list[int]]:
+    rows = pc.indices_nonzero(pc.is_in(values, value_set=pa.array(wanted, pa.string())))
+    out: dict[str, list[int]] = {}
+    for row, value in zip(rows.to_pylist(), pc.take(values, rows).to_pylist()):
+        out.setdefault(value, []).append(row)
+    return out
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def no_index(folder: Path | str) -> IndexFolderError:

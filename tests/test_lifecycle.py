@@ -121,6 +121,43 @@ def test_crash_between_data_files_and_manifest(tmp_path, embedder, monkeypatch):
     assert store.read_manifest(folder)["version"] == 3  # version 2's orphans are never named, only removed later
 
 
+def test_every_rename_is_on_disk_before_the_next_write(tmp_path, embedder, monkeypatch):
+    """Power loss, not a crash: a rename is only durable once its folder is synced. Each rename of an index run (a
+    pending shard, a data file, the lexical folder, the manifest) is followed by an fsync of the folder it is in,
+    before anything else is written or removed."""
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    write_docs(corpus, range(5))
+    events, real_replace, real_fsync, real_unlink = [], os.replace, os.fsync, os.unlink
+
+    def replace(src, dst, **kw):
+        real_replace(src, dst, **kw)
+        events.append(("rename", str(Path(dst).parent)))
+
+    def fsync(fd):
+        real_fsync(fd)
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            events.append(("sync", os.readlink(f"/proc/self/fd/{fd}")))
+        else:
+            events.append(("write", None))
+
+    def unlink(path, *a, **kw):
+        events.append(("remove", None))
+        real_unlink(path, *a, **kw)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "unlink", unlink)
+    index_corpus(corpus, folder, embedder, progress=False)
+    write_docs(corpus, range(5, 7))
+    index_corpus(corpus, folder, embedder, progress=False)  # a second version: the first one's files are removed
+    monkeypatch.undo()
+    renames = [i for i, e in enumerate(events) if e[0] == "rename"]
+    assert len(renames) >= 10 and events[-1][0] != "rename"
+    for i in renames:
+        assert events[i + 1] == ("sync", events[i][1]), events[i:i + 3]
+    assert store.load(folder).count == 7
+
+
 def test_reader_that_loses_the_race_reloads_the_newer_version(tmp_path, embedder, monkeypatch):
     corpus, folder = tmp_path / "corpus", tmp_path / "idx"
     write_docs(corpus, range(3))

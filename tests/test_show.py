@@ -1,6 +1,7 @@
 """`longretr show ID [--chars START-END]`, store.document and GET /document: a document's indexed text, or a hit's
 passage of it."""
 
+import json
 import shutil
 
 import pytest
@@ -78,3 +79,40 @@ def test_document_endpoint_names_a_bad_parameter_in_words(folder, embedder):
             assert r.status_code == 422 and r.json()["error"].startswith("characters 0-0: not a range inside")
     finally:
         service.close()
+
+
+def test_ids_from_macos_file_names_match_what_is_typed(embedder, tmp_path):
+    """A file copied from macOS has a decomposed name ("e" + U+0301) that looks like the "é" a keyboard types. show,
+    search --id and --path-prefix, and rm find it either way; the stored id stays the file's own."""
+    decomposed, typed = "re\u0301sume\u0301/cafe\u0301.txt", "résumé/café.txt"
+    texts = {decomposed: "a cafe menu with coffee prices", "other.txt": "a lazy dog sleeps"}
+    folder = tmp_path / "idx"
+    index_corpus(write_corpus(tmp_path / "corpus", texts), folder, embedder, progress=False)
+    assert set(store.load(folder).docs.column("id").to_pylist()) == {decomposed, "other.txt"}
+
+    r = show(folder, typed)
+    assert r.exit_code == 0 and r.stdout == texts[decomposed] + "\n", r.output
+    for args in (["--id", typed], ["--path-prefix", "résumé/"]):
+        r = CliRunner().invoke(app, ["search", "coffee", "--index", str(folder), "--json", *args])
+        assert r.exit_code == 0, r.output
+        assert [h["id"] for h in json.loads(r.stdout)] == [decomposed], (args, r.output)
+        assert "has no document" not in r.output
+
+    r = CliRunner().invoke(app, ["rm", typed, "--index", str(folder)])
+    assert r.exit_code == 0, r.output
+    assert store.load(folder).docs.column("id").to_pylist() == ["other.txt"]
+
+
+def test_an_id_that_matches_several_unicode_forms_is_refused_not_guessed(embedder, tmp_path):
+    """Two files whose names differ only in their Unicode form (possible on Linux), neither in NFC: each is found by
+    its exact id; the NFC form they share finds both, so show and rm refuse it rather than pick one."""
+    ring, angstrom, typed = "A\u030a.txt", "\u212b.txt", "\u00c5.txt"  # all three are "Å.txt"
+    folder = tmp_path / "idx"
+    index_corpus(write_corpus(tmp_path / "corpus", {ring: "one text", angstrom: "another text"}), folder, embedder,
+                 progress=False)
+    assert show(folder, ring).stdout == "one text\n" and show(folder, angstrom).stdout == "another text\n"
+    r = show(folder, typed)
+    assert r.exit_code == 2 and "matches 2 ids that differ only in their Unicode form" in r.output, r.output
+    r = CliRunner().invoke(app, ["rm", typed, "--index", str(folder)])
+    assert r.exit_code != 0 and "differ only in their Unicode form; nothing removed" in r.output, r.output
+    assert store.load(folder).count == 2
