@@ -4,8 +4,10 @@ Same backbone for all three (the default config: Gemma 3 270M, bidirectional, me
 picks), on real text (pydoc pages of the standard library, longretr/democorpus.py):
 - single documents of 512, 2k, 8k, 16k and 32k tokens, and mixed corpora of real pages: 16 of 256-32k tokens and
   8 of 256-8k tokens (the second one so the baselines, which cannot hold 32k-token batches, have one to finish);
-- each (method, case) runs in a fresh subprocess: its peak RSS is the child's ru_maxrss (os.wait4), so cases never
-  pollute each other; the child also reports the peak of the encode alone (VmHWM reset after loading);
+- each (method, case) runs in a fresh subprocess, so cases never pollute each other: its peak RSS is the child's own
+  VmHWM (not ru_maxrss: Linux counts the parent's peak RSS into the child's at exec, so a parent that had converted the
+  model showed 2.66 GiB for every case); the child also reports the peak of the encode alone (VmHWM reset after
+  loading); a case killed at a cap shows the highest RSS polled;
 - tokens/s include tokenisation and exclude model loading and one short warm-up call (same for every method);
 - a case over the time or memory cap is killed and reported as capped, with no throughput invented for it;
 - achieved FLOP/s against peaks measured in the same run (matmul, SDPA flash; in the dtype the case ran in), with the
@@ -183,6 +185,7 @@ def run_case(spec: dict) -> dict:
     info["load_seconds"] = time.perf_counter() - start
     info["weight_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
     info["rss_after_load"] = _status_bytes("VmRSS")
+    load_peak = _status_bytes("VmHWM")  # this process's alone: exec gave it a new address space
     with torch.inference_mode():
         encode([WARMUP_TEXT])
         info["encode_peak_reset"] = _reset_peak_rss()
@@ -195,6 +198,7 @@ def run_case(spec: dict) -> dict:
         info["all_seconds"] = times
     info["tokens"] = int(tokens)
     info["encode_peak_rss"] = _status_bytes("VmHWM") if info["encode_peak_reset"] else None
+    info["process_peak_rss"] = max(load_peak, _status_bytes("VmHWM"))
     np.save(spec["vectors"], np.asarray(vectors, dtype=np.float32))
     return info
 
@@ -315,7 +319,7 @@ def run_child(spec: dict, workdir: Path, time_cap: float, mem_cap: int, env: dic
                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True, env=env)
     start, capped, max_polled = time.monotonic(), None, 0
     while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        pid, status = os.waitpid(proc.pid, os.WNOHANG)
         if pid:
             break
         rss = _proc_rss(proc.pid)
@@ -327,19 +331,20 @@ def run_child(spec: dict, workdir: Path, time_cap: float, mem_cap: int, env: dic
             capped = f"time cap: not finished after {time_cap:.0f} s (incl. loading)"
         if capped:
             os.killpg(proc.pid, signal.SIGKILL)
-            pid, status, usage = os.wait4(proc.pid, 0)
+            pid, status = os.waitpid(proc.pid, 0)
             break
         time.sleep(0.1)
     proc.returncode = os.waitstatus_to_exitcode(status)
     log.close()
-    row = {"method": spec["method"], "case": spec["case"], "peak_rss": usage.ru_maxrss * 1024,
+    row = {"method": spec["method"], "case": spec["case"], "peak_rss": max_polled,
            "wall_seconds": round(time.monotonic() - start, 1), "load_average": [load_before, os.getloadavg()[0]]}
     if capped:
         return {**row, "status": "capped", "note": capped, "time_capped": capped.startswith("time")}
     if proc.returncode != 0 or not result_path.exists():
         tail = (workdir / f"{name}.log").read_text().strip().splitlines()[-3:]
         return {**row, "status": "failed", "note": f"exit {proc.returncode}: " + " | ".join(tail)[-400:]}
-    return {**row, "status": "ok", **json.loads(result_path.read_text())}
+    result = json.loads(result_path.read_text())
+    return {**row, "status": "ok", **result, "peak_rss": result["process_peak_rss"]}
 
 
 def _proc_rss(pid: int) -> int:
@@ -455,9 +460,10 @@ def print_report(result: dict) -> None:
         print(f"{r['method']:<22}{r['case']:>10}{r['tokens']:>8}{r['seconds']:>8.1f}{r['tokens_per_s']:>8.0f}{gib:>10}"
               f"{enc:>10}{r['flop_per_s'] / 1e9:>9.1f}{r['of_matmul_peak']:>7.0%}{r['of_machine_limit']:>7.0%}"
               f"{cos:>8}  {r['attention']}, {r['dtype']}, {note}")
-    print("\npeak RSS: whole child process (ru_maxrss, includes loading); enc. RSS: peak while encoding (VmHWM "
-          "reset after load + warm-up); %mm pk: achieved FLOP/s / bf16 matmul peak; %limit: (dense FLOPs / matmul "
-          "peak + attention FLOPs / SDPA peak) / time; cos: lowest cosine of its vectors to the engine's")
+    print("\npeak RSS: whole child process (its VmHWM, includes loading; capped: the highest polled); enc. RSS: peak "
+          "while encoding (VmHWM reset after load + warm-up); %mm pk: achieved FLOP/s / the matmul peak in the case's "
+          "dtype; %limit: (dense FLOPs / matmul peak + attention FLOPs / SDPA peak) / time; cos: lowest cosine of "
+          "its vectors to the engine's")
     print("\ntargets:")
     for t in result["targets"]:
         print(f"  [{t['status']:>12}] {t['target']}: {t['detail']}")
