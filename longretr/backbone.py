@@ -136,7 +136,7 @@ def load_backbone(
             sub._attn_implementation = IMPLEMENTATION
         with _naming(cfg, source):
             model = family.load(source, hf_config, dtype)
-            tokenizer = load_tokenizer(source, family, raw)
+            tokenizer = load_tokenizer(source, family, raw, converted=cfg.backbone.startswith(GGUF_PREFIX))
     if cfg.adapters:
         from .adapters import merge_adapter
 

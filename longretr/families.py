@@ -33,6 +33,9 @@ from transformers import (
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 REMOTE_PREFIX = "remote-code:"
+# what a converted folder's tokenizer_config.json adds to its tokenizer.json (load_tokenizer)
+CONVERTED_TOKENIZER_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "mask_token", "sep_token", "cls_token",
+                            "model_max_length")
 
 
 class CheckpointError(ValueError):
@@ -306,12 +309,20 @@ def family_for(raw: dict, source: Path | str) -> Family:
                           f"transformers types, {', '.join(FAMILIES)})")
 
 
-def load_tokenizer(source: Path | str, family: Family, raw: dict) -> PreTrainedTokenizerBase:
-    """The checkpoint's tokenizer without custom code; mask and pad tokens filled in from config.json if missing."""
+def load_tokenizer(source: Path | str, family: Family, raw: dict, converted: bool = False) -> PreTrainedTokenizerBase:
+    """The checkpoint's tokenizer without custom code; mask and pad tokens filled in from config.json if missing.
+
+    `converted`: a folder longretr de-quantised, whose tokenizer.json that same tokenizer class wrote. It is read as
+    is, by the tokenizers library: 1 s for the default's 33 MB file, against 2.8 s through AutoTokenizer, which parses
+    it three times in Python and rebuilds the vocabulary (same ids and offsets on the 300 demo pages, by hand,
+    2026-12-07; tests/test_backbones.py on a tiny Gemma tokenizer)."""
     tok_cfg_path = checkpoint_file(source, "tokenizer_config.json")
     tok_cfg = json.loads(tok_cfg_path.read_text()) if tok_cfg_path else {}
     class_name = tok_cfg.get("tokenizer_class")
-    if tok_cfg.get("auto_map") or (class_name and not hasattr(transformers, class_name)):
+    if converted and (Path(source) / "tokenizer.json").is_file():
+        kept = {k: v for k, v in tok_cfg.items() if k in CONVERTED_TOKENIZER_KEYS and isinstance(v, (str, int))}
+        tokenizer = transformers.TokenizersBackend(tokenizer_file=str(Path(source) / "tokenizer.json"), **kept)
+    elif tok_cfg.get("auto_map") or (class_name and not hasattr(transformers, class_name)):
         # Custom tokenizer code (e.g. DreamTokenizer): read the same files with the native class.
         tokenizer = family.tokenizer_class.from_pretrained(source)
     else:

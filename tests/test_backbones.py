@@ -893,3 +893,31 @@ def test_every_shipped_config_embeds_a_tiny_checkpoint_of_its_format(checkpoints
     queries = embedder.encode_queries(["command line"])
     assert docs.shape == (4, H) and np.allclose(np.linalg.norm(docs, axis=1), 1, atol=1e-5)
     assert queries.shape == (1, H) and len({round(float(x), 4) for x in docs @ queries[0]}) == 4
+
+
+def test_a_converted_folders_tokenizer_is_read_as_is_with_the_same_ids(tiny_gemma, tmp_path):
+    """The de-quantised default's tokenizer.json is read by the tokenizers library as is (load_tokenizer(converted=
+    True)), not rebuilt by AutoTokenizer: the same ids, offsets and special tokens, here on a tiny Gemma BPE tokenizer
+    saved as the conversion saves it."""
+    from transformers import AutoTokenizer, GemmaTokenizer
+
+    from longretr.families import family_for, load_tokenizer, read_checkpoint_config
+
+    chars = list("abcdefghijklmnopqrstuvwxyz▁.,;:")
+    pieces = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", *chars, "▁t", "he", "▁the", "in", "▁a"]
+    merges = [("▁", "t"), ("h", "e"), ("▁t", "he"), ("i", "n"), ("▁", "a")]
+    GemmaTokenizer(vocab={p: i for i, p in enumerate(pieces)}, merges=merges).save_pretrained(tmp_path)
+    raw = read_checkpoint_config(tiny_gemma)
+    family = family_for(raw, tiny_gemma)
+    rebuilt = AutoTokenizer.from_pretrained(tmp_path)
+    read = load_tokenizer(tmp_path, family, raw, converted=True)
+    assert type(rebuilt).__name__ == "GemmaTokenizer" and type(read).__name__ == "TokenizersBackend"
+    texts = ["the cat in a hat", " the  end.", "<mask> and <bos> in text", "é, ü; 日本", ""]
+    for split in (True, False):
+        rebuilt.split_special_tokens = read.split_special_tokens = split
+        want = rebuilt(texts, add_special_tokens=True, return_offsets_mapping=True)
+        got = read(texts, add_special_tokens=True, return_offsets_mapping=True)
+        assert got["input_ids"] == want["input_ids"] and got["offset_mapping"] == want["offset_mapping"], split
+    for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "mask_token_id", "unk_token_id", "all_special_ids"):
+        assert getattr(read, attr) == getattr(rebuilt, attr), attr
+    assert len(read) == len(rebuilt) and read.model_max_length == rebuilt.model_max_length

@@ -317,6 +317,16 @@ def test_a_killed_conversion_leaves_no_temp_folder_after_the_next_one(gguf_packa
     assert sorted(p.name for p in target.parent.iterdir()) == sorted([target.name, live.name])
 
 
+def test_a_converted_model_reads_its_tokenizer_file_as_is(gguf_package, tmp_path, monkeypatch):
+    """Only a folder longretr de-quantised has its tokenizer.json read as is (families.load_tokenizer)."""
+    seen, real = [], backbone.load_tokenizer
+    monkeypatch.setattr(backbone, "load_tokenizer", lambda *a, **k: seen.append(k) or real(*a, **k))
+    Embedder(str(write_config(tmp_path, f"{backbone.GGUF_PREFIX}{gguf_package.__name__}")))
+    (tmp_path / "plain").mkdir()
+    Embedder(str(write_config(tmp_path / "plain", backbone.gguf_cache_folder(gguf_package.__name__))))
+    assert seen == [{"converted": True}, {"converted": False}]
+
+
 # -- commands' output files ----------------------------------------------------------------------------------------
 
 
