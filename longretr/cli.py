@@ -237,6 +237,41 @@ def show(
     typer.echo(doc["text"])
 
 
+@app.command()
+def info(
+    index: Path = INDEX_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print it as JSON."),
+) -> None:
+    """What an index holds: documents, tokens, model, search settings, size, and an interrupted run's shards. Reads the
+    manifest and the docs table only, not the vectors."""
+    from .store import IndexFolderError, describe
+
+    try:
+        d = describe(index)
+    except IndexFolderError as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(d, indent=2))
+        return
+    vectors = "" if d["other_vectors"] is None else \
+        f"; {d['documents'] + d['other_vectors']:,} vectors ({d['other_vectors']:,} of leads and spans)"
+    r = d["ranking"] or {}
+    fusion = "" if r.get("mode") != "hybrid" else f" ({r.get('fusion')} fusion, dense weight {r.get('weight')}" + \
+        (f", k {r.get('rrf_k')})" if r.get("fusion") == "rrf" else ")")
+    limit = f" at {d['max_tokens']:,}" if isinstance(d["max_tokens"], int) else ""
+    lines = [
+        f"{d['folder']}: {d['documents']:,} documents, {d['tokens']:,} tokens (longest {d['longest']:,}; "
+        f"{d['truncated']:,} truncated{limit}){vectors}",
+        f"model: {d['model']} (fingerprint {d['model_fingerprint']}), {d['dim']} dimensions",
+        f"search: {r.get('mode', '?')} by default{fusion}; {d['index_type']}",
+        f"version {d['version']}, created {d['created']}, updated {d['updated']}; {d['bytes'] / 2**20:,.1f} MiB",
+    ]
+    if d["pending_shards"]:
+        lines.append(f"pending: {d['pending_shards']} shards of vectors from an interrupted run; `longretr index` on "
+                     "the same corpus uses them")
+    typer.echo("\n".join(lines))
+
+
 # a character offset as search prints it (15,544: commas between groups of three digits) or plain (15544)
 OFFSET = r"([0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)"
 

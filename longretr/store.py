@@ -161,6 +161,49 @@ def read_document(folder: Path | str, doc_id: str, start: int | None = None, end
     return _document(folder, _current(folder, docs), doc_id, start, end)
 
 
+def describe(folder: Path | str) -> dict:
+    """What an index holds, from its manifest and the docs table's small columns (not the text, not the vectors):
+    `longretr info`."""
+    folder = Path(folder)
+
+    def read(manifest: dict) -> dict:
+        files = manifest.get("files")
+        if not isinstance(files, dict) or not isinstance(files.get("docs"), str):
+            raise IndexFolderError(f"{folder / MANIFEST}: names no docs file; not a longretr index")
+        path = folder / files["docs"]
+        try:
+            docs = pq.read_table(path, columns=["n_tokens", "truncated", PASSAGES.name])
+        except Exception as e:  # an index from before passages has no such column: read what it has
+            try:
+                docs = pq.read_table(path, columns=["n_tokens", "truncated"])
+            except Exception:
+                raise IndexFolderError(f"{path}: corrupt or unreadable docs table ({e})") from e
+        passages = docs.column(PASSAGES.name) if PASSAGES.name in docs.column_names else None
+        tokens = docs.column("n_tokens").to_numpy()
+        return {
+            "folder": str(folder), "version": manifest.get("version"), "documents": docs.num_rows,
+            "tokens": int(tokens.sum()), "longest": int(tokens.max()) if len(tokens) else 0,
+            "truncated": int(pc.sum(docs.column("truncated")).as_py() or 0),
+            # a document's lead and span vectors; None where an older index did not record them
+            "other_vectors": None if passages is None or passages.null_count else
+            int(pc.sum(pc.list_value_length(passages)).as_py() or 0),
+            "model": (manifest.get("model") or {}).get("name"), "model_fingerprint": manifest.get("model_fingerprint"),
+            "max_tokens": (manifest.get("model") or {}).get("max_tokens"), "dim": manifest.get("dim"),
+            "index_type": manifest.get("index_type"), "ranking": manifest.get("ranking"),
+            "created": manifest.get("created"), "updated": manifest.get("updated"),
+            "bytes": sum(_size(folder / name) for name in [MANIFEST, *files.values()]),
+            "pending_shards": len(list(folder.glob("pending/*/shard-*.npz"))),
+        }
+
+    return _current(folder, read)
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.is_file() else 0
+
+
 def _document_row(folder: Path, docs: pa.Table, doc_id: str) -> dict:
     """The docs table's row for `doc_id`; else NoDocument naming close ids."""
     rows = match_ids(docs, [doc_id]).get(doc_id, [])

@@ -116,3 +116,29 @@ def test_an_id_that_matches_several_unicode_forms_is_refused_not_guessed(embedde
     r = CliRunner().invoke(app, ["rm", typed, "--index", str(folder)])
     assert r.exit_code != 0 and "differ only in their Unicode form; nothing removed" in r.output, r.output
     assert store.load(folder).count == 2
+
+
+def test_info_says_what_an_index_holds_without_reading_its_vectors(folder, tmp_path):
+    copy = tmp_path / "idx"
+    shutil.copytree(folder, copy)
+    for vectors in copy.glob("vectors-*.faiss"):
+        vectors.unlink()
+    docs = store.load(folder).docs
+    r = CliRunner().invoke(app, ["info", "--index", str(copy), "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    manifest = store.read_manifest(folder)
+    assert (got["documents"], got["tokens"], got["truncated"], got["version"]) == \
+        (2, sum(docs.column("n_tokens").to_pylist()), sum(docs.column("truncated").to_pylist()), manifest["version"])
+    assert got["model_fingerprint"] == manifest["model_fingerprint"] and got["dim"] == manifest["dim"]
+    assert got["other_vectors"] == store.load(folder).index.ntotal - 2 and got["pending_shards"] == 0
+    assert got["bytes"] > 0
+
+    (copy / "pending" / "abc").mkdir(parents=True)  # an interrupted run's shard
+    (copy / "pending" / "abc" / "shard-1-ab.npz").write_bytes(b"x")
+    r = CliRunner().invoke(app, ["info", "--index", str(copy)])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith(f"{copy}: 2 documents, {got['tokens']:,} tokens") and "pending: 1 shards" in r.stdout
+
+    r = CliRunner().invoke(app, ["info", "--index", str(tmp_path / "none")])
+    assert r.exit_code == 2 and "no index here" in r.output
