@@ -74,7 +74,8 @@ def rm(
         manifest = remove_documents(index, ids)
     except (IndexFolderError, ValueError) as e:
         _fail(str(e))
-    typer.echo(f"{index}: removed {len(set(ids))} documents, {manifest['count']} left (version {manifest['version']})")
+    typer.echo(f"{index}: removed {manifest['removed']} documents, {manifest['count']} left "
+               f"(version {manifest['version']})")
 
 
 @app.command()
@@ -253,23 +254,40 @@ def info(
     if as_json:
         typer.echo(json.dumps(d, indent=2))
         return
-    vectors = "" if d["other_vectors"] is None else \
+    vectors = "; vectors not recorded (an index from before passages)" if d["other_vectors"] is None else \
         f"; {d['documents'] + d['other_vectors']:,} vectors ({d['other_vectors']:,} of leads and spans)"
-    r = d["ranking"] or {}
-    fusion = "" if r.get("mode") != "hybrid" else f" ({r.get('fusion')} fusion, dense weight {r.get('weight')}" + \
-        (f", k {r.get('rrf_k')})" if r.get("fusion") == "rrf" else ")")
+    r = d["ranking"]
+    fusion = "" if r["mode"] != "hybrid" else f" ({r['fusion']} fusion, dense weight {r['weight']}" + \
+        (f", k {r['rrf_k']})" if r["fusion"] == "rrf" else ")")
     limit = f" at {d['max_tokens']:,}" if isinstance(d["max_tokens"], int) else ""
     lines = [
         f"{d['folder']}: {d['documents']:,} documents, {d['tokens']:,} tokens (longest {d['longest']:,}; "
         f"{d['truncated']:,} truncated{limit}){vectors}",
-        f"model: {d['model']} (fingerprint {d['model_fingerprint']}), {d['dim']} dimensions",
-        f"search: {r.get('mode', '?')} by default{fusion}; {d['index_type']}",
-        f"version {d['version']}, created {d['created']}, updated {d['updated']}; {d['bytes'] / 2**20:,.1f} MiB",
+        f"model: {_known(d['model'])} (fingerprint {_known(d['model_fingerprint'])}), {_known(d['dim'])} dimensions",
+        f"search: {r['mode']} by default{fusion}; {_known(d['index_type'])}",
+        f"version {_known(d['version'])}, created {_known(d['created'])}, updated {_known(d['updated'])}; "
+        f"{_size_text(d['bytes'])}",
     ]
-    if d["pending_shards"]:
-        lines.append(f"pending: {d['pending_shards']} shards of vectors from an interrupted run; `longretr index` on "
-                     "the same corpus uses them")
+    if d["pending_shards"]:  # the writer lock is not probed: that could fail a writer starting at the same moment
+        lines.append(f"pending: {d['pending_shards']} shards of vectors not committed yet, from a run that was "
+                     "interrupted or is still going; `longretr index` on the same corpus and model uses them")
     typer.echo("\n".join(lines))
+
+
+def _known(value) -> str:
+    """A manifest value for `info`; one a hand-edited manifest lacks as "?", not "None"."""
+    return "?" if value is None else str(value)
+
+
+def _size_text(n: float) -> str:
+    """Bytes as `info` shows them: 7,540 bytes, 12.3 KiB, 1.5 GiB (a small index is not "0.0 MiB")."""
+    if n < 1024:
+        return f"{n:,} bytes"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024:
+            return f"{n:,.1f} {unit}"
+    return f"{n / 1024:,.1f} TiB"
 
 
 # a character offset as search prints it (15,544: commas between groups of three digits) or plain (15544)

@@ -160,7 +160,8 @@ def index_corpus(
 
 
 def remove_documents(folder: Path | str, ids: list[str]) -> dict:
-    """`longretr rm`: remove documents by id in one new version; unknown ids refuse the whole call.
+    """`longretr rm`: remove documents by id in one new version; unknown ids refuse the whole call. Returns the new
+    manifest with "removed": how many documents went (ids naming one twice, e.g. in two Unicode forms, count once).
     (A removed document whose file still exists comes back at the next `longretr index`.)"""
     folder = Path(folder)
     if not ids:
@@ -185,7 +186,7 @@ def remove_documents(folder: Path | str, ids: list[str]) -> dict:
         drop = {vids[r[0]] for r in rows.values()}
         store.remove_vectors(snap.index, drop)
         docs = snap.docs.filter(pa.array([v not in drop for v in snap.docs.column("vid").to_pylist()]))
-        return store.commit(folder, snap.manifest, snap.index, docs)
+        return {**store.commit(folder, snap.manifest, snap.index, docs), "removed": len(drop)}
 
 
 def _settings(folder: Path, dim: int, index_type: str | None, ranking: dict | None) -> dict:

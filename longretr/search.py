@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from . import index_types, store
 from .config import ModelConfig, unknown_keys
-from .fusion import check_mode, fuse_ranked, fusion_scores, ranking_config
+from .fusion import check_mode, fuse_ranked, fusion_scores
 from .queries import Filter, Hit, check_k, check_texts
 
 if TYPE_CHECKING:  # torch and transformers load only when a search needs the model (lexical search never does)
@@ -61,11 +61,7 @@ class Searcher:
         self.snapshot = store.load(folder)
         manifest = self.snapshot.manifest
         built = manifest["model_fingerprint"]
-        try:
-            self.ranking = ranking_config(manifest.get("ranking"))
-        except ValueError as e:  # a hand-edited manifest, or one an older longretr let through (rrf_k inf)
-            raise store.IndexFolderError(f"{self.folder / store.MANIFEST}: bad ranking settings ({e}); set them "
-                                         "with `longretr index --mode/--fusion/--weight/--rrf-k`") from e
+        self.ranking = store.manifest_ranking(self.folder, manifest)
         config = manifest_model(folder, manifest) if embedder is None else embedder.config
         if config.fingerprint() != built:
             raise ModelMismatch(
@@ -177,13 +173,12 @@ class Searcher:
         """The vids of the documents `where` keeps, in row order (read-only: cached per filter as _within, see
         __init__), by arrow compute over the NFC columns, which are normalised once per Searcher."""
         keep = np.ones(self.count, dtype=bool)
-        try:
-            if where.path_prefix is not None:
-                keep &= pc.starts_with(self._nfc_paths, where.path_prefix).to_numpy()
-            if where.ids is not None:
-                keep &= pc.is_in(self._nfc_ids, value_set=pa.array(sorted(where.ids), pa.string())).to_numpy()
-        except (UnicodeEncodeError, pa.ArrowInvalid):  # a prefix or id with undecodable bytes: in no document
-            keep[:] = False
+        if where.path_prefix is not None:  # one with undecodable bytes (lone surrogates) starts no path
+            prefix = where.path_prefix
+            keep &= pc.starts_with(self._nfc_paths, prefix).to_numpy() if store.encodes(prefix) else False
+        if where.ids is not None:  # such an id is in no document, and must not hide the others (as a typo does not)
+            wanted = pa.array([i for i in sorted(where.ids) if store.encodes(i)], pa.string())
+            keep &= pc.is_in(self._nfc_ids, value_set=wanted).to_numpy()
         vids = self.snapshot.docs.column("vid").to_numpy()[keep]
         vids.setflags(write=False)
         return vids

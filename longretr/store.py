@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 from . import index_types
 from .atomic import atomic_write_bytes
+from .fusion import ranking_config
 from .lexical import LexicalIndex, LexicalIndexError
 from .queries import nfc
 
@@ -170,38 +171,88 @@ def describe(folder: Path | str) -> dict:
         files = manifest.get("files")
         if not isinstance(files, dict) or not isinstance(files.get("docs"), str):
             raise IndexFolderError(f"{folder / MANIFEST}: names no docs file; not a longretr index")
-        path = folder / files["docs"]
-        try:
-            docs = pq.read_table(path, columns=["n_tokens", "truncated", PASSAGES.name])
-        except Exception as e:  # an index from before passages has no such column: read what it has
-            try:
-                docs = pq.read_table(path, columns=["n_tokens", "truncated"])
-            except Exception:
-                raise IndexFolderError(f"{path}: corrupt or unreadable docs table ({e})") from e
+        odd = next((f"{k}: {v!r}" for k, v in files.items() if not isinstance(v, str) or not v), None)
+        if odd:  # each file is read or sized below
+            raise IndexFolderError(f"{folder / MANIFEST}: names a file by other than a file name ({odd}); not a "
+                                   "longretr index")
+        docs = _small_columns(folder / files["docs"])
+        model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
         passages = docs.column(PASSAGES.name) if PASSAGES.name in docs.column_names else None
-        tokens = docs.column("n_tokens").to_numpy()
         return {
             "folder": str(folder), "version": manifest.get("version"), "documents": docs.num_rows,
-            "tokens": int(tokens.sum()), "longest": int(tokens.max()) if len(tokens) else 0,
+            "tokens": pc.sum(docs.column("n_tokens")).as_py() or 0,
+            "longest": pc.max(docs.column("n_tokens")).as_py() or 0,
             "truncated": int(pc.sum(docs.column("truncated")).as_py() or 0),
             # a document's lead and span vectors; None where an older index did not record them
             "other_vectors": None if passages is None or passages.null_count else
             int(pc.sum(pc.list_value_length(passages)).as_py() or 0),
-            "model": (manifest.get("model") or {}).get("name"), "model_fingerprint": manifest.get("model_fingerprint"),
-            "max_tokens": (manifest.get("model") or {}).get("max_tokens"), "dim": manifest.get("dim"),
-            "index_type": manifest.get("index_type"), "ranking": manifest.get("ranking"),
+            "model": model.get("name"), "model_fingerprint": manifest.get("model_fingerprint"),
+            "max_tokens": model.get("max_tokens"), "dim": manifest.get("dim"),
+            "index_type": manifest.get("index_type"), "ranking": manifest_ranking(folder, manifest),
             "created": manifest.get("created"), "updated": manifest.get("updated"),
             "bytes": sum(_size(folder / name) for name in [MANIFEST, *files.values()]),
-            "pending_shards": len(list(folder.glob("pending/*/shard-*.npz"))),
+            "pending_shards": _pending_shards(folder),
         }
 
     return _current(folder, read)
 
 
+def manifest_ranking(folder: Path, manifest: dict) -> dict:
+    """The manifest's search defaults as search uses them: the defaults for what it lacks, checked."""
+    try:
+        return ranking_config(manifest.get("ranking"))
+    except ValueError as e:  # a hand-edited manifest, or one an older longretr let through (rrf_k inf)
+        raise IndexFolderError(f"{folder / MANIFEST}: bad ranking settings ({e}); set them with "
+                               "`longretr index --mode/--fusion/--weight/--rrf-k`") from e
+
+
+# the docs table's columns `describe` reads, and the types it sums them as
+SMALL_COLUMNS = {"n_tokens": pa.types.is_integer, "truncated": pa.types.is_boolean, PASSAGES.name: pa.types.is_list}
+
+
+def _small_columns(path: Path) -> pa.Table:
+    """The docs table's SMALL_COLUMNS (passages only where an index has them), checked: a damaged or hand-edited
+    table is one line naming it, not a traceback or a wrong sum (strings of digits would be joined, not added)."""
+    if not path.is_file():
+        raise IndexFolderError(f"{path}: missing (named by {MANIFEST})")
+    try:
+        names = pq.read_schema(path).names
+        docs = pq.read_table(path, columns=[name for name in SMALL_COLUMNS if name in names])
+    except Exception as e:
+        raise IndexFolderError(f"{path}: corrupt or unreadable docs table ({_first_line(e)})") from e
+    missing = sorted({"n_tokens", "truncated"} - set(docs.column_names))
+    if missing:
+        raise IndexFolderError(f"{path}: missing columns {missing}")
+    wrong = [f"{f.name} is {f.type}" for f in docs.schema if not SMALL_COLUMNS[f.name](f.type)]
+    if docs.column("n_tokens").null_count:
+        wrong.append(f"n_tokens has no value in {docs.column('n_tokens').null_count} of {docs.num_rows} rows")
+    if wrong:
+        raise IndexFolderError(f"{path}: damaged docs table ({'; '.join(wrong)})")
+    return docs
+
+
+def _pending_shards(folder: Path) -> int:
+    """Shards of encoded vectors not committed yet (see indexer.py)."""
+    try:
+        return len(list(folder.glob("pending/*/shard-*.npz")))
+    except OSError:  # a writer's commit removed pending/ while it was listed: its shards are committed now
+        return 0
+
+
+def _first_line(error: Exception) -> str:
+    """An error's first line (arrow's may go on to list a whole schema)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size if path.is_file() else 0
+    """Bytes in a file, or in a folder's files; what a writer removed meanwhile counts 0."""
+    total = 0
+    with suppress(OSError):
+        for p in path.rglob("*") if path.is_dir() else [path]:
+            with suppress(OSError):
+                total += p.stat().st_size if p.is_file() else 0
+    return total
 
 
 def _document_row(folder: Path, docs: pa.Table, doc_id: str) -> dict:
@@ -221,7 +272,7 @@ def match_ids(docs: pa.Table, wanted: list[str]) -> dict[str, list[int]]:
     """The rows of the docs table whose id is each wanted one (those matching nothing are left out): the row of that
     exact id, else those equal to it in NFC (queries.nfc: a decomposed file name from macOS, a composed one typed)."""
     column = docs.column("id")
-    wanted = [w for w in dict.fromkeys(wanted) if _encodes(w)]  # undecodable bytes (lone surrogates): in no id
+    wanted = [w for w in dict.fromkeys(wanted) if encodes(w)]  # undecodable bytes (lone surrogates): in no id
     found = _rows_by_value(column, wanted)
     rest = [w for w in wanted if w not in found]
     if rest:
@@ -238,7 +289,9 @@ def _rows_by_value(values: pa.ChunkedArray, wanted: list[str]) -> dict[str, list
     return out
 
 
-def _encodes(text: str) -> bool:
+def encodes(text: str) -> bool:
+    """Whether `text` is valid Unicode: a command line's undecodable bytes (lone surrogates) are in no id or path, and
+    arrow refuses them."""
     try:
         text.encode()
     except UnicodeEncodeError:
@@ -250,6 +303,9 @@ def no_index(folder: Path | str) -> IndexFolderError:
     """"No index here", naming the indexes beside it: after `make demo` built indexes/demo, a plain `longretr search`
     looks in indexes/default."""
     folder = Path(folder)
+    if folder.is_file():  # --index naming a file, e.g. the manifest itself
+        hint = f"; the index is the folder {folder.parent}" if folder.name == MANIFEST else ""
+        return IndexFolderError(f"{folder}: a file, not an index folder{hint}")
     near = sorted(str(p.parent) for p in folder.parent.glob(f"*/{MANIFEST}")) if folder.parent.is_dir() else []
     hint = f"; beside it: {', '.join(near[:5])}{' ...' if len(near) > 5 else ''} (choose with --index)" if near else ""
     return IndexFolderError(f"{folder}: no index here ({MANIFEST} missing); build one with `longretr index`{hint}")

@@ -156,3 +156,22 @@ def test_a_filter_keeping_nothing_is_an_error_through_the_server_too(folders, em
 def test_several_queries_name_the_blank_one():
     r = CliRunner().invoke(app, ["search", "lazy dog", "json", " ", "--index", "/nonexistent"])
     assert r.exit_code == 2 and r.output == "error: one of the queries is empty: query 3 of 3\n", r.output
+
+
+def test_an_id_with_undecodable_bytes_does_not_hide_the_others(folders, embedder):
+    """A command line's non-UTF-8 bytes (lone surrogates) in one --id, or "\\ud800" in a JSON filter: that id is in no
+    document, like a typo, and the others are searched (the filter kept nothing: "no document matches")."""
+    where = Filter(ids=frozenset({"a/doc00.txt", "x\udcff"}))
+    searcher = folders["flat"]
+    assert searcher.check_filter(where) == ["x\udcff"]  # the CLI warns about it, then searches the others
+    assert [[h.id for h in row] for row in searcher.search(QUERIES, k=5, mode="dense", where=where)] == \
+        [["a/doc00.txt"]] * len(QUERIES)
+    assert searcher.search(QUERIES, k=5, mode="dense", where=Filter("a/\udcff")) == [[]] * len(QUERIES)
+    service = SearchService(searcher.folder, embedder, reload_interval=0)
+    try:
+        with TestClient(create_app(service)) as client:
+            body = b'{"query": "lazy dog", "filter": {"ids": ["a/doc00.txt", "\\ud800"]}}'
+            r = client.post("/search", content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 200 and [h["id"] for h in r.json()["hits"]] == ["a/doc00.txt"], r.text
+    finally:
+        service.close()

@@ -2,8 +2,11 @@
 passage of it."""
 
 import json
+import pathlib
 import shutil
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 from tiny_models import write_corpus
@@ -98,8 +101,8 @@ def test_ids_from_macos_file_names_match_what_is_typed(embedder, tmp_path):
         assert [h["id"] for h in json.loads(r.stdout)] == [decomposed], (args, r.output)
         assert "has no document" not in r.output
 
-    r = CliRunner().invoke(app, ["rm", typed, "--index", str(folder)])
-    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["rm", typed, decomposed, "--index", str(folder)])  # one document, in both forms
+    assert r.exit_code == 0 and r.output == f"{folder}: removed 1 documents, 1 left (version 2)\n", r.output  # was 2
     assert store.load(folder).docs.column("id").to_pylist() == ["other.txt"]
 
 
@@ -139,6 +142,96 @@ def test_info_says_what_an_index_holds_without_reading_its_vectors(folder, tmp_p
     r = CliRunner().invoke(app, ["info", "--index", str(copy)])
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith(f"{copy}: 2 documents, {got['tokens']:,} tokens") and "pending: 1 shards" in r.stdout
+    assert "interrupted or is still going" in r.stdout  # a writer may be encoding them now: "interrupted" misled
+    assert "0.0 MiB" not in r.stdout and f"; {got['bytes'] / 1024:.1f} KiB\n" in r.stdout  # a small index in KiB
 
     r = CliRunner().invoke(app, ["info", "--index", str(tmp_path / "none")])
     assert r.exit_code == 2 and "no index here" in r.output
+
+
+def edited(folder, tmp_path, manifest=None, docs=None):
+    """A copy of the index with its manifest changed by manifest(dict) and its docs table replaced by docs(table)."""
+    copy = tmp_path / "edited"
+    shutil.copytree(folder, copy)
+    m = store.read_manifest(copy)
+    if manifest:
+        manifest(m)
+        (copy / store.MANIFEST).write_text(json.dumps(m))
+    if docs:
+        path = copy / m["files"]["docs"]
+        pq.write_table(docs(pq.read_table(path)), path)
+    return copy
+
+
+def set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    return table.set_column(table.schema.get_field_index(name), name, values)
+
+
+DAMAGE = {  # each was a traceback (exit 1), a multi-line error or a wrong sum ("123 tokens" from strings 1, 2)
+    "model not a table": ({"manifest": lambda m: m.update(model="tiny")}, None),
+    "a file name not a string": ({"manifest": lambda m: m["files"].update(lexical=5)}, "names a file by other than a"),
+    "docs named ''": ({"manifest": lambda m: m["files"].update(docs="")}, "(docs: '')"),
+    "ranking not a table": ({"manifest": lambda m: m.update(ranking="hybrid")}, "manifest.json: bad ranking settings"),
+    "docs missing": ({"docs": lambda t: t}, "docs-000001.parquet: missing (named by manifest.json)"),
+    "column missing": ({"docs": lambda t: t.drop(["n_tokens"])}, "missing columns ['n_tokens']"),
+    "n_tokens strings": ({"docs": lambda t: set_column(t, "n_tokens", pa.array(["1", "2"]))}, "n_tokens is string"),
+    "n_tokens null": ({"docs": lambda t: set_column(t, "n_tokens", pa.array([1, None]))}, "n_tokens has no value in 1"),
+    "truncated strings": ({"docs": lambda t: set_column(t, "truncated", pa.array(["a", "b"]))}, "truncated is string"),
+    "passages not lists": ({"docs": lambda t: set_column(t, "passages", pa.array([1, 2]))}, "passages is int64"),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGE)
+def test_info_on_a_damaged_or_hand_edited_index(folder, tmp_path, case):
+    edit, error = DAMAGE[case]
+    copy = edited(folder, tmp_path, **edit)
+    if case == "docs missing":
+        next(copy.glob("docs-*.parquet")).unlink()
+    r = CliRunner().invoke(app, ["info", "--index", str(copy)])
+    if error is None:  # described all the same, the model as unknown
+        assert r.exit_code == 0 and "\nmodel: ? (fingerprint " in r.stdout, r.output
+        return
+    assert r.exit_code == 2 and r.output.startswith(f"error: {copy}") and r.output.count("\n") == 1, r.output
+    assert error in r.output, r.output
+
+
+def test_info_shows_the_search_defaults_search_uses(folder, tmp_path):
+    """A manifest without ranking settings, or with some, is searched with the defaults for the rest: info said
+    "search: ? by default" and "dense weight None, k None"."""
+    copy = edited(folder, tmp_path, manifest=lambda m: (m.pop("ranking"), m.pop("dim")))
+    r = CliRunner().invoke(app, ["info", "--index", str(copy)])
+    assert r.exit_code == 0 and "\nsearch: hybrid by default (convex fusion, dense weight 0.5); " in r.stdout, r.output
+    assert ", ? dimensions\n" in r.stdout  # not "None dimensions"
+    assert json.loads(CliRunner().invoke(app, ["info", "--index", str(copy), "--json"]).stdout)["ranking"] == \
+        {"mode": "hybrid", "fusion": "convex", "weight": 0.5, "rrf_k": 60}
+    shutil.rmtree(copy)
+    copy = edited(folder, tmp_path, manifest=lambda m: m.update(ranking={"mode": "hybrid", "fusion": "rrf"}))
+    r = CliRunner().invoke(app, ["info", "--index", str(copy)])
+    assert "search: hybrid by default (rrf fusion, dense weight 0.5, k 60); " in r.stdout, r.output
+
+
+def test_info_on_an_index_from_before_passages_says_its_vectors_are_not_recorded(folder, tmp_path):
+    copy = edited(folder, tmp_path, docs=lambda t: t.drop(["passages"]))
+    r = CliRunner().invoke(app, ["info", "--index", str(copy)])
+    assert r.exit_code == 0 and "truncated at 64); vectors not recorded (an index from before passages)\n" in \
+        r.stdout, r.output
+
+
+def test_info_on_a_file_says_so(folder):
+    r = CliRunner().invoke(app, ["info", "--index", str(folder / store.MANIFEST)])  # was "no index here"
+    assert r.exit_code == 2 and r.output == \
+        f"error: {folder / store.MANIFEST}: a file, not an index folder; the index is the folder {folder}\n"
+
+
+def test_info_while_a_commit_removes_the_pending_shards(folder, monkeypatch):
+    """A writer's commit removes pending/ while info lists it: a FileNotFoundError traceback, now 0 shards."""
+    glob = pathlib.Path.glob
+
+    def racing(self, pattern):
+        if pattern.startswith("pending/"):
+            raise FileNotFoundError(2, "No such file or directory", str(self / "pending" / "abc"))
+        return glob(self, pattern)
+
+    monkeypatch.setattr(pathlib.Path, "glob", racing)
+    r = CliRunner().invoke(app, ["info", "--index", str(folder), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["pending_shards"] == 0, r.output
