@@ -336,6 +336,8 @@ def _current(folder: Path, read):
 
 
 def _read_docs(path: Path) -> pa.Table:
+    if not path.is_file():
+        raise IndexFolderError(f"{path}: missing (named by {MANIFEST})")
     try:
         docs = pq.read_table(path)
     except Exception as e:
@@ -392,6 +394,9 @@ def _checked_passages(docs: pa.Table, extra_ids: np.ndarray) -> pa.Table:
     the next `longretr index` finds them again from the text."""
     if PASSAGES.name not in docs.column_names:
         return docs.append_column(PASSAGES, pa.nulls(docs.num_rows, PASSAGES.type))
+    if docs.schema.field(PASSAGES.name).type != PASSAGES.type:  # not pairs of offsets: none are known
+        return docs.set_column(docs.schema.get_field_index(PASSAGES.name), PASSAGES,
+                               pa.nulls(docs.num_rows, PASSAGES.type))
     owners, counts = np.unique(extra_ids & VID_MASK, return_counts=True)  # every owner is a vid (checked before)
     vids = docs.column("vid").to_numpy()
     order = np.argsort(vids)

@@ -576,8 +576,16 @@ def test_foreign_and_damaged_index_files_are_named(tmp_path, embedder):
     pq.write_table(other.drop(["sha256"]), docs)
     with pytest.raises(store.IndexFolderError, match=r"missing columns \['sha256'\]"):
         store.load(folder)
-    docs.unlink()
+    # passages that are not pairs of offsets (a hand-edited table): searchable, with no passages shown
+    pq.write_table(other.set_column(other.schema.get_field_index("passages"), "passages",
+                                    pa.array(["x"] * other.num_rows)), docs)
+    hits = Searcher(folder, embedder).search([text(1)], k=2)[0]
+    assert len(hits) == 2 and all(h.passage is None for h in hits)
+    docs.write_bytes(b"not parquet")
     with pytest.raises(store.IndexFolderError, match=f"{docs.name}: corrupt or unreadable docs table"):
+        store.load(folder)
+    docs.unlink()
+    with pytest.raises(store.IndexFolderError, match=f"{docs.name}: missing \\(named by manifest.json\\)"):
         store.load(folder)
     (folder / "manifest.json").write_text(json.dumps({"format_version": 1, "name": "someone else's"}))
     with pytest.raises(store.IndexFolderError, match="names no vectors/docs files"):
