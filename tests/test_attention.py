@@ -5,6 +5,7 @@ import torch
 from tiny_models import make_gemma3
 from transformers import AutoConfig, AutoModel
 
+from longretr import attention
 from longretr.attention import IMPLEMENTATION
 from longretr.backbone import set_causal
 
@@ -28,7 +29,13 @@ def _pair(path, bidirectional):
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("padded", [False, True])
-def test_matches_transformers(tmp_path, layout, bidirectional, padded):
+@pytest.mark.parametrize("kernel", ["sdpa", "matmul"])
+def test_matches_transformers(tmp_path, layout, bidirectional, padded, kernel, monkeypatch):
+    """Both ways of computing bidirectional layers: SDPA, and the blocked matmuls that CPUs with a slow SDPA kernel get
+    when encoding (forced here at every length: 300 tokens are four 64-query blocks and part of a fifth)."""
+    if kernel == "matmul":
+        monkeypatch.setattr(attention, "MATMUL_MIN_LENGTH", 1)
+        monkeypatch.setattr(attention, "_matmul_is_faster", lambda *a: True)
     path = make_gemma3(tmp_path, LAYOUTS[layout], sliding_window=6)
     ref, ours = _pair(path, bidirectional)
     torch.manual_seed(1)
