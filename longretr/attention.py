@@ -144,7 +144,7 @@ def _matmul_is_faster_for(q: torch.Tensor, k: torch.Tensor, causal: bool) -> boo
 @lru_cache(maxsize=16)
 def _matmul_is_faster(dtype: torch.dtype, device: torch.device, dim: int, groups: int) -> bool:
     """Times both on a 2,048-token problem of this shape (a full layer and a 512-token window), once per process; the
-    matmuls only if clearly faster. Only on CPU: CUDA's SDPA kernels are the fast ones."""
+    matmuls only if clearly faster. Only on CPU: CUDA keeps SDPA's flash kernels (not measured against these)."""
     if device.type != "cpu":
         return False
     q = torch.randn(1, groups, 2048, dim, dtype=dtype)
