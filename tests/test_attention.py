@@ -63,3 +63,14 @@ def test_later_tokens_change_earlier_states_only_when_bidirectional(tmp_path, bi
         a = model(input_ids=ids).last_hidden_state[0, 0]
         b = model(input_ids=changed).last_hidden_state[0, 0]
     assert (not torch.allclose(a, b, atol=1e-6)) == bidirectional
+
+
+def test_short_inputs_never_consult_the_kernel_timing(embedder, monkeypatch):
+    """Which kernel runs long inputs depends on a timing; a query's or short document's vector must not, so below
+    MATMUL_MIN_LENGTH tokens SDPA runs without asking (a CI run once flipped a score's sixth decimal this way)."""
+    def asked(*args):
+        raise AssertionError("the kernel timing was consulted for a short input")
+
+    monkeypatch.setattr(attention, "_matmul_is_faster", asked)
+    embedder.encode_queries(["lazy dog", "json csv files and more words than the tiny model's window"])
+    embedder.encode_documents(["the quick brown fox " * 60], progress=False)
