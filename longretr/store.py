@@ -152,14 +152,16 @@ def read_document(folder: Path | str, doc_id: str, start: int | None = None, end
     """`document` read from the folder without loading the index: only the docs table, not the vectors (`longretr
     show`; a large index's vectors are gigabytes, read and checked to print one passage)."""
     folder = Path(folder)
+    return _document(folder, _current(folder, lambda manifest: _read_docs(_docs_path(folder, manifest))), doc_id,
+                     start, end)
 
-    def docs(manifest: dict) -> pa.Table:
-        files = manifest.get("files")
-        if not isinstance(files, dict) or not isinstance(files.get("docs"), str):
-            raise IndexFolderError(f"{folder / MANIFEST}: names no docs file; not a longretr index")
-        return _read_docs(folder / files["docs"])
 
-    return _document(folder, _current(folder, docs), doc_id, start, end)
+def _docs_path(folder: Path, manifest: dict) -> Path:
+    """The docs table a manifest names (readers of the docs table alone: show, info)."""
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not isinstance(files.get("docs"), str):
+        raise IndexFolderError(f"{folder / MANIFEST}: names no docs file; not a longretr index")
+    return folder / files["docs"]
 
 
 def describe(folder: Path | str) -> dict:
@@ -168,14 +170,12 @@ def describe(folder: Path | str) -> dict:
     folder = Path(folder)
 
     def read(manifest: dict) -> dict:
-        files = manifest.get("files")
-        if not isinstance(files, dict) or not isinstance(files.get("docs"), str):
-            raise IndexFolderError(f"{folder / MANIFEST}: names no docs file; not a longretr index")
+        docs_path, files = _docs_path(folder, manifest), manifest["files"]
         odd = next((f"{k}: {v!r}" for k, v in files.items() if not isinstance(v, str) or not v), None)
         if odd:  # each file is read or sized below
             raise IndexFolderError(f"{folder / MANIFEST}: names a file by other than a file name ({odd}); not a "
                                    "longretr index")
-        docs = _small_columns(folder / files["docs"])
+        docs = _small_columns(docs_path)
         model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
         passages = docs.column(PASSAGES.name) if PASSAGES.name in docs.column_names else None
         return {
