@@ -185,7 +185,7 @@ def remove_documents(folder: Path | str, ids: list[str]) -> dict:
         vids = snap.docs.column("vid").to_pylist()
         drop = {vids[r[0]] for r in rows.values()}
         store.remove_vectors(snap.index, drop)
-        docs = snap.docs.filter(pa.array([v not in drop for v in snap.docs.column("vid").to_pylist()]))
+        docs = snap.docs.filter(pa.array([v not in drop for v in vids]))
         return {**store.commit(folder, snap.manifest, snap.index, docs), "removed": len(drop)}
 
 

@@ -158,12 +158,17 @@ class Searcher:
             example = f", e.g. {self._ids[0]!r}" if self._ids else ""
             raise ValueError(f"{self.folder}: no document matches {what} (ids and paths are relative to the corpus "
                              f"folder{example})")
-        return sorted(where.ids - set(self._nfc_ids.to_pylist())) if where.ids else []
+        return sorted(where.ids - self._nfc_id_set) if where.ids else []
 
     @functools.cached_property
     def _nfc_ids(self) -> pa.ChunkedArray:
         """The docs table's ids in NFC, as Filter compares them."""
         return pc.utf8_normalize(self.snapshot.docs.column("id"), "NFC")
+
+    @functools.cached_property
+    def _nfc_id_set(self) -> frozenset[str]:
+        """The same as a set, built once: the server checks a filter's ids against it for every batch."""
+        return frozenset(self._nfc_ids.to_pylist())
 
     @functools.cached_property
     def _nfc_paths(self) -> pa.ChunkedArray:

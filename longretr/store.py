@@ -417,7 +417,7 @@ def _read_faiss(path: Path) -> faiss.Index:
     try:
         return faiss.read_index(str(path))
     except Exception as e:
-        raise IndexFolderError(f"{path}: truncated or not a FAISS index ({str(e).strip().splitlines()[0]})") from e
+        raise IndexFolderError(f"{path}: truncated or not a FAISS index ({_first_line(e)})") from e
 
 
 def empty_index(dim: int) -> faiss.Index:
