@@ -7,6 +7,8 @@ padding stays small and a 32k-token document is one unpadded forward pass.
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +138,11 @@ class Embedder:
         self.device, self.dtype = pick_device_dtype(dtype or self.config.dtype, device)
         self.model, self.tokenizer = load_backbone(self.config, self.dtype, self.device)
         chunk_token_wise(self.model, TOKEN_WISE_CHUNK)
+        self._ticks = threading.local()  # .batch: the running batch's _LayerTicks, per thread
+        layers = decoder_layers(self.model)
+        for layer in layers:  # the hook holds the thread-local, not self: no model <-> embedder cycle to outlive us
+            layer.register_forward_hook(functools.partial(_layer_done, self._ticks))
+        self._n_layers = len(layers)
         self.token_budget = token_budget
         self.dim = int(self.model.config.hidden_size)
 
@@ -188,9 +195,12 @@ class Embedder:
         ids = [x[:max_tokens] for x in self.tokenize(texts)[0]]
         return self._encode_ids(ids, progress=progress)[0]
 
-    def encode_documents(self, texts: list[str], progress: bool = True) -> EncodedDocuments:
+    def encode_documents(self, texts: list[str], progress: bool | tqdm = True) -> EncodedDocuments:
         """Each text's whole-document vector (no instruction), cut to max_tokens (n_tokens and truncated say so),
-        and a long one's lead and span vectors (EncodedDocuments.extra) where the config asks for them."""
+        and a long one's lead and span vectors (EncodedDocuments.extra) where the config asks for them.
+
+        `progress`: a bar of its own (True), none (False), or a tqdm bar to advance by the tokens encoded (leads
+        included), e.g. one that spans several calls."""
         start = time.perf_counter()
         ids, truncated = self.tokenize(texts)
         longer = [i for i, x in enumerate(ids) if self.config.lead_for(len(x))]
@@ -205,7 +215,7 @@ class Embedder:
                                 time.perf_counter() - start, {i: np.stack(extra[i]) for i in sorted(extra)},
                                 frozenset(longer))
 
-    def _encode_ids(self, ids: list[list[int]], progress: bool, spans: list[list[tuple[int, int]]] | None = None
+    def _encode_ids(self, ids: list[list[int]], progress: bool | tqdm, spans: list[list[tuple[int, int]]] | None = None
                     ) -> tuple[np.ndarray, float, dict[int, np.ndarray]]:
         """Each sequence's pooled vector, the padding waste, and row -> [m, dim] of the spans asked for."""
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
@@ -217,21 +227,28 @@ class Embedder:
         batches = pack_batches(lengths, self.token_budget)
         real = sum(lengths)
         waste = 1.0 - real / sum(len(b) * lengths[b[0]] for b in batches)
-        # The bar counts tokens (so its rate is tokens/s and its ETA is right for long documents);
-        # the postfix counts documents and shows the padding waste of the packing.
+        # The bar counts tokens (so its rate is tokens/s and its ETA is right for long documents), advanced as each
+        # layer finishes (_LayerTicks); the postfix counts documents and shows the padding waste of the packing.
+        own = isinstance(progress, bool)
         bar = tqdm(total=real, unit="tok", unit_scale=True, disable=not progress, desc="encoding",
-                   postfix={"docs": f"0/{len(ids)}", "pad": f"{waste:.1%}"}, mininterval=1.0)
+                   postfix={"docs": f"0/{len(ids)}", "pad": f"{waste:.1%}"}, mininterval=1.0) if own else progress
         done = 0
         for batch in batches:
-            rows = self._forward_with_split([ids[i] for i in batch], [spans[i] for i in batch])
+            ticks = self._ticks.batch = _LayerTicks(bar, sum(lengths[i] for i in batch), self._n_layers)
+            try:
+                rows = self._forward_with_split([ids[i] for i in batch], [spans[i] for i in batch])
+            finally:
+                self._ticks.batch = None
             for i, v in zip(batch, rows):
                 out[i] = v[0]
                 if len(v) > 1:
                     pooled[i] = v[1:]
             done += len(batch)
-            bar.set_postfix(docs=f"{done}/{len(ids)}", pad=f"{waste:.1%}", refresh=False)
-            bar.update(sum(lengths[i] for i in batch))
-        bar.close()
+            if own:
+                bar.set_postfix(docs=f"{done}/{len(ids)}", pad=f"{waste:.1%}", refresh=False)
+            ticks.finish()
+        if own:
+            bar.close()
         return out, waste, pooled
 
     def _forward_with_split(self, batch: list[list[int]], spans: list[list[tuple[int, int]]]) -> list[np.ndarray]:
@@ -273,6 +290,47 @@ class Embedder:
                 vecs += list(span_means(hidden[row], ranges, self.config.normalize).cpu().numpy())
             out.append(np.stack(vecs))
         return out
+
+
+@dataclass
+class _LayerTicks:
+    """Moves a progress bar through one batch's tokens as the forward pass leaves each decoder layer: one 32k-token
+    document is a minute or more on a 2-core CPU (several in fp32), and the bar should not sit still that long.
+    Never reports more than the batch (a batch split after an out-of-memory error runs the layers again)."""
+
+    bar: tqdm
+    tokens: int
+    layers: int
+    done: int = 0
+    reported: int = 0
+
+    def layer_done(self) -> None:
+        if self.done < self.layers:
+            self.done += 1
+            self._report(self.tokens * self.done // self.layers)
+
+    def finish(self) -> None:
+        self._report(self.tokens)
+
+    def _report(self, upto: int) -> None:
+        self.bar.update(upto - self.reported)
+        self.reported = upto
+
+
+def _layer_done(ticks: threading.local, *_) -> None:
+    if getattr(ticks, "batch", None) is not None:
+        ticks.batch.layer_done()
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model's stack of transformer layers (the module list as long as config.num_hidden_layers), or [] if
+    there is none to find."""
+    config = getattr(model, "config", None)
+    n = getattr(config.get_text_config() if hasattr(config, "get_text_config") else config, "num_hidden_layers", None)
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and n and len(module) == n:
+            return list(module)
+    return []
 
 
 def char_ranges(offsets: list[tuple[int, int]], tokens: list[tuple[int, int]]) -> np.ndarray:

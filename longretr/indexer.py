@@ -275,15 +275,14 @@ def _encode_in_shards(need, embedder, pending: Path, cached: dict, shard_tokens:
             shard.append(i)
             shard_len += lengths[i]
             if shard_len >= shard_tokens or pos == len(order) - 1:
-                enc = embedder.encode_documents([need[j].text for j in shard], progress=False)
+                enc = embedder.encode_documents([need[j].text for j in shard], progress=bar)  # moves it per layer
                 shas = [need[j].sha256 for j in shard]
                 _save_shard(pending, shas, enc)
                 for n, sha in enumerate(shas):
                     cached[sha] = {"vector": enc.vectors[n], "n_tokens": enc.n_tokens[n], "truncated": enc.truncated[n],
                                    "extra": enc.extra.get(n)}
                 done_docs += len(shard)
-                bar.set_postfix(docs=f"{done_docs}/{len(need)}", refresh=False)
-                bar.update(shard_len)
+                bar.set_postfix(docs=f"{done_docs}/{len(need)}")
                 shard, shard_len = [], 0
     return sum(lengths)
 

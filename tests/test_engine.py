@@ -106,6 +106,66 @@ def test_progress_bar_shows_documents_tokens_per_second_and_padding(embedder, ca
     assert "tok/s" in err and "pad=" in err
 
 
+class _Bar:
+    """Records a progress bar's updates and how many decoder layers had run at each."""
+
+    def __init__(self, model):
+        self.updates, self.layers_run = [], 0
+        for layer in embedder_module.decoder_layers(model):
+            layer.register_forward_hook(self._count)  # registered after the embedder's, so runs after it
+
+    def _count(self, *_):
+        self.layers_run += 1
+
+    def update(self, n):
+        self.updates.append((n, self.layers_run))
+
+
+def test_a_long_forward_moves_the_bar_layer_by_layer(tiny_gemma, tmp_path):
+    embedder = Embedder(str(write_config(tmp_path, tiny_gemma)))
+    layers = len(embedder_module.decoder_layers(embedder.model))
+    assert layers == embedder.model.config.num_hidden_layers > 1
+    bar = _Bar(embedder.model)
+    enc = embedder.encode_documents([TEXTS[0]], progress=bar)  # one document: one forward pass
+
+    moved = [(n, run) for n, run in bar.updates if n]
+    assert len(moved) >= layers  # the bar moved while the pass was running, not once at its end
+    assert moved[0][1] == 0 and moved[0][0] < enc.n_tokens[0]  # first move: as the first layer ends
+    assert sum(n for n, _ in bar.updates) == enc.n_tokens[0]  # exactly the tokens encoded
+
+
+def test_a_batch_split_after_its_layers_ran_reports_its_tokens_once(tiny_gemma, tmp_path):
+    embedder = Embedder(str(write_config(tmp_path, tiny_gemma)), token_budget=4096)
+
+    def out_of_memory_at_the_end(module, args, output):  # after every layer has ticked
+        rows = (output[0] if isinstance(output, tuple) else output).shape[0]
+        if rows > 2:
+            raise torch.OutOfMemoryError(f"test: {rows} rows")
+
+    embedder_module.decoder_layers(embedder.model)[-1].register_forward_hook(out_of_memory_at_the_end)
+    bar = _Bar(embedder.model)
+    enc = embedder.encode_documents(TEXTS, progress=bar)
+    assert bar.layers_run > 2 * len(embedder_module.decoder_layers(embedder.model))  # the split really happened
+    assert sum(n for n, _ in bar.updates) == sum(enc.n_tokens)
+    assert all(n >= 0 for n, _ in bar.updates)
+
+
+def test_index_progress_counts_every_token_once(tiny_gemma, tmp_path, capsys):
+    from longretr.indexer import index_corpus
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for n, text in enumerate(TEXTS):
+        (corpus / f"d{n}.txt").write_text(text)
+    embedder = Embedder(str(write_config(tmp_path, tiny_gemma)))
+    summary = index_corpus(corpus, tmp_path / "index", embedder, progress=True, shard_tokens=100)
+    err = capsys.readouterr().err
+    assert f"docs={len(TEXTS)}/{len(TEXTS)}" in err
+    last = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("indexing")][-1]
+    done, whole = last.split("|")[2].split()[0].split("/")
+    assert done == whole == str(summary.tokens) and "100%" in last, last
+
+
 def test_token_wise_modules_run_in_chunks_with_unchanged_results(embedder, monkeypatch):
     monkeypatch.setattr(embedder_module, "TOKEN_WISE_CHUNK", 5)
     chunked = Embedder(embedder.config, token_budget=4096)
