@@ -83,7 +83,8 @@ bench-train-quality: install
 	$(BIN)/python scripts/bench_train_quality.py $(BENCH_TRAIN_QUALITY_ARGS)
 
 # Dense vs lexical vs hybrid on the demo corpus (README, Search modes). indexes/demo-cmp is built once from corpus/
-# (written if missing; default model on 2 CPU cores: ~20 min with AMX-BF16, ~1 h 45 min without) and reused.
+# (written if missing; default model on 2 CPU cores: ~20 min with AMX-BF16, ~35 min with AVX512-BF16 alone, 1 h 45
+# min to 3.5 h in fp32) and reused.
 # COMPARE_ARGS="--queries tests/data/demo_queries_heldout.jsonl" scores the 87 held-out queries instead of the 44
 # (demo_queries_fresh.jsonl: the 65 fresh ones).
 .PHONY: compare-modes
