@@ -7,9 +7,10 @@ weights) so the index's default can be chosen on evidence. Writes JSON + a PNG u
     .venv/bin/python scripts/compare_modes.py --index indexes/demo-cmp --corpus corpus
 
 A missing index is built first from --corpus (the demo corpus is written there if the folder does
-not exist): with the default model that takes about 20 minutes on 2 cores with AMX-BF16, about 100 minutes on a
-2-core AMD EPYC and 1 h 45 min on a 2-core Xeon without AMX (both fp32), so it is reused. (EPYC, 2026-12-04:
-the PostgreSQL index, 1.29M tokens, took 80 minutes; the demo index, 1.50M, about 100 minutes over two runs.)
+not exist): with the default model that takes about 20 minutes on 2 cores with AMX-BF16, 35 minutes on a 2-core
+AMD EPYC with AVX512-BF16 (the demo index, 2026-12-07), about 100 minutes on a 2-core AMD EPYC with AVX2 only and
+1 h 45 min on a 2-core Xeon without AMX (both fp32), so it is reused. (AVX2 EPYC, 2026-12-04: the PostgreSQL index,
+1.29M tokens, took 80 minutes; the demo index, 1.50M, about 100 minutes over two runs.)
 """
 
 from __future__ import annotations

@@ -166,6 +166,27 @@ def test_index_progress_counts_every_token_once(tiny_gemma, tmp_path, capsys):
     assert done == whole == str(summary.tokens) and "100%" in last, last
 
 
+def test_index_takes_documents_in_hash_order_not_longest_first(tiny_gemma, tmp_path, monkeypatch):
+    # Longest first biased the ETA (README, Use); a fixed shuffle by content hash does not.
+    import hashlib
+
+    from longretr.indexer import index_corpus
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    texts = [" ".join(["fox"] * n) for n in (5, 40, 10, 30, 20, 35)]
+    for n, text in enumerate(texts):
+        (corpus / f"d{n}.txt").write_text(text)
+    embedder = Embedder(str(write_config(tmp_path, tiny_gemma)))
+    seen = []
+    real = embedder.encode_documents
+    monkeypatch.setattr(embedder, "encode_documents", lambda batch, **kw: seen.extend(batch) or real(batch, **kw))
+    index_corpus(corpus, tmp_path / "index", embedder, progress=False, shard_tokens=1)  # one document per shard
+
+    by_hash = sorted(texts, key=lambda t: hashlib.sha256(t.encode()).hexdigest())
+    assert seen == by_hash != sorted(texts, key=len, reverse=True)
+
+
 def test_token_wise_modules_run_in_chunks_with_unchanged_results(embedder, monkeypatch):
     monkeypatch.setattr(embedder_module, "TOKEN_WISE_CHUNK", 5)
     chunked = Embedder(embedder.config, token_budget=4096)
