@@ -1,6 +1,7 @@
 """The BM25 index: ranking, persistence inside the index folder, its place in each version, and the modes."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from longretr.cli import app
 from longretr.fusion import DEFAULT_RANKING
 from longretr.indexer import index_corpus
 from longretr.lexical import LexicalIndex, LexicalIndexError, tokenize
+from longretr.queries import Hit
 from longretr.search import Searcher
 
 TEXTS = {
@@ -249,3 +251,21 @@ def test_compare_scripts_name_a_missing_file_without_a_traceback(tmp_path, capsy
     with pytest.raises(SystemExit) as done:
         load_script("compare_runs").main(["--pair", str(missing), str(missing)])
     assert done.value.code == 2 and f"--pair: no such file: {missing}" in capsys.readouterr().err
+
+
+def test_compare_modes_times_searches_not_the_first_load(monkeypatch):
+    compare = load_script("compare_modes")
+
+    class LazySearcher:  # like Searcher: the model and index files load at the first search
+        ranking = {"mode": "hybrid", "fusion": "convex", "weight": 0.5, "rrf_k": 60}
+        embedder = type("E", (), {"encode_queries": staticmethod(lambda qs: list(qs))})()
+        loaded = False
+
+        def search(self, texts, k, mode=None):
+            if not self.loaded:
+                time.sleep(0.5)
+                self.loaded = True
+            return [[Hit(rank=1, id="a.txt", score=1.0, title="a", path="a.txt", snippet="")] for _ in texts]
+
+    runs = compare.evaluate(LazySearcher(), [{"id": "1", "text": "q", "relevant": "a.txt"}])
+    assert all(runs[m]["ms_per_query"] < 250 for m in ("dense", "lexical", "hybrid")), runs
