@@ -213,8 +213,7 @@ SMALL_COLUMNS = {"n_tokens": pa.types.is_integer, "truncated": pa.types.is_boole
 def _small_columns(path: Path) -> pa.Table:
     """The docs table's SMALL_COLUMNS (passages only where an index has them), checked: a damaged or hand-edited
     table is one line naming it, not a traceback or a wrong sum (strings of digits would be joined, not added)."""
-    if not path.is_file():
-        raise IndexFolderError(f"{path}: missing (named by {MANIFEST})")
+    _named(path)  # outside the try: its own error is the message
     try:
         names = pq.read_schema(path).names
         docs = pq.read_table(path, columns=[name for name in SMALL_COLUMNS if name in names])
@@ -335,9 +334,14 @@ def _current(folder: Path, read):
     raise AssertionError("unreachable")
 
 
-def _read_docs(path: Path) -> pa.Table:
+def _named(path: Path) -> None:
+    """A file the manifest names must exist: one line naming it, not the reader library's error."""
     if not path.is_file():
         raise IndexFolderError(f"{path}: missing (named by {MANIFEST})")
+
+
+def _read_docs(path: Path) -> pa.Table:
+    _named(path)
     try:
         docs = pq.read_table(path)
     except Exception as e:
@@ -412,8 +416,7 @@ def _checked_passages(docs: pa.Table, extra_ids: np.ndarray) -> pa.Table:
 
 
 def _read_faiss(path: Path) -> faiss.Index:
-    if not path.is_file():
-        raise IndexFolderError(f"{path}: missing (named by {MANIFEST})")
+    _named(path)
     try:
         return faiss.read_index(str(path))
     except Exception as e:
