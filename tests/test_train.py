@@ -698,11 +698,14 @@ def test_runs_killed_or_interrupted_resume_to_the_uninterrupted_adapter(tmp_path
     import os
 
     monkeypatch.setattr(Trainer, "_contrastive_step", ctrl_c_in_step_2)
+    # Ctrl-C handled as Python sets it up, however pytest was started (as a background job it ignores SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     stopped = CliRunner().invoke(app, ["train", "--config", str(interrupted)])
     assert stopped.exit_code == 130, stopped.output
     assert f"longretr train --config {interrupted} --resume" in stopped.output
     assert json.loads((tmp_path / "interrupted" / "checkpoint" / "state.json").read_text())["step"] == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    signal.signal(signal.SIGINT, previous)
     resumed = CliRunner().invoke(app, ["train", "--config", str(interrupted), "--resume"])
     assert resumed.exit_code == 0, resumed.output
 
@@ -771,3 +774,23 @@ def test_validation_files_put_before_and_after_scores_on_the_card(tmp_path, tiny
     card = (tmp_path / "run" / "card.md").read_text()
     b, a = val["before"]["toy"], val["after"]["toy"]
     assert f"| toy | 10 | {b['documents']} | {b['mrr@10']:.3f} / {b['top1']:.3f} | {a['mrr@10']:.3f} / " in card
+
+
+def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it():
+    import signal
+
+    from longretr.train.trainer import _StopOnCtrlC
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `longretr train ... &` from a script starts
+    try:
+        guard = _StopOnCtrlC()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        guard.close()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        guard = _StopOnCtrlC()
+        assert signal.getsignal(signal.SIGINT) == guard._handle
+        guard.close()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -478,10 +478,14 @@ RESUME_MAY_CHANGE = {"steps", "max_minutes", "save_every", "output", "val", "val
 class _StopOnCtrlC:
     """The first Ctrl-C (SIGINT) asks the loop to stop after the current step and checkpoint it, so nothing is
     lost; a second one stops at once (KeyboardInterrupt), leaving the last checkpoint. Outside the main thread,
-    where signal handlers cannot be set, Ctrl-C keeps its default."""
+    where signal handlers cannot be set, Ctrl-C keeps its default; a run started with it ignored (`cmd &` from a
+    script) keeps ignoring it."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.previous = None
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            return
         try:
             self.previous = signal.signal(signal.SIGINT, self._handle)
         except ValueError:  # not the main thread
