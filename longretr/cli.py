@@ -255,14 +255,16 @@ def info(
         typer.echo(json.dumps(d, indent=2))
         return
     vectors = "; vectors not recorded (an index from before passages)" if d["other_vectors"] is None else \
-        f"; {d['documents'] + d['other_vectors']:,} vectors ({d['other_vectors']:,} of leads and spans)"
+        f"; {d['documents'] + d['other_vectors']:,} vectors ({d['other_vectors']:,} of leads, spans and windows)"
     r = d["ranking"]
     fusion = "" if r["mode"] != "hybrid" else f" ({r['fusion']} fusion, dense weight {r['weight']}" + \
         (f", k {r['rrf_k']})" if r["fusion"] == "rrf" else ")")
-    limit = f" at {d['max_tokens']:,}" if isinstance(d["max_tokens"], int) else ""
+    limit = f" {d['max_tokens']:,}" if isinstance(d["max_tokens"], int) else " one pass"
+    cut = f"; {d['truncated']:,} cut at{limit} by an older longretr (`longretr index` encodes them whole)" \
+        if d["truncated"] else ""
     lines = [
         f"{d['folder']}: {d['documents']:,} documents, {d['tokens']:,} tokens (longest {d['longest']:,}; "
-        f"{d['truncated']:,} truncated{limit}){vectors}",
+        f"{d['windowed'] or 0:,} longer than{limit}, in windows{cut}){vectors}",
         f"model: {_known(d['model'])} (fingerprint {_known(d['model_fingerprint'])}), {_known(d['dim'])} dimensions",
         f"search: {r['mode']} by default{fusion}; {_known(d['index_type'])}",
         f"version {_known(d['version'])}, created {_known(d['created'])}, updated {_known(d['updated'])}; "

@@ -19,6 +19,8 @@ REPO_CONFIGS = next((p for p in (PACKAGE.parent / "configs", PACKAGE / "configs"
 # An adapter path starting with this names a folder inside the longretr package (the shipped adapters), so a
 # shipped config works both from a checkout and from an installed wheel.
 IN_PACKAGE = "longretr:"
+# Fewest tokens in a window of a document longer than max_tokens (ModelConfig.windows).
+MIN_WINDOW = 256
 
 
 def longretr_home() -> Path:
@@ -33,6 +35,9 @@ class ModelConfig:
     attention: str = "bidirectional"  # bidirectional | causal
     pooling: str = "mean"  # mean | last
     normalize: bool = True
+    # The longest forward pass. A query or training text is cut to it; a longer document is encoded whole, its
+    # first max_tokens as one pass and the rest in windows of its own (windows), whose spans (or whole window)
+    # become more of its vectors.
     max_tokens: int = 8192
     dtype: str = "auto"
     query_instruction: str = ""
@@ -108,7 +113,7 @@ class ModelConfig:
         return 0 < self.lead_tokens < self.max_tokens
 
     def lead_for(self, n: int) -> int:
-        """Tokens of the lead vector a document of n tokens (after truncation) gets; 0: none."""
+        """Tokens of the lead vector a document of n tokens gets; 0: none."""
         return self.lead_tokens if 0 < self.lead_tokens < n else 0
 
     @property
@@ -117,21 +122,42 @@ class ModelConfig:
         return 0 < self.span_tokens < self.max_tokens
 
     def spans_for(self, n: int) -> list[tuple[int, int]]:
-        """[start, end) token ranges of the span vectors of a document of n tokens (after truncation): consecutive
-        spans of span_tokens, the last piece joining the one before when shorter than a quarter span (a span of
-        a few tokens is noise); none where that leaves one span, the whole document."""
-        size = self.span_tokens
-        if not 0 < size < n:
+        """[start, end) token ranges of the span vectors of a pass of n tokens (a document's first max_tokens):
+        consecutive spans of span_tokens, the last piece joining the one before when shorter than a quarter span
+        (a span of a few tokens is noise); none where that leaves one span, the whole document."""
+        if not 0 < self.span_tokens < n:
             return []
-        starts = list(range(0, n, size))
-        if n - starts[-1] < size // 4:
-            starts.pop()
-        return list(zip(starts, starts[1:] + [n])) if len(starts) > 1 else []
+        spans = _pieces(n, self.span_tokens)
+        return spans if len(spans) > 1 else []
 
-    def other_ranges(self, n: int) -> list[tuple[int, int]]:
-        """[start, end) token ranges behind a document's other vectors, in their order (j): lead, then spans."""
-        lead = self.lead_for(n)
-        return ([(0, lead)] if lead else []) + self.spans_for(n)
+    def windows(self, n: int, head: int) -> list[tuple[int, int]]:
+        """[start, end) token ranges of a document of n tokens beyond its first max_tokens, each encoded as a pass
+        of its own after the document's first `head` tokens (its BOS, which the backbone expects first): pieces of
+        max_tokens - head tokens, the last started earlier when it would hold fewer than MIN_WINDOW (a pass of a few
+        tokens is noise). Windows do not see each other; every token is encoded once (but that overlap)."""
+        size = self.max_tokens - head
+        out = [(s, min(s + size, n)) for s in range(self.max_tokens, n, size)]
+        least = min(MIN_WINDOW, size)
+        if out and out[-1][1] - out[-1][0] < least:
+            out[-1] = (n - least, n)
+        return out
+
+    def window_ranges(self, start: int, end: int) -> list[tuple[int, int]]:
+        """[start, end) token ranges of a window's vectors: one per span of span_tokens (at least one), or the
+        whole window where spans are off."""
+        if not self.span_tokens:
+            return [(start, end)]
+        return [(start + a, start + b) for a, b in _pieces(end - start, self.span_tokens)]
+
+    def other_ranges(self, n: int, head: int) -> list[tuple[int, int]]:
+        """[start, end) token ranges behind the other vectors of a document of n tokens whose first `head` tokens
+        start every window (windows), in their order: lead, spans of the first max_tokens, then each window's."""
+        first = min(n, self.max_tokens)
+        lead = self.lead_for(first)
+        out = ([(0, lead)] if lead else []) + self.spans_for(first)
+        for start, end in self.windows(n, head):
+            out += self.window_ranges(start, end)
+        return out
 
     def fingerprint(self) -> str:
         """Hash of everything that changes a vector; an index is only searched with the same one."""
@@ -154,6 +180,15 @@ class ModelConfig:
 
     def format_query(self, query: str) -> str:
         return f"{self.query_instruction}; {query}" if self.query_instruction else query
+
+
+def _pieces(n: int, size: int) -> list[tuple[int, int]]:
+    """n tokens as consecutive [start, end) pieces of `size`, a last piece shorter than a quarter joining the one
+    before it."""
+    starts = list(range(0, n, size))
+    if len(starts) > 1 and n - starts[-1] < size // 4:
+        starts.pop()
+    return list(zip(starts, starts[1:] + [n]))
 
 
 def load_config(name_or_path: str | Path = "default") -> ModelConfig:

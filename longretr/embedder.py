@@ -26,12 +26,12 @@ from .queries import check_texts
 @dataclass
 class EncodedDocuments:
     vectors: np.ndarray  # [N, dim] float32, each whole document's
-    n_tokens: list[int]  # tokens actually encoded (after truncation)
-    truncated: list[bool]
+    n_tokens: list[int]  # the document's tokens (all encoded: past max_tokens, in windows)
+    truncated: list[bool]  # cut at max_tokens (only with encode_documents' max_tokens)
     padding_waste: float  # padded positions / all positions in the forward passes
     seconds: float
     # row -> [m, dim]: a long document's other vectors, its lead's first (ModelConfig.lead_tokens), then its spans'
-    # (ModelConfig.span_tokens)
+    # (ModelConfig.span_tokens), then its windows' past max_tokens (ModelConfig.other_ranges has their tokens)
     extra: dict[int, np.ndarray] = field(default_factory=dict)
     leads: frozenset[int] = frozenset()  # rows whose first other vector is a lead
 
@@ -152,20 +152,39 @@ class Embedder:
 
     def tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
         """Each text's token ids (special tokens included) cut to the config's max_tokens, and whether it was cut."""
+        limit = self.config.max_tokens
+        ids = self._token_ids(texts)
+        return [x[:limit] for x in ids], [len(x) > limit for x in ids]
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
         texts = check_texts(texts)
         if not texts:  # the tokenizer raises IndexError on an empty batch
-            return [], []
+            return []
         ids = self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
         empty = next((i for i, x in enumerate(ids) if not x), None)
         if empty is not None:  # an empty text, with a tokenizer that adds no BOS token: nothing to pool
             raise ValueError(f"texts[{empty}] gives no tokens (an empty text, and this tokenizer adds no special "
                              "token): nothing to encode")
-        limit = self.config.max_tokens
-        return [x[:limit] for x in ids], [len(x) > limit for x in ids]
+        return ids
+
+    def _head(self, ids: list[int]) -> int:
+        """How many of a document's first tokens start each of its windows: its BOS, if it has one."""
+        bos = self.tokenizer.bos_token_id
+        return 1 if bos is not None and ids and ids[0] == bos else 0
+
+    def document_tokens(self, texts: list[str]) -> list[int]:
+        """Per text, the tokens encode_documents runs through the model for it (what its progress bar counts): the
+        text's, its lead's, and each window's head."""
+        cfg = self.config
+        out = []
+        for x in self._token_ids(texts):
+            head, first = self._head(x), min(len(x), cfg.max_tokens)
+            out.append(first + cfg.lead_for(first) + sum(head + e - s for s, e in cfg.windows(len(x), head)))
+        return out
 
     def passages(self, texts: list[str]) -> list[np.ndarray] | None:
-        """Per text, [m, 2] int64: the [start, end) characters behind each of its other vectors (lead, spans; as
-        encode_documents orders them); None for a tokenizer without character offsets (a slow one).
+        """Per text, [m, 2] int64: the [start, end) characters behind each of its other vectors (lead, spans,
+        windows; as encode_documents orders them); None for a tokenizer without character offsets (a slow one).
 
         Only the tokenizer runs, so an index can add these without encoding anything."""
         if not self.tokenizer.is_fast:
@@ -174,11 +193,8 @@ class Embedder:
         if not texts:
             return []
         enc = self.tokenizer(texts, add_special_tokens=True, truncation=False, return_offsets_mapping=True)
-        out = []
-        for offsets in enc["offset_mapping"]:
-            offsets = offsets[: self.config.max_tokens]
-            out.append(char_ranges(offsets, self.config.other_ranges(len(offsets))))
-        return out
+        return [char_ranges(offsets, self.config.other_ranges(len(offsets), self._head(ids)))
+                for offsets, ids in zip(enc["offset_mapping"], enc["input_ids"])]
 
     def encode_queries(self, queries: list[str]) -> np.ndarray:
         """[len(queries), dim] float32: each query as `"{query_instruction}; {query}"` (as given without an
@@ -195,23 +211,44 @@ class Embedder:
         ids = [x[:max_tokens] for x in self.tokenize(texts)[0]]
         return self._encode_ids(ids, progress=progress)[0]
 
-    def encode_documents(self, texts: list[str], progress: bool | tqdm = True) -> EncodedDocuments:
-        """Each text's whole-document vector (no instruction), cut to max_tokens (n_tokens and truncated say so),
-        and a long one's lead and span vectors (EncodedDocuments.extra) where the config asks for them.
+    def encode_documents(self, texts: list[str], progress: bool | tqdm = True, max_tokens: int | None = None
+                         ) -> EncodedDocuments:
+        """Each text's whole-document vector (no instruction), of its first max_tokens (the config's), and the
+        other vectors (EncodedDocuments.extra) the config asks for: a long one's lead and spans, and past
+        max_tokens its windows' (ModelConfig.windows), so every part of a document is in some vector.
 
         `progress`: a bar of its own (True), none (False), or a tqdm bar to advance by the tokens encoded (leads
-        included), e.g. one that spans several calls."""
+        included), e.g. one that spans several calls. `max_tokens`: cut each text to this many tokens instead
+        (no windows; truncated says which were cut), to score cheaply what the model sees of a document's start."""
         start = time.perf_counter()
-        ids, truncated = self.tokenize(texts)
-        longer = [i for i, x in enumerate(ids) if self.config.lead_for(len(x))]
-        # The leads go through the same packed batches as the documents (and the progress bar counts them).
-        spans = [self.config.spans_for(len(x)) for x in ids] + [[] for _ in longer]
-        vectors, waste, pooled = self._encode_ids(ids + [ids[i][: self.config.lead_tokens] for i in longer],
-                                                  progress=progress, spans=spans)
+        cfg = self.config
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"max_tokens must be None or at least 1, got {max_tokens}")
+        full = self._token_ids(texts)
+        cut = min(max_tokens or cfg.max_tokens, cfg.max_tokens)
+        ids = [x[:cut] for x in full]
+        longer = [i for i, x in enumerate(ids) if cfg.lead_for(len(x))]
+        # Leads and windows go through the same packed batches as the documents (and the progress bar counts them).
+        seqs = ids + [ids[i][: cfg.lead_tokens] for i in longer]
+        spans = [cfg.spans_for(len(x)) for x in ids] + [[] for _ in longer]
+        owners = []  # per window, its document
+        for i, x in enumerate(full if max_tokens is None else []):
+            head = self._head(x)
+            for s, e in cfg.windows(len(x), head):
+                seqs.append(x[:head] + x[s:e])
+                spans.append([(head + a - s, head + b - s) for a, b in cfg.window_ranges(s, e)]
+                             if cfg.span_tokens else [])
+                owners.append(i)
+        vectors, waste, pooled = self._encode_ids(seqs, progress=progress, spans=spans)
         extra = {i: [v] for i, v in zip(longer, vectors[len(ids):])}  # in ModelConfig.other_ranges' order
-        for i, vs in pooled.items():
-            extra.setdefault(i, []).extend(vs)
-        return EncodedDocuments(vectors[: len(ids)], [len(x) for x in ids], truncated, waste,
+        for i in range(len(ids)):
+            if i in pooled:
+                extra.setdefault(i, []).extend(pooled[i])
+        for row, i in enumerate(owners, start=len(ids) + len(longer)):
+            extra.setdefault(i, []).extend(pooled[row] if cfg.span_tokens else vectors[row: row + 1])
+        n_tokens = [len(x) for x in (full if max_tokens is None else ids)]
+        truncated = [max_tokens is not None and len(a) > len(b) for a, b in zip(full, ids)]
+        return EncodedDocuments(vectors[: len(ids)], n_tokens, truncated, waste,
                                 time.perf_counter() - start, {i: np.stack(extra[i]) for i in sorted(extra)},
                                 frozenset(longer))
 

@@ -34,7 +34,7 @@ class IndexSummary:
     unchanged: int
     skipped_files: int
     tokens: int  # tokens encoded in this run, lead vectors' included
-    truncated: int  # documents in the index cut at the model's max tokens
+    truncated: int  # documents in the index cut at the model's max tokens (indexed before windows, unreadable now)
     seconds: float
     index_type: str = "IDMap2,Flat"  # the search index built (may differ from the request, see note)
     note: str | None = None
@@ -86,11 +86,13 @@ def index_corpus(
         skipped: list[str] = []
         docs = _unique(read_corpus(root, skipped=skipped, progress=progress))
         old_rows = {} if old is None else \
-            {r["id"]: r for r in old.docs.select(["id", "vid", "sha256", "path"]).to_pylist()}
+            {r["id"]: r for r in old.docs.select(["id", "vid", "sha256", "path", "truncated"]).to_pylist()}
         if not docs and not skipped and old_rows:  # a wrong or emptied folder would wipe the index
             raise ValueError(f"{root}: no documents found; the index {folder} holds {len(old_rows)}, which this "
                              "run would remove: not done (`longretr rm` removes documents, or delete the folder)")
-        todo = [d for d in docs if d.id not in old_rows or old_rows[d.id]["sha256"] != d.sha256]
+        # A document cut at max_tokens (indexed before windows) is encoded again, whole.
+        todo = [d for d in docs if d.id not in old_rows or old_rows[d.id]["sha256"] != d.sha256
+                or old_rows[d.id]["truncated"]]
         current = {d.id for d in docs}
         # A file that exists but cannot be read now (permissions, damage) is not a deletion: its
         # documents keep their indexed version; `longretr rm` removes them on purpose.
@@ -102,7 +104,7 @@ def index_corpus(
 
         pending = folder / "pending" / fingerprint
         cached = _load_shards(pending)
-        need = [d for d in todo if d.sha256 not in cached]
+        need = [d for d in todo if d.sha256 not in cached or cached[d.sha256]["truncated"]]  # (an older run's)
         with store.writing(folder):  # a full disk: the shards saved so far are kept for the next run
             tokens = _encode_in_shards(need, embedder, pending, cached, shard_tokens, progress)
             notice = embedder.notice
@@ -263,8 +265,7 @@ def _with_passages(table: pa.Table, embedder: Embedder) -> tuple[pa.Table, bool]
 def _encode_in_shards(need, embedder, pending: Path, cached: dict, shard_tokens: int, progress: bool) -> int:
     if not need:
         return 0
-    ids, _ = embedder.tokenize([d.text for d in need])
-    lengths = [len(x) + embedder.config.lead_for(len(x)) for x in ids]  # leads included: the bar's rate is real
+    lengths = embedder.document_tokens([d.text for d in need])  # leads and windows included: the bar's rate is real
     # Shards take documents in the order of their hashes, a fixed shuffle (each shard still packs its own by length):
     # a token of a 32k document costs 2-3.5 times one of a 2k document, so with the longest first the ETA was 2.8x
     # the time left a quarter and half of the way through 60 demo pages, and 1.1-1.4x in this order (by hand,

@@ -183,6 +183,8 @@ def describe(folder: Path | str) -> dict:
             "tokens": pc.sum(docs.column("n_tokens")).as_py() or 0,
             "longest": pc.max(docs.column("n_tokens")).as_py() or 0,
             "truncated": int(pc.sum(docs.column("truncated")).as_py() or 0),
+            "windowed": int(pc.sum(pc.greater(docs.column("n_tokens"), model["max_tokens"])).as_py() or 0)
+            if isinstance(model.get("max_tokens"), int) else None,  # longer than one pass, so in windows
             # a document's lead and span vectors; None where an older index did not record them
             "other_vectors": None if passages is None or passages.null_count else
             int(pc.sum(pc.list_value_length(passages)).as_py() or 0),

@@ -1,7 +1,7 @@
 """`make bench-serve`: a bounded load test of `longretr serve` on loopback with the real default model.
 
-Builds (or reuses) a small index: the first --docs demo-corpus pages, truncated to --max-tokens by a
-copy of configs/default.toml. Starts the server in a subprocess on a free loopback port, then runs
+Builds (or reuses) a small index: the first --docs demo-corpus pages, each cut to its first --max-tokens
+tokens, with a copy of configs/default.toml. Starts the server in a subprocess on a free loopback port, then runs
 two phases: one client sending --single requests one at a time (the latency of a lone query), and
 --clients concurrent clients sending --requests requests in all (throughput and latency under load,
 where micro-batching matters). Reports throughput, p50/p95/p99 latency and errors with the machine,
@@ -57,12 +57,16 @@ def build_index(out: Path, docs: int, max_tokens: int, threads: int) -> Path:
     from longretr.indexer import index_corpus
 
     corpus, index = out / "corpus", out / "index"
-    if len(list(corpus.glob("*.txt"))) != docs:
-        print(f"writing {docs} demo documents to {corpus}", flush=True)
-        build(corpus, docs)
     if threads:
         torch.set_num_threads(threads)
     embedder = Embedder(str(bench_config(out, max_tokens)))
+    if len(list(corpus.glob("*.txt"))) != docs:
+        print(f"writing {docs} demo documents to {corpus}, each cut to {max_tokens} tokens", flush=True)
+        build(corpus, docs)
+        for page in corpus.glob("*.txt"):  # else a longer page is encoded whole, in windows of max_tokens
+            text = page.read_text()
+            offsets = embedder.tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
+            page.write_text(text[: offsets[min(max_tokens, len(offsets)) - 1][1]])
     summary = index_corpus(corpus, index, embedder)  # incremental: a second run reuses the index
     print(f"{index}: {summary.line()}", flush=True)
     return index

@@ -109,8 +109,8 @@ def synthetic(emb: Embedder, cfg, cache: Path, lead: int) -> dict:
         for tokens in (WHOLE, lead):
             path = cache / f"{cfg.name}-{s.task}-{s.split}-{tokens}.npy"
             if not path.exists():
-                emb.config = replace(cfg, max_tokens=tokens, lead_tokens=0)
-                np.save(path, emb.encode_documents(docs, progress=False).vectors)
+                emb.config = replace(cfg, lead_tokens=0)
+                np.save(path, emb.encode_documents(docs, progress=False, max_tokens=tokens).vectors)
             D[tokens] = np.load(path)
         emb.config = cfg
         Q = emb.encode_queries(list(s.queries.values()))
@@ -156,8 +156,8 @@ def main() -> None:
         else:
             cache = args.cache / f"{cfg.name}-{name}-{tokens}.npy"
             if not cache.exists():
-                emb.config = replace(cfg, max_tokens=tokens, lead_tokens=0)
-                np.save(cache, emb.encode_documents(docs, progress=True).vectors)
+                emb.config = replace(cfg, lead_tokens=0)
+                np.save(cache, emb.encode_documents(docs, progress=True, max_tokens=tokens).vectors)
             D = np.load(cache)
         vectors[name, tokens] = D
         emb.config = replace(cfg, query_instruction=instruction or cfg.query_instruction)

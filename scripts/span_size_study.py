@@ -7,7 +7,8 @@ index's documents (the same truncation, so the same states up to bf16 noise: the
 whole-document vectors are to the index's) and scores, per query file:
 
     256 (index)      the index as built: whole, lead and 256-token span vectors (dense mode's best cosine)
-    S                whole and lead vectors with S-token spans instead of the index's
+    S                whole and lead vectors with S-token spans instead of the index's (pooled from each
+                     document's first max_tokens: a longer document's windows are left out here)
     256+S            the index's vectors and the S-token spans beside them
 
 in dense mode (a document's best cosine) and in hybrid mode (its fusion score, `fusion.fusion_scores`, fused with

@@ -56,11 +56,11 @@ WHOLE, LEAD, UNIT = 32768, 256, 128
 def encode(emb: Embedder, cfg, docs: list[str], path: Path) -> dict:
     """Whole-document means, 128-token span means (unnormalised) and their owners, leads; cached at path."""
     if not path.exists():
-        emb.config = replace(cfg, max_tokens=WHOLE, lead_tokens=0, span_tokens=UNIT, normalize=False)
-        enc = emb.encode_documents(docs, progress=True)
+        emb.config = replace(cfg, lead_tokens=0, span_tokens=UNIT, normalize=False)
+        enc = emb.encode_documents(docs, progress=True, max_tokens=WHOLE)
         rows = sorted(enc.extra)
-        emb.config = replace(cfg, max_tokens=LEAD, lead_tokens=0, span_tokens=0)
-        leads = emb.encode_documents(docs, progress=False).vectors
+        emb.config = replace(cfg, lead_tokens=0, span_tokens=0)
+        leads = emb.encode_documents(docs, progress=False, max_tokens=LEAD).vectors
         np.savez(path, whole=enc.vectors, n_tokens=np.array(enc.n_tokens), leads=leads,
                  owners=np.array([r for r in rows for _ in enc.extra[r]], dtype="int64"),
                  spans=np.concatenate([enc.extra[r] for r in rows]) if rows else np.zeros((0, enc.vectors.shape[1])))

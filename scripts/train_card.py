@@ -93,11 +93,11 @@ def query_sets(data: Path, demo_corpus: Path, limit: int, only: str = "") -> dic
 
 def evaluate(model: str, sets: dict, doc_tokens: int, lexical: dict) -> dict:
     cfg = load_config(model)
-    emb = Embedder(replace(cfg, max_tokens=doc_tokens))
+    emb = Embedder(cfg)
     out = {}
     for name, (instruction, queries, docs, relevant) in sets.items():
         start = time.perf_counter()
-        d = emb.encode_documents(docs, progress=False)
+        d = emb.encode_documents(docs, progress=False, max_tokens=doc_tokens)
         # a set's own instruction (the one it was trained with) where it has one, else the model's
         emb.config = replace(emb.config, query_instruction=instruction or cfg.query_instruction)
         scores, fusion = d.dense_and_fusion_scores(emb.encode_queries(queries))

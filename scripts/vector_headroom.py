@@ -44,7 +44,8 @@ SCALE = 50.0  # the training recipe's (temperature 0.02)
 
 def index_vectors(folder: str) -> tuple[list[str], torch.Tensor, torch.Tensor, list[str]]:
     """Document ids, every vector in the index, the column (document) that owns each vector, and each vector's kind:
-    whole, lead or span (store.EXTRA_ID: a document's other vectors are its lead, where it has one, then its spans)."""
+    whole, lead or span (store.EXTRA_ID: a document's other vectors are its lead, where it has one, then its spans,
+    then past max_tokens its windows', counted as spans here)."""
     snap = load(folder, lexical=False, ann=False)
     ids = faiss.vector_to_array(snap.index.id_map)
     vecs = snap.index.index.reconstruct_n(0, snap.index.ntotal)

@@ -482,7 +482,8 @@ def test_padding_and_batch_composition_do_not_change_embeddings(checkpoints, nam
     # pack_batches gives texts this different in length a batch each (so the short one was never padded); one batch
     # makes the short one mostly padding
     monkeypatch.setattr("longretr.embedder.pack_batches", lambda lengths, budget: [list(range(len(lengths)))])
-    enc = embedder.encode_documents([" ".join(SEED_TEXTS), short, SEED_TEXTS[0]], progress=False)
+    enc = embedder.encode_documents([" ".join(SEED_TEXTS), short, SEED_TEXTS[0]], progress=False,
+                                    max_tokens=embedder.config.max_tokens)  # no windows: three rows, one batch
     batch = enc.vectors
     assert enc.padding_waste > 0.4 and np.allclose(alone, batch[1], atol=1e-5)
     assert not np.allclose(batch[0], batch[2], atol=1e-3)  # and the vectors do depend on the text

@@ -3,6 +3,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from tiny_models import WORDS
 
 from longretr.config import ModelConfig, load_config
 from longretr.embedder import Embedder, pack_batches, pool
@@ -98,9 +99,26 @@ def test_embedder_takes_a_config_path_object(tiny_config, embedder):
         Embedder(3)
 
 
-def test_truncation_is_reported(embedder):
-    enc = embedder.encode_documents(["fox " * 200, "dog"])
-    assert enc.truncated == [True, False] and enc.n_tokens[0] == 64
+def test_a_document_past_max_tokens_is_encoded_whole_in_windows(embedder):
+    cfg = embedder.config
+    words = [WORDS[i % len(WORDS)] for i in range(150)]  # one token each, after the BOS: 151 tokens
+    text = " ".join(words)
+    try:
+        embedder.config = replace(cfg, lead_tokens=0, span_tokens=0)  # one vector per window
+        enc = embedder.encode_documents([text, "dog"], progress=False)
+        cut = embedder.encode_documents([text, "dog"], progress=False, max_tokens=64)
+        # each window is a pass of its own: the BOS, then its tokens (the last one started earlier, to be full)
+        windows = embedder.config.windows(151, head=1)
+        alone = embedder.encode_documents([" ".join(words[s - 1: e - 1]) for s, e in windows], progress=False)
+        cost = embedder.document_tokens([text, "dog"])
+    finally:
+        embedder.config = cfg
+    assert windows == [(64, 127), (88, 151)]
+    assert enc.n_tokens == [151, 2] and enc.truncated == [False, False] and sorted(enc.extra) == [0]
+    assert cut.n_tokens == [64, 2] and cut.truncated == [True, False] and cut.extra == {}
+    assert np.allclose(enc.vectors, cut.vectors, atol=1e-6)  # the document's vector: its first max_tokens
+    assert np.allclose(enc.extra[0], alone.vectors, atol=1e-5)
+    assert cost == [64 + 64 + 64, 2]
 
 
 def test_order_is_restored_across_batches(embedder):
@@ -212,16 +230,17 @@ def test_each_other_vector_knows_the_characters_of_its_text(embedder):
         passages = embedder.passages([text, "the fox"])
     finally:
         embedder.config = cfg
-    ids = embedder.tokenizer(text)["input_ids"][: cfg.max_tokens]
-    assert enc.truncated[0]  # so the last span ends where the encoded tokens end, before the text does
-    ranges = [(0, 16), *replace(cfg, span_tokens=16).spans_for(len(ids))]
+    ids = embedder.tokenizer(text)["input_ids"]
+    assert len(ids) > cfg.max_tokens and not enc.truncated[0]  # so the last vectors are a window's
+    ranges = replace(cfg, lead_tokens=16, span_tokens=16).other_ranges(len(ids), head=1)
+    assert ranges[:1] == [(0, 16)] and ranges[-1][1] == len(ids)
     assert passages[0].shape == (len(enc.extra[0]), 2) == (len(ranges), 2) and passages[1].shape == (0, 2)
     for (start, end), (a, b) in zip(ranges, passages[0].tolist()):
         # the characters hold exactly the range's tokens (less the BOS, which covers no text)
         assert embedder.tokenizer(text[a:b], add_special_tokens=False)["input_ids"] == ids[max(start, 1):end]
     spans = passages[0][1:].tolist()
-    assert spans[0][0] == 0  # the spans cover the encoded text, with only spaces between
-    assert all(text[b:a2].strip() == "" for (_, b), (a2, _) in zip(spans, spans[1:]))
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)  # the spans cover the text, with only spaces between
+    assert all(a2 <= b or text[b:a2].strip() == "" for (_, b), (a2, _) in zip(spans, spans[1:]))  # (or overlap)
 
 
 def test_spans_cover_the_document_and_a_short_tail_joins_the_last_span():
@@ -276,3 +295,18 @@ def test_model_config_with_a_wrong_type_or_no_backbone_names_the_file(tmp_path):
             load_config(path)
     path.write_text('backbone = "x"\nadapter = ["a", "b"]\nadapter_weights = [1, 0.5]\nnormalize = false\n')
     assert load_config(path).adapter_weights == (1.0, 0.5)  # TOML integers are numbers
+
+
+def test_windows_cover_a_long_document_once_and_a_short_last_one_starts_earlier():
+    cfg = ModelConfig(name="w", backbone="org/model", max_tokens=32768, span_tokens=256, lead_tokens=256)
+    assert cfg.windows(32768, head=1) == []
+    assert cfg.windows(32769, head=1) == [(32769 - 256, 32769)]  # one token past: a window of 256, not of 1
+    wins = cfg.windows(100_000, head=1)
+    assert wins == [(32768, 65535), (65535, 98302), (98302, 100_000)]  # each 32767 tokens after its BOS
+    ranges = cfg.other_ranges(100_000, head=1)
+    assert ranges[0] == (0, 256) and ranges[1:129] == cfg.spans_for(32768)
+    window_spans = ranges[129:]
+    assert window_spans[0] == (32768, 33024) and window_spans[-1][1] == 100_000
+    assert all(b == a2 for (_, b), (a2, _) in zip(window_spans, window_spans[1:]))  # no gaps, no overlap here
+    # no spans, no BOS: a window is one vector; the last full (max_tokens long) where a document has the tokens
+    assert ModelConfig(name="w", backbone="org/model", max_tokens=64).other_ranges(100, head=0) == [(36, 100)]

@@ -66,7 +66,7 @@ def test_dense_model_on_regenerated_sets(tmp_path, tiny_config, filler):
     tiny = results["systems"]["tiny"]
     assert tiny["requested"] == str(tiny_config) and tiny["describe"]["config"]["max_tokens"] == 64
     assert [s["split"] for s in tiny["sets"]] == ["test_256", "test_8192"] * 2
-    assert all(s["truncated_docs"] == 3 and s["doc_tokens_max"] == 64 for s in tiny["sets"])
+    assert all(s["truncated_docs"] == 0 and s["doc_tokens_max"] > 64 for s in tiny["sets"])  # whole, in windows
     assert all(s["value"] in (0.0, 50.0, 100.0) for s in tiny["sets"])  # 2 queries per set
     assert set(tiny["scores"]["passkey"]) == {"256", "8192"} and tiny["summary"]["synthetic_avg"] is not None
     assert results["data"]["source_short"] == "regenerated"

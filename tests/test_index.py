@@ -148,8 +148,8 @@ def test_other_vectors_are_indexed_resumed_searched_and_removed_with_their_docum
         ids = {v: d for d, v in vid.items()}
         enc = embedder.encode_documents(list(texts.values()), progress=False)
         assert sorted(enc.extra) == [0, 1]  # the short one has none
-        assert all(len(v) == ("lead_tokens" in other) + len(extra.spans_for(n))
-                   for v, n in zip(enc.extra.values(), enc.n_tokens))
+        assert enc.n_tokens[1] > extra.max_tokens  # other.txt has a window
+        assert all(len(v) == len(extra.other_ranges(n, head=1)) for v, n in zip(enc.extra.values(), enc.n_tokens))
         others = {vid[d] + store.EXTRA_ID + j * store.EXTRA_STEP for d, r in [("long.txt", 0), ("other.txt", 1)]
                   for j in range(len(enc.extra[r]))}
         assert set(faiss.vector_to_array(snap.index.id_map).tolist()) == set(vid.values()) | others
@@ -158,8 +158,9 @@ def test_other_vectors_are_indexed_resumed_searched_and_removed_with_their_docum
         fusing = enc.fusion_scores(embedder.encode_queries(queries))
         assert ("span_tokens" in other) == (not np.allclose(fusing, want))
         rebuilt = index_corpus(corpus, folder, embedder, progress=False, rebuild=True)
-        # the summary counts leads' tokens; spans come from the documents' own pass
-        assert rebuilt.tokens == sum(enc.n_tokens) + 16 * 2 * ("lead_tokens" in other)
+        # the summary counts the tokens of every pass: leads' and windows' too (spans come from those passes)
+        assert [extra.windows(n, head=1) for n in enc.n_tokens] == [[(4, 67)], [(47, 110)], []]  # one full each
+        assert rebuilt.tokens == (64 + 1 + 63) * 2 + 3 + 16 * 2 * ("lead_tokens" in other)
         for index_type in ("flat", "hnsw"):  # the ann index carries the other ids too
             index_corpus(corpus, folder, embedder, progress=False, index_type=index_type)
             for k in (1, 3):  # each document once, scored its best cosine
@@ -450,7 +451,10 @@ def test_vector_headroom_tells_whole_lead_and_span_vectors_apart(tmp_path, embed
         n = dict(zip(texts, enc.n_tokens))
         lead_for, spans_for = embedder.config.lead_for, embedder.config.spans_for
         assert spans_for(n["mid.txt"]) and not lead_for(n["mid.txt"]) and lead_for(n["long.txt"])
-        want = {d: ["whole"] + ["lead"] * bool(lead_for(n[d])) + ["span"] * len(spans_for(n[d])) for d in texts}
+        other = {d: len(embedder.config.other_ranges(n[d], head=1)) for d in texts}  # a window's spans are spans
+        assert other["long.txt"] > 1 + len(spans_for(embedder.config.max_tokens))  # long.txt has windows
+        want = {d: ["whole"] + ["lead"] * bool(lead_for(n[d])) + ["span"] * (other[d] - bool(lead_for(n[d])))
+                for d in texts}
         for col, d in enumerate(docs):
             assert sorted(k for k, o in zip(kinds, owner.tolist()) if o == col) == sorted(want[d]), d
         pick = [kinds.index("lead"), kinds.index("span"), kinds.index("whole")]
@@ -498,7 +502,7 @@ def test_span_size_study_pools_the_index_spans_and_other_sizes(embedder):
     cfg = embedder.config
     try:
         embedder.config = replace(cfg, span_tokens=16)
-        enc = embedder.encode_documents(texts, progress=False)
+        enc = embedder.encode_documents(texts, progress=False, max_tokens=cfg.max_tokens)  # the study's first pass
         ids, _ = embedder.tokenize(texts)
         whole, spans, _ = study.pool_spans(embedder, ids, [16, 8])
         np.testing.assert_allclose(whole, enc.vectors, atol=1e-5)
@@ -575,3 +579,30 @@ def test_the_readme_python_example_runs_as_written(corpus, tmp_path, tiny_gemma,
     assert [line.split()[0] for line in out[1:4]] == ["1", "2", "3"]
     assert sorted(eval(out[4])) == ["fox.txt", "time.rst"]  # dense or hybrid: both, whatever the scores
     assert out[5].startswith("[[") and (tmp_path / "indexes" / "mine" / "manifest.json").is_file()
+
+
+def test_a_document_cut_by_an_older_longretr_is_encoded_whole_by_the_next_run(tmp_path, embedder, monkeypatch):
+    texts = {"long.txt": " ".join(["fox jumps over the lazy dog"] * 20), "short.txt": "the fox"}
+    corpus, folder = write_corpus(tmp_path / "corpus", texts), tmp_path / "idx"
+    whole = Embedder.encode_documents
+    with monkeypatch.context() as m:  # as longretr indexed before windows: the first max_tokens, the rest cut
+        m.setattr(Embedder, "encode_documents",
+                  lambda self, t, progress=True: whole(self, t, progress, max_tokens=self.config.max_tokens))
+        index_corpus(corpus, folder, embedder, progress=False)
+    rows = {r["id"]: r for r in store.load(folder).docs.to_pylist()}
+    assert (rows["long.txt"]["truncated"], rows["long.txt"]["n_tokens"]) == (True, 64)
+    r = CliRunner().invoke(app, ["info", "--index", str(folder)])
+    assert "1 cut at 64 by an older longretr (`longretr index` encodes them whole)" in r.stdout, r.output
+
+    s = index_corpus(corpus, folder, embedder, progress=False)
+    assert (s.encoded, s.unchanged, s.truncated) == (1, 1, 0)
+    snap = store.load(folder)
+    rows = {r["id"]: r for r in snap.docs.to_pylist()}
+    assert (rows["long.txt"]["truncated"], rows["long.txt"]["n_tokens"]) == (False, 121)
+    n_windows = len(embedder.config.windows(121, head=1))
+    assert n_windows == 1 and len(rows["long.txt"]["passages"]) == n_windows  # no lead or spans in this config
+    assert snap.index.ntotal == 2 + n_windows
+    r = CliRunner().invoke(app, ["info", "--index", str(folder)])
+    assert "(longest 121; 1 longer than 64, in windows); 3 vectors (1 of leads, spans and windows)" in r.stdout, \
+        r.output
+    assert index_corpus(corpus, folder, embedder, progress=False).encoded == 0  # and not again

@@ -102,8 +102,10 @@ class LongretrEncoder:
     def _documents(self, texts: list[str], progress: bool) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.embedder.dim), np.float32)
-        # MTEB takes one vector per document: the whole document's (a config's lead and span vectors are not used here)
-        return self.embedder.encode_documents(texts, progress=progress).vectors
+        # MTEB takes one vector per document: the whole document's, of its first max_tokens (a config's lead, span
+        # and window vectors are not used here, so no windows are encoded)
+        return self.embedder.encode_documents(texts, progress=progress, max_tokens=self.embedder.config.max_tokens
+                                              ).vectors
 
     def similarity(self, a: Any, b: Any) -> Any:
         """Cosine similarity matrix [len(a), len(b)]."""
