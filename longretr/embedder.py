@@ -2,7 +2,8 @@
 
 `encode_queries` and `encode_documents` are the one entry point the rest of longretr uses.
 Documents are tokenised once, sorted by length and packed into batches up to a token budget, so
-padding stays small and a 32k-token document is one unpadded forward pass.
+padding stays small and a 32k-token document is one unpadded forward pass. A document longer than
+the config's max_tokens is not cut: the rest goes through in windows (ModelConfig.windows).
 """
 
 from __future__ import annotations
