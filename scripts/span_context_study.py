@@ -16,7 +16,9 @@ in place of the index's:
 Each variant is scored with the index's whole-document and lead vectors beside the spans (as dense mode scores),
 with the spans alone, and beside all of the index's vectors (its own spans too: both kinds of span). A window not
 at the document's start gets the document's first token (<bos>) in front, as every text the model sees has; it is
-left out of the span's mean. It writes --out (JSON) and a PNG beside it (MRR@10 against the context); vectors
+left out of the span's mean. Only each document's first max_tokens is re-encoded, so the spans of a longer
+document's windows (README, "Longer than one pass"; five demo pages, no PostgreSQL page) are in `whole` and not in
+the other variants. It writes --out (JSON) and a PNG beside it (MRR@10 against the context); vectors
 are cached under --cache.
 
     .venv/bin/python scripts/span_context_study.py --index indexes/pgdocs --cache /tmp/span-context \\
