@@ -1,9 +1,11 @@
+import io
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from tiny_models import WORDS
+from tqdm.auto import tqdm
 
 from longretr.config import ModelConfig, load_config
 from longretr.embedder import Embedder, pack_batches, pool
@@ -111,6 +113,8 @@ def test_a_document_past_max_tokens_is_encoded_whole_in_windows(embedder):
         windows = embedder.config.windows(151, head=1)
         alone = embedder.encode_documents([" ".join(words[s - 1: e - 1]) for s, e in windows], progress=False)
         cost = embedder.document_tokens([text, "dog"])
+        with tqdm(total=sum(cost), file=io.StringIO()) as bar:  # as the indexer's bar: its total, then the passes
+            embedder.encode_documents([text, "dog"], progress=bar)
     finally:
         embedder.config = cfg
     assert windows == [(64, 127), (88, 151)]
@@ -118,7 +122,7 @@ def test_a_document_past_max_tokens_is_encoded_whole_in_windows(embedder):
     assert cut.n_tokens == [64, 2] and cut.truncated == [True, False] and cut.extra == {}
     assert np.allclose(enc.vectors, cut.vectors, atol=1e-6)  # the document's vector: its first max_tokens
     assert np.allclose(enc.extra[0], alone.vectors, atol=1e-5)
-    assert cost == [64 + 64 + 64, 2]
+    assert cost == [64 + 64 + 64, 2] and bar.n == sum(cost)
 
 
 def test_order_is_restored_across_batches(embedder):
