@@ -35,9 +35,9 @@ class ModelConfig:
     attention: str = "bidirectional"  # bidirectional | causal
     pooling: str = "mean"  # mean | last
     normalize: bool = True
-    # The longest forward pass. A query or training text is cut to it; a longer document is encoded whole, its
-    # first max_tokens as one pass and the rest in windows of its own (windows), whose spans (or whole window)
-    # become more of its vectors.
+    # The longest forward pass. A query or training text is cut to it. A longer document is encoded whole: its first
+    # max_tokens as one pass, the rest in windows that are passes of their own (windows), whose spans (or, without
+    # spans, whole windows) become more of its vectors.
     max_tokens: int = 8192
     dtype: str = "auto"
     query_instruction: str = ""
@@ -134,7 +134,8 @@ class ModelConfig:
         """[start, end) token ranges of a document of n tokens beyond its first max_tokens, each encoded as a pass
         of its own after the document's first `head` tokens (its BOS, which the backbone expects first): pieces of
         max_tokens - head tokens, the last started earlier when it would hold fewer than MIN_WINDOW (a pass of a few
-        tokens is noise). Windows do not see each other; every token is encoded once (but that overlap)."""
+        tokens is noise). Windows do not see each other or the first pass; no token is encoded twice except in
+        that overlap."""
         size = self.max_tokens - head
         out = [(s, min(s + size, n)) for s in range(self.max_tokens, n, size)]
         least = min(MIN_WINDOW, size)

@@ -233,7 +233,7 @@ class Embedder:
         seqs = ids + [ids[i][: cfg.lead_tokens] for i in longer]
         spans = [cfg.spans_for(len(x)) for x in ids] + [[] for _ in longer]
         owners = []  # per window, its document
-        for i, x in enumerate(full if max_tokens is None else []):
+        for i, x in enumerate([] if max_tokens is not None else full):  # cut documents have no windows
             head = self._head(x)
             for s, e in cfg.windows(len(x), head):
                 seqs.append(x[:head] + x[s:e])
