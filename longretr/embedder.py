@@ -179,9 +179,18 @@ class Embedder:
         cfg = self.config
         out = []
         for x in self._token_ids(texts):
-            head, first = self._head(x), min(len(x), cfg.max_tokens)
-            out.append(first + cfg.lead_for(first) + sum(head + e - s for s, e in cfg.windows(len(x), head)))
+            first = min(len(x), cfg.max_tokens)
+            out.append(first + cfg.lead_for(first) + sum(len(seq) for seq, _ in self._window_passes(x)))
         return out
+
+    def _window_passes(self, ids: list[int]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """A document's passes past its first max_tokens (ModelConfig.windows): each window's tokens after the
+        document's head, and the ranges in that pass to pool its vectors from ([] where spans are off: the pass's
+        own pooled vector is the window's)."""
+        cfg, head = self.config, self._head(ids)
+        return [(ids[:head] + ids[s:e],
+                 [(head + a - s, head + b - s) for a, b in cfg.window_ranges(s, e)] if cfg.span_tokens else [])
+                for s, e in cfg.windows(len(ids), head)]
 
     def passages(self, texts: list[str]) -> list[np.ndarray] | None:
         """Per text, [m, 2] int64: the [start, end) characters behind each of its other vectors (lead, spans,
@@ -234,11 +243,9 @@ class Embedder:
         spans = [cfg.spans_for(len(x)) for x in ids] + [[] for _ in longer]
         owners = []  # per window, its document
         for i, x in enumerate([] if max_tokens is not None else full):  # cut documents have no windows
-            head = self._head(x)
-            for s, e in cfg.windows(len(x), head):
-                seqs.append(x[:head] + x[s:e])
-                spans.append([(head + a - s, head + b - s) for a, b in cfg.window_ranges(s, e)]
-                             if cfg.span_tokens else [])
+            for seq, ranges in self._window_passes(x):
+                seqs.append(seq)
+                spans.append(ranges)
                 owners.append(i)
         vectors, waste, pooled = self._encode_ids(seqs, progress=progress, spans=spans)
         extra = {i: [v] for i, v in zip(longer, vectors[len(ids):])}  # in ModelConfig.other_ranges' order
