@@ -23,7 +23,8 @@ def _fail(message: str) -> None:
 
 @app.command()
 def index(
-    corpus: Path = typer.Argument(..., help="Folder (or file) of .txt/.md/.rst/.html/.pdf/.jsonl/.parquet documents."),
+    corpus: Path = typer.Argument(..., help="Folder (or file) of documents: .txt/.md/.rst (and other plain text), "
+                                ".html, .pdf, .jsonl/.parquet rows."),
     index: Path = INDEX_OPT,
     model: str = typer.Option("default", "--model", "-m", help="Model config name or .toml path."),
     rebuild: bool = typer.Option(False, help="Re-encode everything instead of updating incrementally."),

@@ -1,6 +1,6 @@
-"""Read a folder of documents: .txt/.md/.rst, .html/.htm and .pdf files (one document each; HTML is
-reduced to its visible text, a PDF to the text of its pages) and .jsonl/.parquet files (one document
-per row, columns id, text and optional title)."""
+"""Read a folder of documents: plain text (.txt/.md/.rst/...), .html/.htm and .pdf files (one document each; HTML
+is reduced to its visible text, a PDF to the text of its pages) and .jsonl/.parquet files (one document per row,
+columns id, text and optional title). Files of other types are not read; the caller is told which."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import os
 import re
 import stat
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-TEXT_SUFFIXES = {".txt", ".md", ".rst"}
-HTML_SUFFIXES = {".html", ".htm"}
+TEXT_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".rst", ".adoc", ".asciidoc", ".org"}
+HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
 PDF_SUFFIXES = {".pdf"}
 TABLE_SUFFIXES = {".jsonl", ".parquet"}
 SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES | TABLE_SUFFIXES
@@ -48,9 +49,10 @@ def warn(path: Path | str, reason: str) -> None:
     tqdm.write(line.encode("utf-8", "backslashreplace").decode(), file=sys.stderr)  # above a progress bar, not on it
 
 
-def iter_files(root: Path, skipped: list[str] | None = None) -> Iterator[Path]:
+def iter_files(root: Path, skipped: list[str] | None = None, others: list[Path] | None = None) -> Iterator[Path]:
     """Supported files under root in a stable order; symlinks are followed once, loops skipped. A folder that
-    cannot be read gets a warning and is appended to `skipped`: its documents are not gone (the indexer keeps them)."""
+    cannot be read gets a warning and is appended to `skipped`: its documents are not gone (the indexer keeps them).
+    Files of other types (hidden ones aside) are appended to `others`."""
     seen: set[tuple[int, int]] = set()
 
     def cannot_read(path: str, e: OSError) -> None:
@@ -80,8 +82,21 @@ def iter_files(root: Path, skipped: list[str] | None = None) -> Iterator[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             path = Path(dirpath) / name
-            if path.suffix.lower() in SUFFIXES and not name.startswith("."):
+            if name.startswith("."):
+                continue
+            if path.suffix.lower() in SUFFIXES:
                 yield path
+            elif others is not None:
+                others.append(path)
+
+
+def describe_others(others: list[Path]) -> str:
+    """'3 files of other types not read (.xml 2, no suffix 1); longretr reads .htm, ...' for a run's summary."""
+    counts = Counter(p.suffix.lower() or "no suffix" for p in others)
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:8])
+    more = ", ..." if len(counts) > 8 else ""
+    return (f"{len(others)} file{'s' if len(others) != 1 else ''} of other types not read ({kinds}{more}); "
+            f"longretr reads {', '.join(sorted(SUFFIXES))}")
 
 
 def is_index_folder(path: Path) -> bool:
@@ -99,11 +114,13 @@ def check_root(root: Path | str) -> Path:
     return root
 
 
-def read_corpus(root: Path | str, skipped: list[str] | None = None, progress: bool = False) -> Iterator[Document]:
+def read_corpus(root: Path | str, skipped: list[str] | None = None, progress: bool = False,
+                others: list[Path] | None = None) -> Iterator[Document]:
     """Every document under root (a folder or a single file); unreadable files get one warning line
-    and are appended to `skipped`. `progress` shows a bar over the files (PDFs take seconds each to read)."""
+    and are appended to `skipped`, files of other types in a folder to `others`. `progress` shows a bar over
+    the files (PDFs take seconds each to read)."""
     root = check_root(root)
-    files = [root] if root.is_file() else list(iter_files(root, skipped))
+    files = [root] if root.is_file() else list(iter_files(root, skipped, others))
     base = root.parent if root.is_file() else root
     for path in tqdm(files, desc="reading", unit="file", disable=not progress, leave=False):
         try:
@@ -182,7 +199,7 @@ def _decode(raw: bytes) -> str:
         raise SkipFile(f"invalid UTF-8 at byte {e.start}") from e
 
 
-_INVISIBLE = ["script", "style", "noscript", "template", "head"]
+_INVISIBLE = ["script", "style", "noscript", "template", "head", "title"]  # <title> outside <head> too
 # Elements that start a new line; inline ones (a, code, em, span...) stay inside their sentence.
 _BLOCKS = ["address", "article", "aside", "blockquote", "caption", "dd", "div", "dl", "dt", "figcaption", "figure",
            "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre",

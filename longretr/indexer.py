@@ -12,6 +12,7 @@ import io
 import shutil
 import sys
 import time
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
@@ -20,7 +21,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from . import index_types, store
-from .corpus import Document, check_root, read_corpus, warn
+from .corpus import Document, check_root, describe_others, read_corpus, warn
 from .embedder import Embedder
 from .fusion import ranking_config
 
@@ -41,10 +42,10 @@ class IndexSummary:
     committed: bool = True  # False when nothing changed and the current version was kept
 
     def line(self) -> str:
+        cut = f", {self.truncated} cut by an older longretr" if self.truncated else ""
         return (f"{self.documents} documents in index: {self.encoded} encoded ({self.tokens:,} tokens), "
                 f"{self.resumed} resumed, {self.unchanged} unchanged, {self.removed} removed, "
-                f"{self.skipped_files} files skipped, {self.truncated} truncated; {self.index_type}; "
-                f"{self.seconds:.1f}s")
+                f"{self.skipped_files} files skipped{cut}; {self.index_type}; {self.seconds:.1f}s")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,6 +70,7 @@ def index_corpus(
     if shard_tokens < 1:
         raise ValueError(f"shard_tokens must be >= 1, got {shard_tokens}")
     check_root(root)  # before the lock, which creates the index folder
+    fresh = not folder.exists()
     with store.writer_lock(folder):
         settings = _settings(folder, embedder.dim, index_type, ranking)  # checked before any encoding
         try:
@@ -84,12 +86,24 @@ def index_corpus(
                 f"({fingerprint}); pass --rebuild to re-encode everything, or use another --index"
             )
         skipped: list[str] = []
-        docs = _unique(read_corpus(root, skipped=skipped, progress=progress))
+        others: list[Path] = []
+        docs = _unique(read_corpus(root, skipped=skipped, progress=progress, others=others))
         old_rows = {} if old is None else \
             {r["id"]: r for r in old.docs.select(["id", "vid", "sha256", "path", "truncated"]).to_pylist()}
         if not docs and not skipped and old_rows:  # a wrong or emptied folder would wipe the index
             raise ValueError(f"{root}: no documents found; the index {folder} holds {len(old_rows)}, which this "
-                             "run would remove: not done (`longretr rm` removes documents, or delete the folder)")
+                             "run would remove: not done (`longretr rm` removes documents, or delete the folder)"
+                             + (f"; {describe_others(others)}" if others else ""))
+        if not docs and not old_rows:  # an empty index helps no one; say why nothing was found
+            why = f"{len(skipped)} file(s) could not be read (warnings above)" if skipped else \
+                describe_others(others) if others else "the folder holds no files"
+            if fresh:  # leave no folder holding only the lock file behind
+                (folder / ".lock").unlink(missing_ok=True)
+                with suppress(OSError):
+                    folder.rmdir()
+            raise ValueError(f"{root}: no documents to index: {why}")
+        if others:
+            warn_note(describe_others(others))
         # A document cut at max_tokens (indexed before windows) is encoded again, whole.
         todo = [d for d in docs if d.id not in old_rows or old_rows[d.id]["sha256"] != d.sha256
                 or old_rows[d.id]["truncated"]]

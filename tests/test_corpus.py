@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from longretr import democorpus
 from longretr.cli import app
-from longretr.corpus import read_corpus
+from longretr.corpus import describe_others, read_corpus
 from longretr.democorpus import stdlib_modules
 
 
@@ -38,6 +38,26 @@ def test_reads_text_files_and_tables(tmp_path):
     # constant hash, which would leave every changed document "unchanged")
     again = {d.id: d.sha256 for d in read_corpus(tmp_path)}
     assert again == {i: hashlib.sha256(d.text.encode()).hexdigest() for i, d in docs.items()}
+
+
+def test_files_of_other_types_are_named_not_read(tmp_path):
+    (tmp_path / "a.txt").write_text("plain")
+    (tmp_path / "notes.markdown").write_text("# Notes\nbody")
+    (tmp_path / "guide.adoc").write_text("= Guide\nbody")
+    (tmp_path / "page.xhtml").write_text("<html><title>X</title><body><p>text</p></body></html>")
+    (tmp_path / "b.xml").write_text("<a>not read</a>")
+    (tmp_path / "c.xml").write_text("<a>not read</a>")
+    (tmp_path / "README").write_text("no suffix")
+    (tmp_path / ".gitignore").write_text("hidden files are neither read nor counted")
+    others: list[Path] = []
+    docs = {d.id: d for d in read_corpus(tmp_path, others=others)}
+    assert set(docs) == {"a.txt", "notes.markdown", "guide.adoc", "page.xhtml"}
+    assert docs["notes.markdown"].title == "Notes"
+    assert (docs["page.xhtml"].title, docs["page.xhtml"].text) == ("X", "text")  # a title outside <head> is not text
+    assert sorted(p.name for p in others) == ["README", "b.xml", "c.xml"]
+    line = describe_others(others)
+    assert line.startswith("3 files of other types not read (.xml 2, no suffix 1); longretr reads ")
+    assert ".txt" in line and ".pdf" in line
 
 
 def test_reading_shows_progress_over_files(tmp_path, capsys):

@@ -335,7 +335,7 @@ def test_cli_index_and_search(corpus, tmp_path, tiny_gemma):
     folder = tmp_path / "idx"
     r = runner.invoke(app, ["index", str(corpus), "--index", str(folder), "--model", str(cfg)])
     assert r.exit_code == 0, r.output
-    assert "4 documents in index" in r.output and "0 truncated" in r.output
+    assert "4 documents in index" in r.output and "truncated" not in r.output and "cut by" not in r.output
     r = runner.invoke(app, ["search", "lazy dog", "--index", str(folder), "-k", "2", "--json", "--mode", "dense"])
     assert r.exit_code == 0, r.output
     hits = json.loads(r.output)
@@ -588,7 +588,8 @@ def test_a_document_cut_by_an_older_longretr_is_encoded_whole_by_the_next_run(tm
     with monkeypatch.context() as m:  # as longretr indexed before windows: the first max_tokens, the rest cut
         m.setattr(Embedder, "encode_documents",
                   lambda self, t, progress=True: whole(self, t, progress, max_tokens=self.config.max_tokens))
-        index_corpus(corpus, folder, embedder, progress=False)
+        cut = index_corpus(corpus, folder, embedder, progress=False)
+    assert "files skipped, 1 cut by an older longretr;" in cut.line()
     rows = {r["id"]: r for r in store.load(folder).docs.to_pylist()}
     assert (rows["long.txt"]["truncated"], rows["long.txt"]["n_tokens"]) == (True, 64)
     r = CliRunner().invoke(app, ["info", "--index", str(folder)])

@@ -469,6 +469,26 @@ def test_an_empty_corpus_does_not_wipe_its_index(tmp_path, embedder):
     assert store.load(folder).count == 2
 
 
+def test_a_corpus_without_documents_makes_no_index_and_says_why(tmp_path, embedder, capsys):
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    corpus.mkdir()
+    with pytest.raises(ValueError, match="corpus: no documents to index: the folder holds no files"):
+        index_corpus(corpus, folder, embedder, progress=False)
+    (corpus / "a.xml").write_text("<a>x</a>")
+    (corpus / "b.xml").write_text("<a>y</a>")
+    with pytest.raises(ValueError, match=r"no documents to index: 2 files of other types not read \(\.xml 2\)"):
+        index_corpus(corpus, folder, embedder, progress=False)
+    (corpus / "c.txt").write_bytes(b"\xff\xfe bad")
+    with pytest.raises(ValueError, match=r"no documents to index: 1 file\(s\) could not be read \(warnings above\)"):
+        index_corpus(corpus, folder, embedder, progress=False)
+    assert not folder.exists()  # no folder holding only a lock file
+    (corpus / "c.txt").write_text("now a document")
+    capsys.readouterr()
+    s = index_corpus(corpus, folder, embedder, progress=False)
+    assert s.documents == 1
+    assert "note: 2 files of other types not read (.xml 2)" in capsys.readouterr().err
+
+
 def test_a_missing_corpus_creates_no_index_folder(tmp_path, embedder):
     with pytest.raises(FileNotFoundError, match="nowhere: no such file or folder"):
         index_corpus(tmp_path / "nowhere", tmp_path / "idx", embedder, progress=False)
