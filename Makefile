@@ -100,15 +100,15 @@ compare-pgdocs: install
 	$(BIN)/python scripts/compare_modes.py --index indexes/pgdocs --corpus data/pgdocs \
 		--queries tests/data/pgdocs_queries.jsonl --out results/compare_pgdocs $(COMPARE_ARGS)
 
-# Every scored known-item set on both corpora (the thirteen; the fresh6 sets stay unscored) with one model (README,
+# Every known-item set on both corpora (the fifteen) with one model (README,
 # Search modes: the default's table), into results/compare/<set>/; about 65 min with AMX-BF16 when neither index
 # exists. COMPARE_MODEL=NAME for another model (indexes/demo-cmp-NAME, indexes/pgdocs-NAME, results/compare-NAME); for
 # a .toml path, COMPARE_NAME names those.
 COMPARE_MODEL ?= default
 COMPARE_NAME ?= $(COMPARE_MODEL)
 SUFFIX := $(if $(filter default,$(COMPARE_NAME)),,-$(COMPARE_NAME))
-DEMO_SETS := demo_queries demo_queries_heldout demo_queries_fresh demo_queries_fresh2 demo_queries_fresh3 demo_queries_fresh4 demo_queries_fresh5
-PGDOCS_SETS := pgdocs_queries pgdocs_queries_fresh pgdocs_queries_fresh2 pgdocs_queries_fresh3 pgdocs_queries_fresh4 pgdocs_queries_fresh5
+DEMO_SETS := demo_queries demo_queries_heldout demo_queries_fresh demo_queries_fresh2 demo_queries_fresh3 demo_queries_fresh4 demo_queries_fresh5 demo_queries_fresh6
+PGDOCS_SETS := pgdocs_queries pgdocs_queries_fresh pgdocs_queries_fresh2 pgdocs_queries_fresh3 pgdocs_queries_fresh4 pgdocs_queries_fresh5 pgdocs_queries_fresh6
 .PHONY: compare-all
 compare-all: install
 	$(BIN)/python scripts/build_pgdocs_corpus.py
