@@ -100,7 +100,7 @@ compare-pgdocs: install
 	$(BIN)/python scripts/compare_modes.py --index indexes/pgdocs --corpus data/pgdocs \
 		--queries tests/data/pgdocs_queries.jsonl --out results/compare_pgdocs $(COMPARE_ARGS)
 
-# Every known-item set on both corpora (the fifteen) with one model (README,
+# Every scored known-item set on both corpora (the fifteen; the fresh7 sets stay unscored) with one model (README,
 # Search modes: the default's table), into results/compare/<set>/; about 65 min with AMX-BF16 when neither index
 # exists. COMPARE_MODEL=NAME for another model (indexes/demo-cmp-NAME, indexes/pgdocs-NAME, results/compare-NAME); for
 # a .toml path, COMPARE_NAME names those.
