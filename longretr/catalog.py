@@ -4,13 +4,14 @@ meta device, no weights read) and whether the weights are already on this machin
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from .backbone import GGUF_PREFIX, gguf_cache_folder
-from .config import REPO_CONFIGS, ModelConfig, config_from_file
+from .config import ModelConfig, config_from_file
 from .families import REMOTE_PREFIX, CheckpointError, checkpoint_file, family_for, read_checkpoint_config
 
 
@@ -32,24 +33,28 @@ class ModelEntry:
         return asdict(self)
 
 
-def config_files(folders: list[Path] | None = None) -> list[Path]:
-    """TOML configs in the given folders, or in ./configs and the repository's configs/ (each file once)."""
-    folders = folders or [Path("configs"), REPO_CONFIGS]
-    seen: dict[Path, Path] = {}
-    for folder in folders:
-        for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
-            seen.setdefault(path.resolve(), path)
-    return list(seen.values())
-
-
 def mark_shadowed(entries: list[ModelEntry]) -> None:
-    """Entries in load_config's search order: a later one of the same name is never what `--model NAME` loads."""
+    """Entries in load_config's search order: note where `--model NAME` loads another file than the entry's, by its
+    file name (a later one of the same name) or by the name it declares (a file of that name, or several declaring
+    it)."""
     first: dict[str, str] = {}
     for e in entries:
         stem = Path(e.config).stem
         if stem in first:
-            e.error = "; ".join(filter(None, [e.error, f"shadowed by {first[stem]}: --model {stem} loads that"]))
+            _note(e, f"shadowed by {first[stem]}: --model {stem} loads that")
         first.setdefault(stem, e.config)
+    declared = Counter(e.name for e in entries if e.name != Path(e.config).stem)
+    for e in entries:
+        if e.name == Path(e.config).stem:
+            continue
+        if e.name in first:
+            _note(e, f"--model {e.name} loads {first[e.name]}, the file of that name")
+        elif declared[e.name] > 1:
+            _note(e, f"--model {e.name} is refused: {declared[e.name]} configs are named so")
+
+
+def _note(entry: ModelEntry, note: str) -> None:
+    entry.error = "; ".join(filter(None, [entry.error, note]))
 
 
 def describe(path: Path) -> ModelEntry:
@@ -169,7 +174,9 @@ def format_table(entries: list[ModelEntry]) -> str:
     header = ("config", "backbone", "family", "params", "max tokens", "attention", "pooling", "weights here")
     rows = [header]
     for e in entries:
-        name = Path(e.config).stem  # what --model takes
+        name = Path(e.config).stem  # what --model takes, and so does the name it declares
+        if e.name and e.name != name:
+            name += f" ({e.name})"
         if e.error and not e.backbone:
             rows.append((name, "", "", "", "", "", "", f"error: {e.error}"))  # last: it would widen a column
             continue

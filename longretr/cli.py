@@ -39,9 +39,8 @@ def index(
 ) -> None:
     """Encode every document under CORPUS into an index folder (new and changed ones only)."""
     from .corpus import check_root
-    from .embedder import Embedder
     from .fusion import ranking_config
-    from .indexer import index_corpus
+    from .indexer import LazyEmbedder, index_corpus, pending_documents
     from .store import IndexFolderError
 
     try:
@@ -53,12 +52,18 @@ def index(
         ranking_config(**ranking)  # bad settings fail before the model loads (the index type needs its dim)
     except ValueError as e:
         _fail(str(e))
-    try:
-        embedder = Embedder(model, dtype=dtype)
-        summary = index_corpus(corpus, index, embedder, rebuild=rebuild, shard_tokens=shard_tokens,
-                               index_type=index_type, ranking=ranking)
+    try:  # the model loads only if something is to be encoded
+        summary = index_corpus(corpus, index, LazyEmbedder(model, dtype=dtype), rebuild=rebuild,
+                               shard_tokens=shard_tokens, index_type=index_type, ranking=ranking)
     except (IndexFolderError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
+    except KeyboardInterrupt:
+        saved = pending_documents(index)
+        kept = f"the vectors of {saved} encoded document{'s' * (saved != 1)} are saved in {index}/pending/ and " \
+            "reused by the next run" if saved else "nothing was encoded yet"
+        typer.echo(f"\nlongretr: interrupted; the index keeps its last committed version; {kept}: run the same "
+                   "`longretr index` again to go on", err=True)
+        raise typer.Exit(130) from None
     typer.echo(f"{index}: {summary.line()}")
 
 
@@ -75,7 +80,7 @@ def rm(
         manifest = remove_documents(index, ids)
     except (IndexFolderError, ValueError) as e:
         _fail(str(e))
-    typer.echo(f"{index}: removed {manifest['removed']} documents, {manifest['count']} left "
+    typer.echo(f"{index}: removed {_count(manifest['removed'], 'document')}, {manifest['count']} left "
                f"(version {manifest['version']})")
 
 
@@ -183,7 +188,7 @@ def _write_batch(batch: list[tuple[str, str]], results: list, output: Path | Non
         atomic_write_bytes(output, body.encode())
     except OSError as e:
         _fail(f"{output}: cannot write ({e.strerror or e})")
-    typer.echo(f"wrote {len(batch)} queries' results to {output}", err=True)
+    typer.echo(f"wrote the results of {_count(len(batch), 'query', 'queries')} to {output}", err=True)
 
 
 def _print_hits(queries: list[str], results: list) -> None:
@@ -347,7 +352,8 @@ def models(
     """List the model configs: backbone, parameters, max tokens, attention, pooling, and whether the weights are here.
 
     Parameters are counted from the checkpoint's config.json (local folder or HF cache) without reading weights."""
-    from .catalog import config_files, describe, format_table, mark_shadowed
+    from .catalog import describe, format_table, mark_shadowed
+    from .config import config_files
 
     for folder in configs or []:
         if not folder.is_dir():
@@ -355,7 +361,7 @@ def models(
     entries = [describe(path) for path in config_files(configs or None)]
     if not entries:
         _fail("no model configs (*.toml) found")
-    if not configs:  # ./configs/NAME.toml hides the repository's: say which one --model NAME loads
+    if not configs:  # ./configs/NAME.toml hides the repository's, a file's name a declared one: say what loads
         mark_shadowed(entries)
     typer.echo(json.dumps([e.to_dict() for e in entries], indent=2) if as_json else format_table(entries))
 
@@ -501,6 +507,11 @@ def demo_corpus(
     except ValueError as e:
         _fail(str(e))
     typer.echo(f"wrote {count} stdlib documentation pages to {out}/")
+
+
+def _count(n: int, noun: str, plural: str = "") -> str:
+    """n and its noun, singular for 1 only: 1 document, 2 documents, 0 documents (plural: when not noun + "s")."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ PACKAGE = Path(__file__).resolve().parent
 # The shipped model configs: configs/ in a checkout (an editable install), longretr/configs in an installed wheel.
 REPO_CONFIGS = next((p for p in (PACKAGE.parent / "configs", PACKAGE / "configs") if p.is_dir()),
                     PACKAGE.parent / "configs")
+# Where a config is looked up by name, in this order (`longretr models` lists the same): ./configs, where the
+# command runs (a relative path on purpose), then the shipped ones.
+CONFIG_DIRS = (Path("configs"), REPO_CONFIGS)
 # An adapter path starting with this names a folder inside the longretr package (the shipped adapters), so a
 # shipped config works both from a checkout and from an installed wheel.
 IN_PACKAGE = "longretr:"
@@ -193,16 +196,48 @@ def _pieces(n: int, size: int) -> list[tuple[int, int]]:
 
 
 def load_config(name_or_path: str | Path = "default") -> ModelConfig:
-    """Load a config from a .toml path, or by name from ./configs or the repository's configs/."""
+    """Load a config from a .toml path, or by name: NAME.toml in CONFIG_DIRS, else the one config there whose `name`
+    is NAME (what `info`, `serve` and a manifest call the model; `default` is named for its adapters)."""
     candidates = [Path(name_or_path)]
-    if not str(name_or_path).endswith(".toml"):
-        candidates += [Path("configs") / f"{name_or_path}.toml", REPO_CONFIGS / f"{name_or_path}.toml"]
+    by_name = not str(name_or_path).endswith(".toml")
+    if by_name:
+        candidates += [folder / f"{name_or_path}.toml" for folder in CONFIG_DIRS]
     for path in candidates:
         if path.is_file():
-            return config_from_file(path)
-    raise FileNotFoundError(
-        f"model config {name_or_path!r} not found (looked at {', '.join(str(c) for c in candidates)})"
-    )
+            return config_from_file(path)  # a file's name wins over a name declared inside another
+    declaring = configs_named(str(name_or_path)) if by_name else []
+    if len(declaring) > 1:  # refused rather than guessed: they may be different models
+        raise ValueError(f"model name {name_or_path!r} is declared by {len(declaring)} configs: "
+                         f"{', '.join(map(str, declaring))}; give the path of one")
+    if declaring:
+        return config_from_file(declaring[0])
+    where = ", ".join(str(c) for c in candidates)
+    named = f"; no config in {' or '.join(map(str, CONFIG_DIRS))} is named so" if by_name else ""
+    raise FileNotFoundError(f"model config {name_or_path!r} not found (looked at {where}){named}")
+
+
+def config_files(folders: list[Path] | None = None) -> list[Path]:
+    """TOML configs in the given folders, or in CONFIG_DIRS, in load_config's order (each file once)."""
+    seen: dict[Path, Path] = {}
+    for folder in folders or CONFIG_DIRS:
+        for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
+            seen.setdefault(path.resolve(), path)
+    return list(seen.values())
+
+
+def declared_name(path: Path) -> str | None:
+    """The `name` a config file sets, or None (none set, or not a readable TOML file: load_config names its problems
+    when it is asked for that file)."""
+    try:
+        name = tomllib.loads(path.read_text()).get("name")
+    except (OSError, ValueError):  # tomllib.TOMLDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    return name if isinstance(name, str) else None
+
+
+def configs_named(name: str) -> list[Path]:
+    """The configs in CONFIG_DIRS whose declared `name` is `name`."""
+    return [path for path in config_files() if declared_name(path) == name]
 
 
 def config_from_file(path: Path) -> ModelConfig:

@@ -4,10 +4,12 @@ columns id, text and optional title). Files of other types are not read; the cal
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import json
 import logging
+import numbers
 import os
 import re
 import stat
@@ -163,22 +165,42 @@ def read_file(path: Path, base: Path) -> list[Document]:
     for n, row in enumerate(rows, 1):
         if not isinstance(row, dict) or "text" not in row or "id" not in row:
             raise SkipFile(f"row {n} lacks the required 'id' and 'text' fields")
-        if row["id"] is None or isinstance(row["id"], (bool, list, dict)) or not str(row["id"]).strip():
-            raise SkipFile(f"row {n}: id must be a non-empty string or a number, got {row['id']!r}")
-        doc_id, text = str(row["id"]), row["text"]
-        if not isinstance(text, str) or not text.strip():
+        doc_id, text, title = _row_fields(n, row)
+        if not isinstance(text, str):  # one bad row, like an empty one, skips only itself
+            warn(f"{path} row {n}", f"text must be a string, got {_kind(text)}")
+            continue
+        if not text.strip():
             warn(f"{path} row {n}", "empty text")
             continue
-        if not _utf8(doc_id + text + str(row.get("title") or "")):  # JSON escapes can hold lone surrogates
+        if not _utf8(doc_id + text + title):  # JSON escapes can hold lone surrogates
             raise SkipFile(f"row {n}: id, text or title holds characters that are not valid UTF-8 (lone surrogates)")
         if doc_id in ids:
             raise SkipFile(f"row {n}: duplicate id {doc_id!r}")
         ids.add(doc_id)
-        title = str(row.get("title") or "") or _title(text, Path(doc_id))
+        title = title or _title(text, Path(doc_id))
         docs.append(Document(doc_id, text, title, f"{rel}#{doc_id}", _sha(text), len(text.encode()), st.st_mtime))
     if not docs:
         raise SkipFile("no documents in file")
     return docs
+
+
+def _row_fields(n: int, row: dict) -> tuple[str, object, str]:
+    """A table row's id, text (as found; null: "") and title ("" for none), or SkipFile saying which field has which
+    wrong type: str() of a number read as a title, or of a list or null read as an id, would index something the
+    file never said. The caller skips a row whose text is not a string, or empty."""
+    doc_id, text, title = row["id"], row["text"], row.get("title")
+    if isinstance(doc_id, bool) or not isinstance(doc_id, (str, numbers.Number)):  # Number: a Parquet decimal too
+        raise SkipFile(f"row {n}: id must be a string or a number, got {_kind(doc_id)}")
+    if not str(doc_id).strip():
+        raise SkipFile(f"row {n}: id must be a non-empty string or a number, got {doc_id!r}")
+    if title is not None and not isinstance(title, str):
+        raise SkipFile(f"row {n}: title must be a string or null, got {_kind(title)}")
+    return str(doc_id), "" if text is None else text, title or ""
+
+
+def _kind(value: object) -> str:
+    """'int 123', 'NoneType None', 'list [1, 2]': a value's type and (the start of) its repr, for an error."""
+    return f"{type(value).__name__} {value!r:.40}"
 
 
 def _utf8(text: str) -> bool:
@@ -190,13 +212,34 @@ def _utf8(text: str) -> bool:
     return True
 
 
+# What Windows Notepad and PowerShell write ("Unicode"): their text holds NUL bytes, so the BOM is checked before
+# the binary test. UTF-32's BOMs first: UTF-32 LE's starts with UTF-16 LE's.
+_BOMS = [(codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+         (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")]
+
+
 def _decode(raw: bytes) -> str:
+    for bom, encoding in _BOMS:
+        if raw.startswith(bom):
+            return _decode_wide(raw, bom, encoding)
     if b"\x00" in raw[:8192]:
         raise SkipFile("binary file (NUL bytes)")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise SkipFile(f"invalid UTF-8 at byte {e.start}") from e
+
+
+def _decode_wide(raw: bytes, bom: bytes, encoding: str) -> str:
+    """The text after a UTF-16 or UTF-32 BOM, in that `encoding`. A binary file can start with those bytes too, and
+    most byte pairs decode as UTF-16: NUL characters mark it binary, as NUL bytes do in UTF-8."""
+    try:
+        text = raw[len(bom):].decode(encoding)
+    except UnicodeDecodeError as e:
+        raise SkipFile(f"invalid {encoding.upper()} at byte {len(bom) + e.start} (after its BOM)") from e
+    if "\x00" in text[:8192]:
+        raise SkipFile(f"binary file (NUL characters after a {encoding.upper()} BOM)")
+    return text
 
 
 _INVISIBLE = ["script", "style", "noscript", "template", "head", "title"]  # <title> outside <head> too

@@ -53,13 +53,15 @@ def check_mode(mode: str) -> str:
 
 
 def check_params(method: str, weight: float, rrf_k: float) -> None:
+    """Each message names the setting as the code and a manifest spell it and as `longretr index` takes it (--fusion,
+    --weight, --rrf-k): a user of either sees it, and the existing wording stays for callers matching it."""
     if method not in METHODS:
-        raise ValueError(f"fusion method {method!r} is not one of {', '.join(METHODS)}")
+        raise ValueError(f"fusion method {method!r} (--fusion) is not one of {', '.join(METHODS)}")
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
-        raise ValueError(f"fusion weight must be between 0 and 1 (the dense list's share), got {weight}")
+        raise ValueError(f"fusion weight must be between 0 and 1 (--weight, the dense list's share), got {weight}")
     # finite too: an infinite k makes every rank score 0, and is written to the manifest as non-standard JSON
     if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, float)) or not 0 < rrf_k < math.inf:
-        raise ValueError(f"rrf_k must be > 0 and finite, got {rrf_k}")
+        raise ValueError(f"rrf_k must be > 0 and finite (--rrf-k), got {rrf_k}")
 
 
 def tied_ranks(ranked: Ranked) -> list[int]:

@@ -15,15 +15,42 @@ import time
 from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
 from . import index_types, store
+from .config import ModelConfig, load_config
 from .corpus import Document, check_root, describe_others, read_corpus, warn
-from .embedder import Embedder
 from .fusion import ranking_config
+
+if TYPE_CHECKING:  # importing it imports torch and transformers: seconds a run with nothing to encode need not wait
+    from .embedder import Embedder
+
+
+class LazyEmbedder:
+    """A model config's Embedder, loaded at first use: an `index` run with nothing to encode, or one a check refuses,
+    loads no model (6-7 s of imports and loading on a 2-core CPU)."""
+
+    def __init__(self, config: ModelConfig | str | Path, dtype: str | None = None) -> None:
+        self.config = config if isinstance(config, ModelConfig) else load_config(config)
+        self._dtype = dtype
+        self._embedder: Embedder | None = None
+
+    @property
+    def notice(self) -> Path | None:
+        from .backbone import notice_file
+
+        return notice_file(self.config)
+
+    def get(self) -> Embedder:
+        if self._embedder is None:
+            from .embedder import Embedder
+
+            self._embedder = Embedder(self.config, dtype=self._dtype)
+        return self._embedder
 
 
 @dataclass
@@ -43,9 +70,10 @@ class IndexSummary:
 
     def line(self) -> str:
         cut = f", {self.truncated} cut by an older longretr" if self.truncated else ""
-        return (f"{self.documents} documents in index: {self.encoded} encoded ({self.tokens:,} tokens), "
-                f"{self.resumed} resumed, {self.unchanged} unchanged, {self.removed} removed, "
-                f"{self.skipped_files} files skipped{cut}; {self.index_type}; {self.seconds:.1f}s")
+        return (f"{self.documents} document{'s' * (self.documents != 1)} in index: {self.encoded} encoded "
+                f"({self.tokens:,} tokens), {self.resumed} resumed, {self.unchanged} unchanged, "
+                f"{self.removed} removed, {self.skipped_files} file{'s' * (self.skipped_files != 1)} skipped{cut}; "
+                f"{self.index_type}; {self.seconds:.1f}s")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,7 +82,7 @@ class IndexSummary:
 def index_corpus(
     root: Path | str,
     folder: Path | str,
-    embedder: Embedder,
+    embedder: Embedder | LazyEmbedder,
     rebuild: bool = False,
     shard_tokens: int = 32768,
     progress: bool = True,
@@ -63,16 +91,20 @@ def index_corpus(
 ) -> IndexSummary:
     """Bring the index at `folder` up to date with the documents under `root`. `index_type`
     (flat|ivf|hnsw|ivfpq|faiss factory) and `ranking` (mode, fusion, weight, rrf_k; see
-    fusion.ranking_config) change the index's settings; None keeps the current ones."""
+    fusion.ranking_config) change the index's settings; None keeps the current ones. A LazyEmbedder loads its model
+    only if there is something to encode."""
     start = time.perf_counter()
     folder = Path(folder)
-    fingerprint = embedder.config.fingerprint()
+    model = getattr(embedder, "get", None) or (lambda: embedder)  # a LazyEmbedder loads at its first use
+    config = embedder.config
+    fingerprint = config.fingerprint()
     if shard_tokens < 1:
-        raise ValueError(f"shard_tokens must be >= 1, got {shard_tokens}")
+        raise ValueError(f"--shard-tokens must be at least 1, got {shard_tokens}")
     check_root(root)  # before the lock, which creates the index folder
     fresh = not folder.exists()
     with store.writer_lock(folder):
-        settings = _settings(folder, embedder.dim, index_type, ranking)  # checked before any encoding
+        dim = _dim(folder, fingerprint, model)
+        settings = _settings(folder, dim, index_type, ranking)  # checked before any encoding
         try:
             old = None if rebuild or store.read_manifest(folder) is None else \
                 store.load(folder, lexical=False, ann=False)
@@ -82,26 +114,21 @@ def index_corpus(
         if old is not None and old.manifest["model_fingerprint"] != fingerprint:
             raise store.IndexFolderError(
                 f"{folder}: built with model {old.manifest['model']['name']!r} "
-                f"(fingerprint {old.manifest['model_fingerprint']}), not {embedder.config.name!r} "
+                f"(fingerprint {old.manifest['model_fingerprint']}), not {config.name!r} "
                 f"({fingerprint}); pass --rebuild to re-encode everything, or use another --index"
             )
+        damaged = None if old is None else _damaged_derived(old)  # before this run changes old.index
         skipped: list[str] = []
         others: list[Path] = []
         docs = _unique(read_corpus(root, skipped=skipped, progress=progress, others=others))
         old_rows = {} if old is None else \
             {r["id"]: r for r in old.docs.select(["id", "vid", "sha256", "path", "truncated"]).to_pylist()}
-        if not docs and not skipped and old_rows:  # a wrong or emptied folder would wipe the index
-            raise ValueError(f"{root}: no documents found; the index {folder} holds {len(old_rows)}, which this "
-                             "run would remove: not done (`longretr rm` removes documents, or delete the folder)"
-                             + (f"; {describe_others(others)}" if others else ""))
         if not docs and not old_rows:  # an empty index helps no one; say why nothing was found
-            why = f"{len(skipped)} file(s) could not be read (warnings above)" if skipped else \
-                describe_others(others) if others else "the folder holds no files"
             if fresh:  # leave no folder holding only the lock file behind
                 (folder / ".lock").unlink(missing_ok=True)
                 with suppress(OSError):
                     folder.rmdir()
-            raise ValueError(f"{root}: no documents to index: {why}")
+            raise ValueError(f"{root}: no documents to index: {_why_none(skipped, others)}")
         if others:
             warn_note(describe_others(others))
         # A document cut at max_tokens (indexed before windows) is encoded again, whole.
@@ -111,21 +138,25 @@ def index_corpus(
         # A file that exists but cannot be read now (permissions, damage) is not a deletion: its
         # documents keep their indexed version; `longretr rm` removes them on purpose.
         kept = _ids_from_files(old_rows, skipped, Path(root)) - current
+        gone_vids = [r["vid"] for i, r in old_rows.items() if i not in current and i not in kept]
+        if old_rows and len(gone_vids) == len(old_rows):  # a wrong, emptied or unreadable folder would wipe the index
+            found = f"no documents found: {_why_none(skipped, others)}" if not docs else \
+                f"it holds {len(docs)} other document{'s' * (len(docs) != 1)}, none of the index's"
+            instead = "`longretr rm` removes documents, or delete the index folder" if not docs else \
+                "`longretr index --rebuild` replaces them with this folder's, or use another --index"
+            raise ValueError(f"{root}: {found}; this run would remove all {len(old_rows)} documents of {folder}: not "
+                             f"done ({instead})")
         for doc_id in sorted(kept):
             warn(old_rows[doc_id]["path"], f"unreadable now; keeping the indexed version of {doc_id!r}")
-        gone_vids = [r["vid"] for i, r in old_rows.items() if i not in current and i not in kept]
         changed_vids = [old_rows[d.id]["vid"] for d in todo if d.id in old_rows]
 
         pending = folder / "pending" / fingerprint
         cached = _load_shards(pending)
         need = [d for d in todo if d.sha256 not in cached or cached[d.sha256]["truncated"]]  # (an older run's)
         with store.writing(folder):  # a full disk: the shards saved so far are kept for the next run
-            tokens = _encode_in_shards(need, embedder, pending, cached, shard_tokens, progress)
-            notice = embedder.notice
-            if notice is not None:  # before the commit: no version is ever without its notice
-                store.atomic_write_bytes(folder / notice.name, notice.read_bytes())
+            tokens = _encode_in_shards(need, model, pending, cached, shard_tokens, progress)
 
-        index = store.empty_index(embedder.dim) if old is None else old.index
+        index = store.empty_index(dim) if old is None else old.index
         keep = old.docs if old is not None else store.empty_docs()
         drop = set(gone_vids) | set(changed_vids)
         if drop:
@@ -140,19 +171,25 @@ def index_corpus(
                               {n: e["extra"] for n, e in enumerate(encoded) if e["extra"] is not None})
         new_rows = pa.Table.from_pylist([_row(d, int(v), cached[d.sha256]) for d, v in zip(todo, vids)],
                                         schema=keep.schema)
-        table, upgraded = _with_passages(pa.concat_tables([keep, new_rows]), embedder)
+        table, upgraded = _with_passages(pa.concat_tables([keep, new_rows]), model)
         manifest = {
-            "model": embedder.config.to_dict(),
+            "model": config.to_dict(),
             "model_fingerprint": fingerprint,
-            "dim": embedder.dim,
+            "dim": dim,
             "metric": "inner_product",
             **settings,
         }
-        plan = index_types.plan(settings["index_type_requested"], embedder.dim, index.ntotal)  # as commit plans it
+        plan = index_types.plan(settings["index_type_requested"], dim, index.ntotal)  # as commit plans it
         changed = old is None or todo or drop or any(old.manifest.get(k) != v for k, v in settings.items()) \
             or plan.description != old.manifest.get("index_type") \
-            or "lexical" not in old.manifest["files"] or upgraded  # an older index gets what it lacks now
+            or "lexical" not in old.manifest["files"] or upgraded or damaged  # an older index gets what it lacks
         if changed:
+            if damaged:
+                warn_note(f"{damaged}: rebuilding it from the vectors and the docs table")
+            notice = embedder.notice
+            if notice is not None:  # before the commit: no version is ever without its notice
+                with store.writing(folder):
+                    store.atomic_write_bytes(folder / notice.name, notice.read_bytes())
             manifest = store.commit(folder, manifest, index, table)
         else:
             manifest = old.manifest
@@ -221,6 +258,45 @@ def _settings(folder: Path, dim: int, index_type: str | None, ranking: dict | No
     return {"index_type_requested": index_types.check(requested, dim), "ranking": merged}
 
 
+def _dim(folder: Path, fingerprint: str, model) -> int:
+    """The vectors' dimension: the index's own, if this model built it (no model load), else the model's."""
+    try:
+        current = store.read_manifest(folder) or {}
+    except store.IndexFolderError:
+        current = {}
+    dim = current.get("dim")
+    if current.get("model_fingerprint") == fingerprint and isinstance(dim, int) and not isinstance(dim, bool):
+        return dim
+    return model().dim
+
+
+def _damaged_derived(old: store.Snapshot) -> str | None:
+    """Why the current version's lexical or ann file cannot be read (None if both can): the commit rebuilds both from
+    the vectors and the docs table, which the writer has read, so re-running `longretr index` repairs them."""
+    try:
+        store.attach_derived(old)
+    except store.IndexFolderError as e:
+        return str(e).split("; re-run")[0]
+    finally:
+        old.lexical = old.ann = None  # only checked: the writer never searches
+    return None
+
+
+def _why_none(skipped: list[str], others: list[Path]) -> str:
+    if skipped:
+        return f"{len(skipped)} file{'s' * (len(skipped) != 1)} could not be read (warnings above)"
+    return describe_others(others) if others else "the folder holds no files"
+
+
+def pending_documents(folder: Path | str) -> int:
+    """Documents whose vectors an interrupted run saved in pending shards (any model's), for its message."""
+    count = 0
+    for path in Path(folder).glob("pending/*/shard-*.npz"):
+        with suppress(Exception):  # a shard cut short is re-encoded anyway
+            count += len(np.load(path)["sha256"])
+    return count
+
+
 def warn_note(note: str) -> None:
     print(f"longretr: note: {note}", file=sys.stderr)
 
@@ -260,14 +336,14 @@ def _row(d: Document, vid: int, enc: dict) -> dict:
             "text": d.text}
 
 
-def _with_passages(table: pa.Table, embedder: Embedder) -> tuple[pa.Table, bool]:
+def _with_passages(table: pa.Table, model) -> tuple[pa.Table, bool]:
     """The docs table with each missing passages entry (a new document's, or one indexed before passages were
     kept) found from its text by the tokenizer alone, and whether there was any to find."""
     if table.column(store.PASSAGES.name).null_count == 0:  # the usual case: no Python lists for a big index
         return table, False
     column = table.column(store.PASSAGES.name).to_pylist()
     missing = [i for i, p in enumerate(column) if p is None]
-    found = embedder.passages([table.column("text")[i].as_py() for i in missing])
+    found = model().passages([table.column("text")[i].as_py() for i in missing])
     if found is None:  # a tokenizer without character offsets
         return table, False
     for i, ranges in zip(missing, found):
@@ -276,9 +352,10 @@ def _with_passages(table: pa.Table, embedder: Embedder) -> tuple[pa.Table, bool]
     return table.set_column(at, store.PASSAGES, pa.array(column, store.PASSAGES.type)), True
 
 
-def _encode_in_shards(need, embedder, pending: Path, cached: dict, shard_tokens: int, progress: bool) -> int:
+def _encode_in_shards(need, model, pending: Path, cached: dict, shard_tokens: int, progress: bool) -> int:
     if not need:
         return 0
+    embedder = model()
     lengths = embedder.document_tokens([d.text for d in need])  # leads and windows included: the bar's rate is real
     # Shards take documents in the order of their hashes, a fixed shuffle (each shard still packs its own by length):
     # a token of a 32k document costs 2-3.5 times one of a 2k document, so with the longest first the ETA was 2.8x

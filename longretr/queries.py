@@ -99,18 +99,19 @@ def check_k(k: int) -> int:
 
 
 def read_queries(path: Path) -> list[tuple[str, str]]:
-    """JSONL with id and text, or TSV id<TAB>text."""
+    """JSONL with id and text, or TSV id<TAB>text (a first line `id<TAB>text`, in any case, is a header). An id may
+    appear once: a repeated one gave the TREC run two ranked lists for it."""
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a BOM (Excel, Notepad) is not in the id
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (invalid byte at offset {e.start})") from e
     except OSError as e:
         raise ValueError(f"{path}: cannot read ({e.strerror or e})") from e
-    out = []
+    out, seen = [], {}
     for n, line in enumerate(lines, 1):
-        if not line.strip():
+        if not line.strip() or (n == 1 and _tsv_header(path, line)):
             continue
         if path.suffix.lower() == ".jsonl":
             try:
@@ -129,9 +130,17 @@ def read_queries(path: Path) -> list[tuple[str, str]]:
             out.append((parts[0], parts[1]))
         if not out[-1][1].strip():
             raise ValueError(f"{path}:{n}: query {out[-1][0]!r} has no text")
+        if out[-1][0] in seen:
+            raise ValueError(f"{path}:{n}: query id {out[-1][0]!r} repeated (first on line {seen[out[-1][0]]})")
+        seen[out[-1][0]] = n
     if not out:
         raise ValueError(f"{path}: no queries")
     return out
+
+
+def _tsv_header(path: Path, line: str) -> bool:
+    """Whether a TSV query file's first line is the header `id<TAB>text` (any case), not a query with the id "id"."""
+    return path.suffix.lower() != ".jsonl" and [part.strip().lower() for part in line.split("\t")] == ["id", "text"]
 
 
 def trec_lines(qid: str, hits: list[Hit], tag: str) -> list[str]:

@@ -307,6 +307,11 @@ def no_index(folder: Path | str) -> IndexFolderError:
     if folder.is_file():  # --index naming a file, e.g. the manifest itself
         hint = f"; the index is the folder {folder.parent}" if folder.name == MANIFEST else ""
         return IndexFolderError(f"{folder}: a file, not an index folder{hint}")
+    shards = _pending_shards(folder) if folder.is_dir() else 0
+    if shards:  # the first run of `longretr index` was interrupted: say that its work is kept
+        return IndexFolderError(f"{folder}: no index yet ({MANIFEST} missing): an interrupted `longretr index` run "
+                                f"left {shards} shard{'s' * (shards != 1)} of encoded vectors in pending/; run it "
+                                "again to finish the index")
     near = sorted(str(p.parent) for p in folder.parent.glob(f"*/{MANIFEST}")) if folder.parent.is_dir() else []
     hint = f"; beside it: {', '.join(near[:5])}{' ...' if len(near) > 5 else ''} (choose with --index)" if near else ""
     return IndexFolderError(f"{folder}: no index here ({MANIFEST} missing); build one with `longretr index`{hint}")
@@ -376,22 +381,34 @@ def _load_version(folder: Path, manifest: dict, want_lexical: bool, want_ann: bo
     if not np.array_equal(np.sort(doc_ids), np.sort(vids)) or not np.isin(extra_ids & VID_MASK, vids).all():
         raise IndexFolderError(f"{vec_path}: its vector ids differ from the vid column of {docs_path.name}")
     snap = Snapshot(folder, manifest, index, _checked_passages(docs, extra_ids))
-    if want_lexical and "lexical" in files:
+    attach_derived(snap, want_lexical, want_ann)
+    return snap
+
+
+def attach_derived(snap: Snapshot, lexical: bool = True, ann: bool = True) -> None:
+    """Read the version's lexical and ann files (those the manifest names) into `snap`, checked against its vectors
+    and docs. Both are rebuilt from those at every commit, so the error says that re-indexing repairs them."""
+    folder, files, index = snap.folder, snap.manifest["files"], snap.index
+    if lexical and "lexical" in files:
         lex_path = folder / files["lexical"]
         try:
             snap.lexical = LexicalIndex.load(lex_path)
         except LexicalIndexError as e:
             raise IndexFolderError(f"{e}; re-run `longretr index` on the corpus to rebuild it") from e
-        if not np.array_equal(snap.lexical.vids, vids):
-            raise IndexFolderError(f"{lex_path}: its documents differ from {docs_path.name}; re-run `longretr index`")
-    if want_ann and "ann" in files:
+        if not np.array_equal(snap.lexical.vids, snap.docs.column("vid").to_numpy()):
+            raise IndexFolderError(f"{lex_path}: its documents differ from {files['docs']}; re-run `longretr index` "
+                                   "on the corpus to rebuild it")
+    if ann and "ann" in files:
         ann_path = folder / files["ann"]
-        snap.ann = _read_faiss(ann_path)
+        try:
+            snap.ann = _read_faiss(ann_path)
+        except IndexFolderError as e:
+            raise IndexFolderError(f"{e}; re-run `longretr index` on the corpus to rebuild it") from e
         if snap.ann.ntotal != index.ntotal or snap.ann.d != index.d:
             raise IndexFolderError(f"{ann_path}: holds {snap.ann.ntotal} vectors of dim {snap.ann.d}, not "
-                                   f"{index.ntotal} of dim {index.d}; re-run `longretr index` to rebuild it")
-        index_types.set_search_params(snap.ann, manifest.get("search_params", {}))
-    return snap
+                                   f"{index.ntotal} of dim {index.d}; re-run `longretr index` on the corpus to "
+                                   "rebuild it")
+        index_types.set_search_params(snap.ann, snap.manifest.get("search_params", {}))
 
 
 def _checked_passages(docs: pa.Table, extra_ids: np.ndarray) -> pa.Table:

@@ -16,6 +16,7 @@ from longretr import democorpus
 from longretr.cli import app
 from longretr.corpus import describe_others, read_corpus
 from longretr.democorpus import stdlib_modules
+from longretr.queries import read_queries
 
 
 def test_reads_text_files_and_tables(tmp_path):
@@ -179,6 +180,83 @@ def test_text_utf8_cannot_store_and_null_ids_are_named_and_skipped(tmp_path, cap
                          ("nullid.jsonl", "row 1: id must be")]:
         assert any(name in line and reason in line for line in err.splitlines()), (name, err)
     assert len(skipped) == 3
+
+
+def test_table_fields_of_the_wrong_type_are_named(tmp_path, capsys):
+    """A number as text was reported as "empty text" (the row is still skipped alone); a number as title became its
+    title, a bytes id "b'...'" (the file is skipped, as for other bad ids)."""
+    rows = {"int_text.jsonl": {"id": "z", "text": 123}, "list_text.jsonl": {"id": "z", "text": ["a"]},
+            "int_title.jsonl": {"id": "z", "text": "fine", "title": 5}, "bool_id.jsonl": {"id": True, "text": "x"},
+            "list_id.jsonl": {"id": [1], "text": "x"}}
+    for name, row in rows.items():
+        (tmp_path / name).write_text(json.dumps(row) + "\n")
+    with (tmp_path / "int_text.jsonl").open("a") as f:  # a bad text skips its row, not the file
+        f.write(json.dumps({"id": "y", "text": "kept"}) + "\n")
+    pq.write_table(pa.table({"id": [b"p1"], "text": ["parquet row"]}), tmp_path / "bytes_id.parquet")
+    (tmp_path / "ok.jsonl").write_text(json.dumps({"id": 7, "text": "seven", "title": None}) + "\n"
+                                       + json.dumps({"id": "n", "text": None}) + "\n")
+    skipped: list[str] = []
+    docs = list(read_corpus(tmp_path, skipped=skipped))
+    assert [(d.id, d.title) for d in docs] == [("y", "y"), ("7", "7")] and len(skipped) == 5
+    err = capsys.readouterr().err
+    for name, reason in [("int_text.jsonl row 1", "text must be a string, got int 123"),
+                         ("list_text.jsonl row 1", "text must be a string, got list ['a']"),
+                         ("list_text.jsonl", "no documents in file"),
+                         ("int_title.jsonl", "row 1: title must be a string or null, got int 5"),
+                         ("bool_id.jsonl", "row 1: id must be a string or a number, got bool True"),
+                         ("list_id.jsonl", "row 1: id must be a string or a number, got list [1]"),
+                         ("bytes_id.parquet", "row 1: id must be a string or a number, got bytes b'p1'"),
+                         ("ok.jsonl row 2", "empty text")]:  # a null text (Parquet's missing value) is empty
+        assert any(f"{name}: {reason}" in line for line in err.splitlines()), (name, err)
+
+
+def test_utf16_and_utf32_text_with_a_bom_is_read(tmp_path, capsys):
+    """Windows Notepad's "Unicode" (UTF-16 LE with a BOM) was skipped as "binary file (NUL bytes)". The hash is the
+    text's, as for UTF-8 files; the size is the file's."""
+    text = "# Caf\xe9\nhello world \U0001f600"
+    for name, encoding in [("le16.txt", "utf-16"), ("be16.txt", "utf-16-be"), ("le32.md", "utf-32"),
+                           ("be32.md", "utf-32-be"), ("sig8.txt", "utf-8-sig")]:
+        bom = b"\xfe\xff" if encoding == "utf-16-be" else b"\x00\x00\xfe\xff" if encoding == "utf-32-be" else b""
+        (tmp_path / name).write_bytes(bom + text.encode(encoding))
+    (tmp_path / "rows.jsonl").write_bytes(json.dumps({"id": "r", "text": text}).encode("utf-16"))
+    (tmp_path / "odd.txt").write_bytes(b"\xff\xfeh\x00i")  # half a UTF-16 character at the end
+    (tmp_path / "nul.txt").write_bytes(b"\xff\xfeh\x00\x00\x00i\x00")  # a BOM, then a NUL: binary
+    (tmp_path / "bom_only.txt").write_bytes(b"\xff\xfe")
+    skipped: list[str] = []
+    docs = {d.id: d for d in read_corpus(tmp_path, skipped=skipped)}
+    assert set(docs) == {"le16.txt", "be16.txt", "le32.md", "be32.md", "sig8.txt", "r"} and len(skipped) == 3
+    for doc in docs.values():
+        assert doc.text == text and doc.title == "Caf\xe9", doc  # no BOM left in the text
+        assert doc.sha256 == hashlib.sha256(text.encode()).hexdigest()
+    assert docs["le16.txt"].size == len(text.encode("utf-16")) and docs["sig8.txt"].size == len(text.encode()) + 3
+    err = capsys.readouterr().err
+    for name, reason in [("odd.txt", "invalid UTF-16-LE at byte 4"), ("nul.txt", "binary file (NUL characters"),
+                         ("bom_only.txt", "empty file")]:
+        assert any(f"{name}: {reason}" in line for line in err.splitlines()), (name, err)
+
+
+def _read_queries(path: Path, content: str) -> list[tuple[str, str]]:
+    path.write_text(content)
+    return read_queries(path)
+
+
+def test_query_files_refuse_repeated_ids(tmp_path):
+    """A repeated id was accepted, and the TREC run got two rank-1 lists for it."""
+    for name, content, line, qid in [("dup.tsv", "q1\tfox\nq2\tdog\n\nq1\tcat\n", 4, "q1"),
+                                     ("dup.jsonl", '{"id": 1, "text": "a"}\n{"id": "1", "text": "b"}\n', 2, "1")]:
+        with pytest.raises(ValueError) as e:
+            _read_queries(tmp_path / name, content)
+        assert str(e.value) == f"{tmp_path / name}:{line}: query id {qid!r} repeated (first on line 1)"
+
+
+def test_query_files_skip_a_tsv_header(tmp_path):
+    """A first line `id<TAB>text` became a query with the id "id"; other first lines are queries, as before."""
+    for content in ("id\ttext\nq1\tfox\n", "ID\tText\r\n\nq1\tfox\n", "\ufeffid\ttext\nq1\tfox\n"):  # BOM: Excel
+        assert _read_queries(tmp_path / "h.tsv", content) == [("q1", "fox")], content
+    assert _read_queries(tmp_path / "later.tsv", "q0\tx\nid\ttext\n") == [("q0", "x"), ("id", "text")]
+    assert _read_queries(tmp_path / "other.tsv", "qid\tquery\nq1\tfox\n") == [("qid", "query"), ("q1", "fox")]
+    with pytest.raises(ValueError, match="no queries"):
+        _read_queries(tmp_path / "only.tsv", "id\ttext\n")
 
 
 def test_fifos_and_unsupported_single_files_are_named(tmp_path, capsys):

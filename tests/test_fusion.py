@@ -76,3 +76,10 @@ def test_ranking_config_merges_and_validates():
         ranking_config(mode="semantic")
     with pytest.raises(ValueError, match="unknown ranking settings"):
         ranking_config({"alpha": 1})
+
+
+def test_bad_parameters_name_the_index_option_too():
+    # `longretr index --rrf-k 0` showed only the Python name, rrf_k
+    for kwargs, option in [({"method": "sum"}, "--fusion"), ({"weight": -0.5}, "--weight"), ({"rrf_k": 0}, "--rrf-k")]:
+        with pytest.raises(ValueError, match=f"\\({option}[,)]"):
+            fuse([], [], 3, **kwargs)

@@ -9,11 +9,11 @@ import pytest
 from tiny_models import write_config, write_corpus
 from typer.testing import CliRunner
 
-from longretr import index_types, store
+from longretr import index_types, indexer, store
 from longretr.cli import app
 from longretr.embedder import Embedder
 from longretr.fusion import fuse_ranked
-from longretr.indexer import index_corpus, remove_documents
+from longretr.indexer import LazyEmbedder, index_corpus, remove_documents
 from longretr.search import ModelMismatch, Searcher, snippet
 
 TEXTS = {
@@ -316,6 +316,64 @@ def test_corrupt_files_give_clear_errors(corpus, tmp_path, embedder):
     (folder / "manifest.json").write_text("{")
     with pytest.raises(store.IndexFolderError, match="unreadable manifest"):
         store.load(folder)
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw"])
+def test_reindexing_repairs_a_damaged_lexical_or_ann_file(corpus, tmp_path, embedder, index_type, capsys):
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False, index_type=index_type)
+    for kind in ("lexical", "ann") if index_type == "hnsw" else ("lexical",):
+        name = store.read_manifest(folder)["files"][kind]
+        (folder / name / "lexical.json" if kind == "lexical" else folder / name).write_bytes(b"junk")
+        with pytest.raises(store.IndexFolderError, match=f"{name}.*re-run `longretr index` on the corpus"):
+            Searcher(folder, embedder).search(["fox"], k=2, mode="lexical")
+        s = index_corpus(corpus, folder, embedder, progress=False)  # nothing to encode, and yet a new version
+        assert s.committed and s.encoded == 0 and name in capsys.readouterr().err
+        assert Searcher(folder, embedder).search(["lazy dog"], k=1, mode="lexical")[0][0].id == "fox.txt"
+    assert not index_corpus(corpus, folder, embedder, progress=False).committed  # nothing damaged: nothing written
+
+
+def test_a_run_with_nothing_to_encode_loads_no_model(corpus, tmp_path, embedder, monkeypatch):
+    folder = tmp_path / "idx"
+    lazy = LazyEmbedder(embedder.config)
+    assert index_corpus(corpus, folder, lazy, progress=False).encoded == 4 and lazy._embedder is not None
+    loads = []
+    monkeypatch.setattr(LazyEmbedder, "get", lambda self: loads.append(1) or embedder)
+    assert not index_corpus(corpus, folder, LazyEmbedder(embedder.config), progress=False).committed
+    s = index_corpus(corpus, folder, LazyEmbedder(embedder.config), progress=False, ranking={"weight": 0.3})
+    assert s.committed and store.read_manifest(folder)["ranking"]["weight"] == 0.3
+    with pytest.raises(ValueError, match="--shard-tokens must be at least 1"):
+        index_corpus(corpus, folder, LazyEmbedder(embedder.config), progress=False, shard_tokens=0)
+    assert loads == []  # no-op, a settings change and a refusal: none loaded the model
+    (corpus / "new.txt").write_text("a new document about owls")
+    assert index_corpus(corpus, folder, LazyEmbedder(embedder.config), progress=False).encoded == 1
+    assert loads  # this one had something to encode
+
+
+def test_an_interrupted_index_run_says_what_it_kept(corpus, tmp_path, embedder, tiny_gemma, monkeypatch):
+    folder, cfg = tmp_path / "idx", write_config(tmp_path, tiny_gemma)
+    encode = embedder.encode_documents
+    calls = []
+
+    def stop_after_one(*args, **kwargs):  # Ctrl-C while the second shard is encoding
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(LazyEmbedder, "get", lambda self: embedder)
+    monkeypatch.setattr(embedder, "encode_documents", stop_after_one)
+    r = CliRunner().invoke(app, ["index", str(corpus), "--index", str(folder), "--model", str(cfg),
+                                 "--shard-tokens", "1"])
+    assert r.exit_code == 130
+    assert "interrupted; the index keeps its last committed version; the vectors of 1 encoded document are " \
+        f"saved in {folder}/pending/" in r.output
+    assert indexer.pending_documents(folder) == 1
+    r = CliRunner().invoke(app, ["info", "--index", str(folder)])
+    assert r.exit_code == 2 and "an interrupted `longretr index` run left 1 shard of encoded vectors" in r.output
+    monkeypatch.setattr(embedder, "encode_documents", encode)
+    s = index_corpus(corpus, folder, embedder, progress=False, shard_tokens=1)
+    assert (s.resumed, s.encoded) == (1, 3)
 
 
 def test_an_other_vector_without_its_document_is_refused(corpus, tmp_path, embedder):

@@ -464,9 +464,28 @@ def test_an_empty_corpus_does_not_wipe_its_index(tmp_path, embedder):
     index_corpus(corpus, folder, embedder, progress=False)
     for path in corpus.iterdir():
         path.unlink()
-    with pytest.raises(ValueError, match="no documents found; the index .* holds 2"):
+    with pytest.raises(ValueError, match="no documents found: the folder holds no files; this run would remove all 2"):
         index_corpus(corpus, folder, embedder, progress=False)
     assert store.load(folder).count == 2
+    (corpus / "junk.txt").write_bytes(b"\xff\xfe\x00junk")  # files of a readable type, none readable
+    with pytest.raises(ValueError, match="no documents found: 1 file could not be read .*remove all 2"):
+        index_corpus(corpus, folder, embedder, progress=False)
+    assert store.load(folder).count == 2
+
+
+def test_another_folder_does_not_replace_the_index(tmp_path, embedder):
+    corpus, other, folder = tmp_path / "corpus", tmp_path / "other", tmp_path / "idx"
+    write_docs(corpus, range(2))
+    index_corpus(corpus, folder, embedder, progress=False)
+    (other / "sub").mkdir(parents=True)
+    (other / "sub" / "x.txt").write_text("a document of another corpus")
+    with pytest.raises(ValueError, match="holds 1 other document, none of the index's; .*remove all 2 .*--rebuild"):
+        index_corpus(other, folder, embedder, progress=False)
+    assert store.load(folder).count == 2
+    assert index_corpus(other, folder, embedder, progress=False, rebuild=True).documents == 1
+    write_docs(other, range(1))  # one document more: an ordinary update
+    s = index_corpus(other, folder, embedder, progress=False)
+    assert (s.documents, s.removed) == (2, 0)
 
 
 def test_a_corpus_without_documents_makes_no_index_and_says_why(tmp_path, embedder, capsys):
@@ -478,8 +497,8 @@ def test_a_corpus_without_documents_makes_no_index_and_says_why(tmp_path, embedd
     (corpus / "b.xml").write_text("<a>y</a>")
     with pytest.raises(ValueError, match=r"no documents to index: 2 files of other types not read \(\.xml 2\)"):
         index_corpus(corpus, folder, embedder, progress=False)
-    (corpus / "c.txt").write_bytes(b"\xff\xfe bad")
-    with pytest.raises(ValueError, match=r"no documents to index: 1 file\(s\) could not be read \(warnings above\)"):
+    (corpus / "c.txt").write_bytes(b"\xff bad")
+    with pytest.raises(ValueError, match=r"no documents to index: 1 file could not be read \(warnings above\)"):
         index_corpus(corpus, folder, embedder, progress=False)
     assert not folder.exists()  # no folder holding only a lock file
     (corpus / "c.txt").write_text("now a document")

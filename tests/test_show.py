@@ -102,7 +102,7 @@ def test_ids_from_macos_file_names_match_what_is_typed(embedder, tmp_path):
         assert "has no document" not in r.output
 
     r = CliRunner().invoke(app, ["rm", typed, decomposed, "--index", str(folder)])  # one document, in both forms
-    assert r.exit_code == 0 and r.output == f"{folder}: removed 1 documents, 1 left (version 2)\n", r.output  # was 2
+    assert r.exit_code == 0 and r.output == f"{folder}: removed 1 document, 1 left (version 2)\n", r.output  # was 2
     assert store.load(folder).docs.column("id").to_pylist() == ["other.txt"]
 
 

@@ -113,6 +113,7 @@ def the_error(output: str) -> str:
 
 def cli(monkeypatch, embedder: Embedder, args: list[str]):
     monkeypatch.setattr("longretr.embedder.Embedder", lambda *a, **k: embedder)  # the fixture's, not a new load
+    monkeypatch.setattr("longretr.indexer.LazyEmbedder", lambda *a, **k: embedder)  # (and its config, for `index`)
     return CliRunner().invoke(app, args)
 
 
