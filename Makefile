@@ -26,6 +26,7 @@ demo: install
 	$(BIN)/longretr index corpus --index $(INDEX) $$($(BIN)/python -c '$(STALE)')
 	@echo; $(BIN)/longretr search --index $(INDEX) -k 3 "parse command line arguments" \
 	  "compute a SHA-256 digest of a file" "read and write ZIP archives" "schedule work on a pool of threads"
+	@echo; echo "Your own queries: $(BIN)/longretr search --index $(INDEX) \"...\"  (a server: $(BIN)/longretr serve --index $(INDEX))"
 
 test: install
 	$(BIN)/pytest -q

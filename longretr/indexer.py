@@ -228,8 +228,8 @@ def remove_documents(folder: Path | str, ids: list[str]) -> dict:
         if unknown:
             more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
             shown = ", ".join(repr(i) for i in unknown[:10]) + more
-            raise ValueError(f"{folder}: no document with id {shown}; nothing removed (ids are listed by "
-                             "`longretr search --json` and in the docs table)")
+            hint = store.did_you_mean(snap.docs, unknown[0]) or " (ids are as search results print them)"
+            raise ValueError(f"{folder}: no document with id {shown}; nothing removed{hint}")
         ambiguous = [i for i, r in rows.items() if len(r) > 1]
         if ambiguous:
             raise ValueError(f"{folder}: {ambiguous[0]!r} matches {len(rows[ambiguous[0]])} ids that differ only in "

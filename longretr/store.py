@@ -263,10 +263,14 @@ def _document_row(folder: Path, docs: pa.Table, doc_id: str) -> dict:
         raise NoDocument(f"{folder}: {doc_id!r} matches {len(rows)} ids that differ only in their Unicode form; "
                          "give one exactly, as `longretr search --json` prints it")
     if not rows:
-        close = difflib.get_close_matches(doc_id, docs.column("id").to_pylist(), n=3, cutoff=0.5)
-        raise NoDocument(f"{folder}: no document {doc_id!r}"
-                         + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))
+        raise NoDocument(f"{folder}: no document {doc_id!r}{did_you_mean(docs, doc_id)}")
     return docs.slice(rows[0], 1).to_pylist()[0]
+
+
+def did_you_mean(docs: pa.Table, doc_id: str) -> str:
+    """"; did you mean 'a.txt', 'b.txt'?" for up to three ids like `doc_id`, or ""."""
+    close = difflib.get_close_matches(doc_id, docs.column("id").to_pylist(), n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
 
 
 def match_ids(docs: pa.Table, wanted: list[str]) -> dict[str, list[int]]:

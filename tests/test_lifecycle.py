@@ -259,6 +259,8 @@ def test_rm_removes_documents_and_refuses_unknown_ids(tmp_path, cfg, embedder):
     r = runner.invoke(app, ["rm", "d0002.txt", "nope.txt", "--index", str(folder)])
     assert r.exit_code == 2 and "no document with id 'nope.txt'; nothing removed" in r.output
     assert store.load(folder).count == 4
+    r = runner.invoke(app, ["rm", "d0002.md", "--index", str(folder)])  # a typo: the ids like it are named
+    assert r.exit_code == 2 and "nothing removed; did you mean 'd0002.txt'" in " ".join(r.output.split()), r.output
     r = runner.invoke(app, ["rm", "x", "--index", str(tmp_path / "none")])
     assert r.exit_code == 2 and "no index here" in r.output
     s = index_corpus(corpus, folder, embedder, progress=False)  # files still on disk come back
