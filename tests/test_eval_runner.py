@@ -227,9 +227,21 @@ def test_every_model_also_gets_a_hybrid_row_fusing_it_with_bm25(tmp_path, tiny_c
 def test_cli_eval_refuses_zero_candidates_and_queries(tmp_path):
     """0 was read as "not given" and replaced by the profile's 8, silently."""
     args = ["eval", "-b", "bm25", "--tasks", "passkey", "--lengths", "256", "--out", str(tmp_path)]
-    for flag in ("--candidates", "--queries"):
-        result = CliRunner().invoke(app, [*args, flag, "0"])
-        assert result.exit_code == 2 and "must be at least 1" in result.output, result.output
+    for flag, value, message in [("--candidates", "0", "--candidates must be at least 2"),
+                                 ("--candidates", "1", "every system ranks it first"),  # chance would be 100%
+                                 ("--queries", "0", "must be at least 1")]:
+        result = CliRunner().invoke(app, [*args, flag, value])
+        assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+
+
+def test_a_rerun_of_the_same_name_says_it_replaced_the_earlier_one(tmp_path):
+    st = Settings(models=[], baselines=["bm25"], tasks=["narrativeqa"], candidates=None, queries=None,
+                  data=str(FIXTURE), out=str(tmp_path / "out"), run="same")
+    lines: list[str] = []
+    evaluate(st, log=lines.append, progress=False)
+    assert not any("replaced" in line for line in lines)
+    evaluate(st, log=lines.append, progress=False)
+    assert any("replaced the earlier run 'same'" in line for line in lines), lines
 
 
 def test_a_failed_rerun_leaves_the_earlier_run_of_that_name_whole(tmp_path):

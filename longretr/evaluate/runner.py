@@ -65,8 +65,11 @@ class Settings:
         unknown = [b for b in self.baselines if b not in BASELINES]
         if unknown:
             raise ValueError(f"unknown baseline(s) {unknown}; known: {', '.join(BASELINES)}")
-        if self.candidates is not None and self.candidates < 1 or self.queries is not None and self.queries < 1:
+        if self.queries is not None and self.queries < 1:
             raise ValueError("--candidates and --queries must be at least 1")
+        if self.candidates is not None and self.candidates < 2:  # one candidate: every system scores 100
+            raise ValueError("--candidates must be at least 2 (with one, every system ranks it first) and --queries "
+                             "at least 1")
         if self.data is None and (self.candidates is None or self.queries is None):
             raise ValueError("regenerated sets need --candidates and --queries")
         if self.data is None and self.queries > self.candidates:
@@ -192,6 +195,7 @@ def evaluate(st: Settings, log=print, progress: bool = True) -> tuple[dict, dict
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         folder.rename(old)
+        log(f"note: replaced the earlier run {run_name!r} in {folder.parent} (a new --run name keeps both)")
     work.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
     return results, {k: folder / p.name for k, p in paths.items()}
