@@ -138,7 +138,8 @@ def search(
         try:
             results = search_remote(server, texts, k, mode=mode, where=where)
         except RemoteError as e:
-            _fail(str(e))
+            which = f"query {batch[e.query][0]!r}: " if e.query is not None and len(batch) > 1 else ""
+            _fail(f"{which}{e}")
     else:
         from .search import ModelMismatch, Searcher
         from .store import IndexFolderError

@@ -13,7 +13,10 @@ from .queries import Filter, Hit
 
 
 class RemoteError(Exception):
-    """The server could not be reached or refused the request; the message says which and why."""
+    """The server could not be reached or refused the request; the message says which and why. `query`: the position
+    of the query it refused, when it refused one (of several)."""
+
+    query: int | None = None
 
 
 def search_remote(url: str, queries: list[str], k: int = 10, mode: str | None = None, where: Filter | None = None,
@@ -22,12 +25,17 @@ def search_remote(url: str, queries: list[str], k: int = 10, mode: str | None = 
     base = url.rstrip("/")
     options = {**({"mode": mode} if mode is not None else {}), **({"filter": where.to_dict()} if where else {})}
 
-    def one(client: httpx.Client, query: str) -> list[Hit]:
-        data = _answer(lambda: client.post(f"{base}/search", json={"query": query, "k": k, **options}), url, "/search")
+    def one(client: httpx.Client, n: int, query: str) -> list[Hit]:
+        try:
+            data = _answer(lambda: client.post(f"{base}/search", json={"query": query, "k": k, **options}), url,
+                           "/search")
+        except RemoteError as e:
+            e.query = n
+            raise
         return _hits(data, f"{base}/search")
 
     with httpx.Client(timeout=timeout) as client, ThreadPoolExecutor(max(1, min(workers, len(queries)))) as pool:
-        return list(pool.map(lambda q: one(client, q), queries))
+        return list(pool.map(lambda nq: one(client, *nq), enumerate(queries)))
 
 
 def document_remote(url: str, doc_id: str, start: int | None = None, end: int | None = None,

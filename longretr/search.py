@@ -83,8 +83,10 @@ class Searcher:
         vids, n_tokens = docs.column("vid").to_pylist(), docs.column("n_tokens").to_pylist()
         self._lead_vids = np.array([v for v, n in zip(vids, n_tokens) if config.lead_for(n)], dtype="int64")
         # A pass over every document per filter: once, not again for each search with it (the server checks a filter,
-        # then searches with it, for every batch). One index version per Searcher, so the cache never goes stale.
-        self._within = functools.lru_cache(maxsize=64)(self._kept_vids)
+        # then searches with it, for every batch). One index version per Searcher, so the cache never goes stale. A
+        # plain dict of arrays: an lru_cache of a bound method is a reference cycle, which kept every version a
+        # server had reloaded from in memory until the garbage collector's next full pass.
+        self._filters: dict[Filter, np.ndarray] = {}
 
     @property
     def embedder(self) -> Embedder:
@@ -174,9 +176,17 @@ class Searcher:
     def _nfc_paths(self) -> pa.ChunkedArray:
         return pc.utf8_normalize(self.snapshot.docs.column("path"), "NFC")
 
+    def _within(self, where: Filter) -> np.ndarray:
+        """_kept_vids, cached per filter (the 64 most recently made)."""
+        if where not in self._filters:
+            if len(self._filters) >= 64:
+                self._filters.pop(next(iter(self._filters)))
+            self._filters[where] = self._kept_vids(where)
+        return self._filters[where]
+
     def _kept_vids(self, where: Filter) -> np.ndarray:
-        """The vids of the documents `where` keeps, in row order (read-only: cached per filter as _within, see
-        __init__), by arrow compute over the NFC columns, which are normalised once per Searcher."""
+        """The vids of the documents `where` keeps, in row order (read-only: cached per filter by _within), by arrow
+        compute over the NFC columns, which are normalised once per Searcher."""
         keep = np.ones(self.count, dtype=bool)
         if where.path_prefix is not None:  # one with undecodable bytes (lone surrogates) starts no path
             prefix = where.path_prefix

@@ -3,8 +3,8 @@
 The model and index are loaded once. Concurrent requests are micro-batched: each request puts a job
 on a queue and awaits it; one worker thread drains up to `max_batch` jobs (waiting at most
 `batch_wait_ms` for company) and runs them as one `Searcher.search` call (so one encoder forward
-pass) per (mode, k, filter) group, off the event loop. A reloader thread watches the index manifest and
-swaps in a new `Searcher` when its version changes; a batch always uses one version throughout.
+pass) per (mode, filter) group (hybrid: and fusion depth), off the event loop. A reloader thread watches the index
+manifest and swaps in a new `Searcher` when its version changes; a batch always uses one version throughout.
 
 API (JSON in, JSON out; errors are `{"error": "..."}` with a 4xx/5xx status):
     POST /search  {"query": str, "k"?: int, "filter"?: {"path_prefix"?: str, "ids"?: [str]}, "mode"?: str}
@@ -27,17 +27,21 @@ from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from . import store
-from .embedder import Embedder
 from .queries import Filter, Hit
-from .search import Searcher
+from .search import HYBRID_DEPTH, Searcher
+
+if TYPE_CHECKING:  # it imports torch and transformers (seconds): `serve` checks its arguments and binds first
+    from .embedder import Embedder
 
 
 @dataclass(frozen=True)
@@ -292,12 +296,16 @@ class SearchService:
             self.counts["batched_queries"] += len(batch)
             self.counts["max_batch_seen"] = max(self.counts["max_batch_seen"], len(batch))
         groups: dict[tuple, list[_Job]] = {}
-        for job in batch:
-            groups.setdefault((job.mode, job.k, job.where), []).append(job)
-        for (mode, k, where), jobs in groups.items():
+        for job in batch:  # one encoder pass per group: a job's top k is the start of its group's deeper search
+            mode = job.mode or searcher.ranking["mode"]
+            # (hybrid fuses lists HYBRID_DEPTH deep, or k deep for a larger k: their min-max scaling is not shared)
+            depth = max(job.k, HYBRID_DEPTH) if mode == "hybrid" else 0
+            groups.setdefault((mode, job.where, depth), []).append(job)
+        for (mode, where, _), jobs in groups.items():
             jobs = [j for j in jobs if not j.future.cancelled()]  # their requests timed out or went away
             if not jobs:
                 continue
+            k = max(j.k for j in jobs)
             try:  # a filter that keeps nothing is an error (422), as in `longretr search`, not an empty answer
                 if where is not None:
                     searcher.check_filter(where)
@@ -314,12 +322,13 @@ class SearchService:
                 # one bad query must not fail its neighbours: retry them one by one
                 for job in jobs:
                     try:
-                        _resolve(job.future, Result(self._search(searcher, [job.query], k, mode, where)[0], version))
+                        hits = self._search(searcher, [job.query], job.k, mode, where)[0]
+                        _resolve(job.future, Result(hits, version))
                     except Exception as e1:
                         _resolve(job.future, error=e1)
                 continue
             for job, hits in zip(jobs, results):
-                _resolve(job.future, Result(hits, version))
+                _resolve(job.future, Result(hits[:job.k], version))
 
     def _search(self, searcher: Searcher, queries: list[str], k: int, mode: str | None,
                 where: Filter | None) -> list[list[Hit]]:
@@ -328,16 +337,21 @@ class SearchService:
         return searcher.search(queries, k, mode=mode, where=where)
 
     def _watch(self) -> None:
+        failed = None  # the manifest whose version could not be loaded: not loaded again until the manifest changes
         while not self._stop.wait(self.reload_interval):
+            manifest = None
             try:
                 manifest = store.read_manifest(self.folder)
                 if manifest is None:
                     raise store.IndexFolderError(f"{self.folder}: manifest.json is gone")
                 if manifest == self.searcher.snapshot.manifest:  # not just the version: a fresh build is 1 again
-                    self.reload_error = None  # e.g. the folder was moved away and back
+                    self.reload_error = failed = None  # e.g. the folder was moved away and back
+                    continue
+                if manifest == failed:
                     continue
                 fresh = Searcher(self.folder, self.embedder)
             except Exception as e:  # keep serving the version we have; say why in /stats
+                failed = manifest
                 message = f"{type(e).__name__}: {e}"
                 if message != self.reload_error:
                     print(f"longretr serve: cannot reload {self.folder}, still serving version {self.version}: "
@@ -413,6 +427,8 @@ def create_app(service: SearchService) -> FastAPI:
             payload = {"query": req.query, "k": req.k, "mode": req.mode or service.default_mode,
                        "index_version": result.version,
                        "hits": [h.to_dict() for h in result.hits]}
+        except ClientDisconnect:  # the client went away mid-body: nobody to answer, and no failure of ours
+            return JSONResponse({"error": "client disconnected"}, status_code=400)
         except BadRequest as e:
             status, payload = e.status, {"error": e.message}
         except ValueError as e:  # raised by the searcher for a query or mode it refuses
@@ -440,8 +456,8 @@ def create_app(service: SearchService) -> FastAPI:
     @app.get("/document")
     async def document(id: str, start: int | None = None, end: int | None = None) -> JSONResponse:  # noqa: A002
         searcher = service.searcher  # one index version for the text and the version it reports
-        try:
-            doc = searcher.document(id, start, end)
+        try:  # off the event loop: a miss looks for ids like it among all of them
+            doc = await asyncio.to_thread(searcher.document, id, start, end)
         except store.NoDocument as e:
             return _error(404, str(e))
         except ValueError as e:
@@ -460,12 +476,12 @@ def serve(
     **service_options,
 ) -> None:
     """Load the index and its model once, then serve until interrupted."""
-    import torch
-
-    if threads > 0:
-        torch.set_num_threads(threads)
-    sockets = bind(host, port)  # before the model loads: a taken port fails in a second, not after minutes
+    sockets = bind(host, port)  # before torch and the model load: a taken port fails at once, not after seconds
     try:
+        if threads > 0:
+            import torch
+
+            torch.set_num_threads(threads)
         service = SearchService(folder, **service_options)
         try:
             _run(service, sockets, host, port, access_log)

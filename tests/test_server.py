@@ -98,6 +98,10 @@ def test_document_endpoint_gives_the_indexed_text_or_a_part_of_it(client):
     assert part["text"] == "pars" == TEXTS["formats/json.md"][7:11] and part["length"] == doc["length"]
     r = client.get("/document", params={"id": "formats/jsn.md"})
     assert r.status_code == 404 and "did you mean 'formats/json.md'" in r.json()["error"]
+    with pytest.MonkeyPatch.context() as m:  # a large index: no suggestions (each would cost seconds)
+        m.setattr(store, "SUGGEST_MAX_IDS", len(TEXTS) - 1)
+        r = client.get("/document", params={"id": "formats/jsn.md"})
+    assert r.status_code == 404 and "did you mean" not in r.json()["error"]
     for bad in ({"id": "cli.txt", "start": 9, "end": 3}, {"id": "cli.txt", "start": 10_000}, {"id": "cli.txt",
                 "start": -1}, {"id": "cli.txt", "start": "x"}, {}):
         r = client.get("/document", params=bad)
@@ -186,10 +190,13 @@ def test_concurrent_requests_share_encoder_calls(index_folder, embedder, monkeyp
     counter = CountingEncoder(embedder, delay=0.2)
     monkeypatch.setattr(embedder, "encode_queries", counter)
     queries = [f"{w} dog" for w in ("lazy", "brown", "quick", "json", "csv", "archive", "dates", "threads")] * 2
+    ks = [1 + i % 3 for i in range(len(queries))]  # other k, and the index's mode named or not: one group still
+    requests = [{"query": q, "k": k, **({"mode": "dense"} if i % 2 else {})}
+                for i, (q, k) in enumerate(zip(queries, ks))]
     svc = SearchService(index_folder, embedder, batch_wait_ms=50, reload_interval=0)
     try:
         with TestClient(create_app(svc)) as client:
-            responses = post_concurrently(client, [{"query": q, "k": 3} for q in queries])
+            responses = post_concurrently(client, requests)
             stats = client.get("/stats").json()
     finally:
         svc.close()
@@ -197,11 +204,12 @@ def test_concurrent_requests_share_encoder_calls(index_folder, embedder, monkeyp
     # 16 concurrent requests, far fewer encoder calls: they were micro-batched
     assert len(counter.batches) < len(queries) and max(counter.batches) > 1, counter.batches
     assert sum(counter.batches) == len(queries)
-    assert stats["batching"]["max_seen"] > 1 and stats["search_calls"] == len(counter.batches)
+    assert stats["batching"]["max_seen"] > 1 and stats["search_calls"] == len(counter.batches) \
+        == stats["batching"]["batches"]
     monkeypatch.undo()
     searcher = Searcher(index_folder, embedder)
-    for q, r in zip(queries, responses):  # batching does not change any request's answer
-        direct = searcher.search([q], 3)[0]
+    for q, k, r in zip(queries, ks, responses):  # batching does not change any request's answer
+        direct = searcher.search([q], k)[0]
         assert [h["id"] for h in r.json()["hits"]] == [h.id for h in direct]
         assert [h["score"] for h in r.json()["hits"]] == pytest.approx([h.score for h in direct], abs=1e-4)
 
@@ -224,7 +232,7 @@ class RecordingSearcher:
     """Stands in for a Searcher with search modes (lexical, hybrid) to check what the server forwards."""
 
     def __init__(self, real):
-        self.snapshot, self.real, self.calls = real.snapshot, real, []
+        self.snapshot, self.ranking, self.real, self.calls = real.snapshot, real.ranking, real, []
         self.check_filter = real.check_filter
 
     def search(self, queries, k=10, mode=None, where=None):
@@ -240,9 +248,9 @@ def test_mode_and_filter_are_forwarded_as_given(service, client):
     assert r.status_code == 422 and "search mode 'fuzzy' is not one of" in r.json()["error"]
     r = client.post("/search", json={"query": "dog", "filter": {"ids": ["cli.txt", "time.rst"], "path_prefix": "c"}})
     assert [h["id"] for h in r.json()["hits"]] == ["cli.txt"]
-    assert service.searcher.calls == [(["dog"], 2, "lexical", None), (["dog"], 2, None, None),
+    assert service.searcher.calls == [(["dog"], 2, "lexical", None), (["dog"], 2, "dense", None),  # the index's
                                       (["dog"], 10, "fuzzy", None),
-                                      (["dog"], 10, None, Filter("c", frozenset({"cli.txt", "time.rst"})))]
+                                      (["dog"], 10, "dense", Filter("c", frozenset({"cli.txt", "time.rst"})))]
 
 
 def test_queue_limit_and_timeout_answer_503_and_504(index_folder, embedder, monkeypatch):
@@ -290,6 +298,47 @@ def test_index_reload_on_new_version(tmp_path, embedder):
         svc.close()
 
 
+def test_a_version_that_cannot_be_loaded_is_not_loaded_again_until_it_changes(tmp_path, embedder, monkeypatch):
+    """A served index whose new version fails to load (another model's, here) was fully re-read every interval."""
+    import longretr.server
+
+    folder = tmp_path / "idx"
+    index_corpus(write_corpus(tmp_path / "corpus", dict(list(TEXTS.items())[:3])), folder, embedder, progress=False)
+    loads = []
+    monkeypatch.setattr(longretr.server, "Searcher", lambda *a: loads.append(1) or Searcher(*a))
+    svc = SearchService(folder, embedder, reload_interval=0.02)
+    try:
+        manifest = store.read_manifest(folder)
+        bad = {**manifest, "version": 2, "model_fingerprint": "0" * 16}
+        (folder / store.MANIFEST).write_text(json.dumps(bad))
+        time.sleep(0.5)
+        assert "ModelMismatch" in svc.stats()["reload_error"] and len(loads) == 2  # served, then one try
+        (folder / store.MANIFEST).write_text(json.dumps({**bad, "version": 3}))  # changed: tried again
+        time.sleep(0.3)
+        assert len(loads) == 3
+        (folder / store.MANIFEST).write_text(json.dumps(manifest))  # the served one back: nothing to load
+        time.sleep(0.3)
+        assert len(loads) == 3 and svc.stats()["reload_error"] is None and svc.version == 1
+    finally:
+        svc.close()
+
+
+def test_a_replaced_searcher_is_freed_without_the_garbage_collector(index_folder, embedder):
+    """A server keeps one Searcher per index version it swapped in; a reference cycle kept each until a full gc."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        searcher = Searcher(index_folder, embedder)
+        searcher.check_filter(Filter("animals/", None))  # fills the per-filter cache
+        gone = weakref.ref(searcher)
+        del searcher
+        assert gone() is None
+    finally:
+        gc.enable()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -332,6 +381,9 @@ def test_longretr_serve_subprocess_and_search_client(index_folder, tmp_path):
         assert out.exit_code == 0, out.output
         lines = run.read_text().splitlines()
         assert len(lines) == 6 and lines[0].startswith("q1 Q0 ") and lines[4].startswith("q3 Q0 ")
+        queries.write_text(f"q1\tlazy dog\nq2\t{'dog ' * 600}\nq3\tthreads\n")  # the server refuses one
+        out = runner.invoke(cli_app, ["search", "--queries", str(queries), "--server", url, "--output", str(run)])
+        assert out.exit_code == 2 and "query 'q2': " in out.output and "answered 413" in out.output, out.output
         out = runner.invoke(cli_app, ["search", "brown fox", "--server", url, "--json", "--path-prefix", "formats/",
                                       "--id", "formats/zip.txt", "--id", "cli.txt"])
         assert out.exit_code == 0, out.output
