@@ -441,9 +441,10 @@ def create_app(service: SearchService) -> FastAPI:
         service.record(status, took)
         if status == 200:
             payload["took_ms"] = round(took * 1000, 2)
-        return JSONResponse(payload, status_code=status)
+        headers = {"Retry-After": "1"} if status == 503 else None  # the queue drains in about a batch's time
+        return JSONResponse(payload, status_code=status, headers=headers)
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: what some health checkers send
     async def health() -> JSONResponse:
         ok = service.worker_alive
         return JSONResponse({"status": "ok" if ok else "worker stopped", "index_version": service.version,

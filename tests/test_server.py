@@ -61,6 +61,7 @@ def test_search_health_and_stats(client, service, index_folder, embedder):
     assert body["index_version"] == 1 and body["k"] == 3 and body["took_ms"] > 0
     assert client.post("/search", json={"query": "json"}).json()["hits"].__len__() == len(TEXTS)  # k defaults to 10
 
+    assert client.head("/health").status_code == 200
     health = client.get("/health")
     assert health.status_code == 200 and health.json() == {"status": "ok", "index_version": 1,
                                                            "documents": len(TEXTS)}
@@ -258,7 +259,7 @@ def test_queue_limit_and_timeout_answer_503_and_504(index_folder, embedder, monk
     with TestClient(create_app(svc)) as client:
         r = client.post("/search", json={"query": "dog"})
     svc.close()
-    assert r.status_code == 503 and "server busy" in r.json()["error"]
+    assert r.status_code == 503 and "server busy" in r.json()["error"] and r.headers["retry-after"] == "1"
     monkeypatch.setattr(embedder, "encode_queries", CountingEncoder(embedder, delay=0.5))
     svc = SearchService(index_folder, embedder, limits=Limits(request_timeout_s=0.05), reload_interval=0)
     with TestClient(create_app(svc)) as client:
