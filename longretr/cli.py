@@ -456,31 +456,38 @@ def train(
 ) -> None:
     """Train a LoRA adapter: contrastive (DiffEmbed recipe) or masked-diffusion adaptation.
 
-    Writes the run folder (the config's output, or --output): checkpoint/ every save_every steps, log.jsonl,
-    loss.png, card.md, and adapter/ with the model.toml to index with (--model RUN/adapter/model.toml).
+    Writes the run folder (the config's output, or --output): checkpoint/, log.jsonl, loss.png, card.md and adapter/.
 
-    An existing run folder is refused without --resume; --resume refuses a config that trains differently.
+    Index with the run's adapter/model.toml (--model RUN/adapter/model.toml).
+
+    A folder that holds a run is refused without --resume; --resume refuses a config that trains differently.
 
     Ctrl-C stops after the current step with a checkpoint (exit 130; Ctrl-C again stops at once).
+
     The config's max_minutes stops it the same way (exit 75). --resume continues either."""
     from dataclasses import replace
 
-    from .train.trainer import TrainConfig, Trainer
+    from .train.trainer import TrainConfig, Trainer, check_output
 
+    # every override the run was started with: the printed resume command repeats them all
+    overrides = {"objective": objective, "steps": steps, "output": str(output) if output else None}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    folder = output or "the run folder"
     try:
-        cfg = TrainConfig.from_toml(config)
-        overrides = {"objective": objective, "steps": steps, "output": str(output) if output else None}
-        cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+        cfg = replace(TrainConfig.from_toml(config), **overrides)
+        folder = cfg.output
+        check_output(cfg, resume)  # before the model loads
         result = Trainer(cfg).train(resume=resume)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         _fail(str(e))
     except KeyboardInterrupt:  # a second Ctrl-C: the checkpoint on disk is the last one saved
-        typer.echo(f"\nstopped at once: steps after the last checkpoint in {cfg.output} (if any) are lost. "
-                   f"Continue with: {_resume_command(config, output)}", err=True)
+        typer.echo(f"\nstopped at once: steps after the last checkpoint in {folder} (if any) are lost. "
+                   f"Continue with: {_resume_command(config, overrides)}", err=True)
         raise typer.Exit(code=TRAIN_INTERRUPTED) from None
-    typer.echo(f"{cfg.output}: {result['steps']} steps in {result['seconds']:.0f}s; adapter in {cfg.output}/adapter")
+    typer.echo(f"{cfg.output}: {_count(result['steps'], 'step')} in {result['seconds']:.0f}s; adapter in "
+               f"{cfg.output}/adapter")
     if result["interrupted"]:
-        typer.echo(f"continue with: {_resume_command(config, output)}")
+        typer.echo(f"continue with: {_resume_command(config, overrides)}")
         raise typer.Exit(code=TRAIN_INTERRUPTED)
     if not result["finished"]:  # stopped by max_minutes: a script can tell "continue later" from "done"
         raise typer.Exit(code=TRAIN_UNFINISHED)
@@ -490,9 +497,13 @@ TRAIN_UNFINISHED = 75  # EX_TEMPFAIL: the run stopped at its time limit; --resum
 TRAIN_INTERRUPTED = 130  # the shell's code for Ctrl-C, checkpointed all the same
 
 
-def _resume_command(config: Path, output: Path | None) -> str:
-    """The command that continues this run (--output kept: it names the run folder)."""
-    return f"longretr train --config {config}" + (f" --output {output}" if output else "") + " --resume"
+def _resume_command(config: Path, overrides: dict) -> str:
+    """The command that continues this run: with every override it was started with (--output names the run folder;
+    without --steps the config's steps, without --objective a refusal)."""
+    import shlex
+
+    options = "".join(f" --{k} {shlex.quote(str(v))}" for k, v in overrides.items())
+    return f"longretr train --config {shlex.quote(str(config))}{options} --resume"
 
 
 @app.command()

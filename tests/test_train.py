@@ -794,3 +794,175 @@ def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _interrupt_at_step(monkeypatch, n: int):
+    """A Ctrl-C (SIGINT) during contrastive step n, handled as Python sets it up however pytest was started (as a
+    background job it ignores SIGINT); returns the handler to put back."""
+    import os
+    import signal
+
+    step, calls = Trainer._contrastive_step, []
+
+    def ctrl_c(self, batch):
+        calls.append(1)
+        if len(calls) == n:
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "_contrastive_step", ctrl_c)
+    return signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def test_ctrl_c_prints_a_resume_command_with_every_override(tmp_path, tiny_gemma, monkeypatch):
+    """The printed command used to drop --steps and --objective: run as printed, it resumed to the config's steps
+    (the card said "steps: 114 of 6") or was refused for the objective."""
+    import shlex
+    import signal
+
+    from typer.testing import CliRunner
+
+    from longretr.cli import app
+
+    path = _write_toml(tmp_path / "with space.toml", _cfg(tmp_path, tiny_gemma, steps=40, save_every=2))
+    previous = _interrupt_at_step(monkeypatch, 2)
+    try:
+        stopped = CliRunner().invoke(app, ["train", "--config", str(path), "--steps", "5", "--objective",
+                                           "contrastive", "--output", str(tmp_path / "out")])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert stopped.exit_code == 130, stopped.output
+    command = stopped.output.split("continue with: ")[1].strip()
+    args = shlex.split(command)
+    assert args[:2] == ["longretr", "train"] and args[-1] == "--resume", command
+    assert {"--steps": "5", "--objective": "contrastive", "--output": str(tmp_path / "out"),
+            "--config": str(path)}.items() <= dict(zip(args[2:-1:2], args[3:-1:2])).items(), command
+    monkeypatch.undo()
+    resumed = CliRunner().invoke(app, args[1:])
+    assert resumed.exit_code == 0, resumed.output
+    assert "steps: 5 of 5 x" in (tmp_path / "out" / "card.md").read_text()
+
+
+def test_resume_with_nothing_to_resume_says_so(tmp_path, tiny_gemma, capsys):
+    """--resume in an empty or missing folder used to start a new run without a word."""
+    cfg = _cfg(tmp_path, tiny_gemma, steps=2)
+    Trainer(cfg).train(resume=True, progress=False)
+    assert f"--resume: no checkpoint in {cfg.output}; starting a new run" in capsys.readouterr().err
+    shutil_rmtree(tmp_path / "run" / "checkpoint")  # another run's train.json (lr) and nothing else to resume
+    for name in ("adapter", "card.md", "loss.png"):
+        shutil_rmtree(tmp_path / "run" / name)
+    with pytest.raises(ValueError, match=r"differs from the run's \(train\.json\): lr = "):
+        Trainer(replace(cfg, lr=1e-3)).train(resume=True, progress=False)
+
+
+def shutil_rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def test_a_folder_holding_any_of_a_runs_outputs_is_refused(tmp_path, tiny_gemma, capsys):
+    """A finished or shipped run (adapter/, card.md, train.json, no log or checkpoint) used to be overwritten; a run
+    that failed before its first step (train.json and an empty log) must not block the corrected one."""
+    cfg = _cfg(tmp_path, tiny_gemma, steps=2)
+    Trainer(cfg).train(progress=False)
+    run = tmp_path / "run"
+    for name in ("checkpoint", "log.jsonl"):
+        shutil_rmtree(run / name)
+    for resume in (False, True):
+        with pytest.raises(FileExistsError, match=r"a run is already here \(train\.json, adapter, card\.md, loss\.png"
+                           if not resume else r"no checkpoint to resume from, but a run's outputs \(adapter"):
+            Trainer(cfg).train(resume=resume, progress=False)
+    assert (run / "adapter" / "adapter_model.safetensors").exists()
+    for name in ("adapter", "card.md", "loss.png"):
+        shutil_rmtree(run / name)
+    (run / "log.jsonl").write_text('{"step": 1, "loss": 1.0}\n')  # steps logged, nothing saved
+    with pytest.raises(FileExistsError, match="delete its train.json and log.jsonl"):
+        Trainer(cfg).train(progress=False)
+    (run / "log.jsonl").write_text("")  # stopped before its first step: a corrected config starts over
+    capsys.readouterr()
+    Trainer(replace(cfg, lr=1e-3)).train(progress=False)
+    assert "holds only what a run that stopped before its first step left" in capsys.readouterr().err
+    assert json.loads((run / "train.json").read_text())["lr"] == 1e-3
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        Trainer(replace(cfg, output=str(tmp_path / "file"))).train(progress=False)
+
+
+def test_resume_refuses_fewer_steps_and_extends_with_the_right_lr(tmp_path, tiny_gemma):
+    """--resume --steps below the step reached used to "finish" (card "345 of 100"); a finished run extended took its
+    first new step at lr 0.0."""
+    cfg = _cfg(tmp_path, tiny_gemma, steps=4, warmup=2, lr=1e-3)
+    Trainer(cfg).train(progress=False)
+    with pytest.raises(ValueError, match="steps = 3 is below the step the run has reached, 4"):
+        Trainer(replace(cfg, steps=3)).train(resume=True, progress=False)
+    Trainer(replace(cfg, steps=8)).train(resume=True, progress=False)
+    lrs = [json.loads(r)["lr"] for r in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert lrs[4:] == pytest.approx([1e-3 * (8 - s) / 6 for s in range(4, 8)])  # as an 8-step run from step 5 on
+
+
+def test_settings_that_make_no_sense_are_refused_or_warned(tmp_path, tiny_gemma, capsys):
+    bad = tmp_path / "bad.toml"
+    for text, message in [("scale = -3.0\n", r"scale = -3.0 \(must be above 0\)"),  # reverses InfoNCE
+                          ("lora_alpha = 0\n", r"lora_alpha = 0 \(must be above 0\)"),
+                          ("lora_dropout = 1.0\n", r"lora_dropout = 1.0 \(must be at least 0 and below 1\)"),
+                          ("lora_dropout = -0.1\n", r"lora_dropout = -0.1"),
+                          ("distill_temperature = 0.0\n", r"distill_temperature = 0.0 \(must be above 0\)"),
+                          ("weight_decay = -0.1\n", r"weight_decay = -0.1 \(must be at least 0\)")]:
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=rf"bad\.toml: {message}"):
+            TrainConfig.from_toml(bad)
+    with pytest.raises(ValueError, match=r"lora_layers \[4\]: .* has layers 0 to 3"):
+        Trainer(_cfg(tmp_path, tiny_gemma, lora_layers=[2, 4]))
+    Trainer(_cfg(tmp_path, tiny_gemma, steps=2, warmup=2, batch_size=30)).train(progress=False)
+    err = capsys.readouterr().err
+    assert "warning: warmup = 2 is not below steps = 2" in err
+    assert "warning: a batch takes 30 rows from one dataset, more than toy (24) has" in err
+
+
+def test_diffusion_refuses_no_mask_token_and_texts_too_short(tmp_path, tiny_gemma):
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text(json.dumps({"text": " ".join(WORDS * 60)}) + "\n")
+    short = tmp_path / "short.jsonl"
+    short.write_text(json.dumps({"text": "a short text"}) + "\n")
+    cfg = _cfg(tmp_path, tiny_gemma, objective="diffusion", data=[str(raw)], steps=2, batch_size=2)
+    with pytest.raises(ValueError, match="has no mask token"):  # masked_fill ... NoneType, mid-step
+        Trainer(cfg).train(progress=False)
+    assert not (tmp_path / "run").exists()
+    trainer = Trainer(replace(cfg, data=[str(raw), str(short)]))
+    trainer.tokenizer.add_special_tokens({"mask_token": "<unk>"})
+    with pytest.raises(ValueError, match=r"short\.jsonl: no text longer than 500 characters"):
+        trainer.train(progress=False)
+
+
+def test_data_file_errors_name_the_file(tmp_path):
+    from longretr.train.data import read_triplets
+
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'{"query": "q", "positive": "p", "negative": "n"}\n{"query": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"t\.jsonl line 2: not UTF-8"):
+        read_triplets(path)
+    with pytest.raises(ValueError, match="a folder, not a data file"):  # IsADirectoryError and a traceback
+        read_triplets(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"nope\.jsonl: no such data file$"):
+        read_triplets(tmp_path / "nope.jsonl")
+    with pytest.raises(FileNotFoundError, match="scripts/build_train_data.py"):
+        read_triplets(tmp_path / "data" / "train" / "nope.jsonl")
+
+
+def test_cli_train_help_and_messages(tmp_path, tiny_gemma):
+    import inspect
+
+    from typer.testing import CliRunner
+
+    from longretr.cli import app, train
+
+    # a hard line break inside a paragraph stays one in the help ("log.jsonl," / "loss.png" on two lines)
+    assert all("\n" not in para for para in inspect.cleandoc(train.__doc__).split("\n\n"))
+    path = _write_toml(tmp_path / "t.toml", _cfg(tmp_path, tiny_gemma))
+    runner = CliRunner()
+    done = runner.invoke(app, ["train", "--config", str(path), "--steps", "1"])
+    assert done.exit_code == 0 and "run: 1 step in " in done.output, done.output
+    (tmp_path / "file").write_text("")
+    done = runner.invoke(app, ["train", "--config", str(path), "--output", str(tmp_path / "file")])
+    assert done.exit_code == 2 and "file: the output is a file, not a folder" in done.output, done.output

@@ -58,9 +58,28 @@ class Triplet:
                            "instruction": self.instruction, "dataset": self.dataset}, ensure_ascii=False)
 
 
+def read_data_text(path: Path) -> str:
+    """A training or validation data file's text; a folder, a missing file or bytes that are not UTF-8 are named."""
+    try:
+        raw = path.read_bytes()
+    except IsADirectoryError:
+        raise ValueError(f"{path}: a folder, not a data file (list its .jsonl files instead)") from None
+    except FileNotFoundError:
+        built = path.parent.name == "train" and path.parent.parent.name == "data"
+        hint = " (data/train/ is built by `python scripts/build_train_data.py`: README, Training)" if built else ""
+        raise FileNotFoundError(f"{path}: no such data file{hint}") from None
+    except OSError as e:  # no permission, an I/O error: the file named, not a traceback
+        raise ValueError(f"{path}: cannot read the data file ({e.strerror or e})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path} line {line}: not UTF-8 (byte {raw[e.start]:#04x})") from None
+
+
 def read_triplets(path: Path) -> list[Triplet]:
     out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_data_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -33,7 +33,7 @@ from ..backbone import load_backbone, notice_file
 from ..config import load_config, type_errors
 from ..embedder import pick_device_dtype, pool, span_means
 from ..machine import describe
-from .data import Triplet, read_triplets
+from .data import Triplet, read_data_text, read_triplets
 from .losses import diffusion_loss, distillation, info_nce, mask_tokens
 from .validate import card_lines, score, validation_tasks
 
@@ -103,8 +103,13 @@ class TrainConfig:
         at_least_1 = ("steps", "batch_size", "grad_accum", "save_every", "max_query_tokens", "max_doc_tokens", "lora_r",
                       "val_queries")
         at_least_0 = ("warmup", "weight_decay", "max_minutes", "distill_weight")
+        # scale, lora_alpha and distill_temperature were taken below 0 without a word: a negative scale reverses InfoNCE
+        above_0 = ("scale", "lora_alpha", "distill_temperature")
         bad = [f"{k} = {getattr(self, k)} (must be at least 1)" for k in at_least_1 if getattr(self, k) < 1]
         bad += [f"{k} = {getattr(self, k)} (must be at least 0)" for k in at_least_0 if getattr(self, k) < 0]
+        bad += [f"{k} = {getattr(self, k)} (must be above 0)" for k in above_0 if not getattr(self, k) > 0]
+        if not 0 <= self.lora_dropout < 1:
+            bad.append(f"lora_dropout = {self.lora_dropout} (must be at least 0 and below 1)")
         if bad:
             raise ValueError("; ".join(bad))
         if not self.lr > 0:
@@ -141,6 +146,10 @@ class Trainer:
         targets = [t for t in self.cfg.lora_targets if t in present]
         if not targets:
             raise ValueError(f"none of the LoRA targets {self.cfg.lora_targets} exist in {self.model_cfg.backbone}")
+        layers = model.config.get_text_config().num_hidden_layers
+        outside = [n for n in self.cfg.lora_layers if not 0 <= n < layers]
+        if outside:  # peft drops them (with a Python warning), or says "Target modules not found" when all are
+            raise ValueError(f"lora_layers {outside}: {self.model_cfg.backbone} has layers 0 to {layers - 1}")
         lora = LoraConfig(r=self.cfg.lora_r, lora_alpha=self.cfg.lora_alpha, lora_dropout=self.cfg.lora_dropout,
                           target_modules=targets, layers_to_transform=self.cfg.lora_layers or None,
                           layers_pattern="layers" if self.cfg.lora_layers else None)
@@ -276,26 +285,31 @@ class Trainer:
     @torch.inference_mode(False)
     def train(self, resume: bool = False, progress: bool = True) -> dict:
         cfg = self.cfg
-        # .checkpoint.old alone: a kill between _save_checkpoint's renames. Starting afresh would delete it at the
-        # first save, so it counts as the checkpoint; so does a damaged checkpoint/ (refused, not overwritten).
-        saved = (self.out / "checkpoint").exists() or (self.out / ".checkpoint.old").exists()
+        note = check_output(cfg, resume)  # before reading data that another config may not even name
+        if cfg.objective == "diffusion" and self.tokenizer.mask_token_id is None:  # masked_fill(None) mid-step
+            raise ValueError(f"the diffusion objective masks tokens, and the tokenizer of {self.model_cfg.backbone} "
+                             "has no mask token")
+        saved = _has_checkpoint(self.out)
         if resume and saved:
-            self._check_same_run()  # before reading data that another config may not even name
+            for k, (was, now) in sorted(_run_changes(self.out, cfg).items()):
+                print(f"longretr train: resuming with {k} = {now!r} (was {was!r})", flush=True)
         val_tasks = validation_tasks(cfg.val, cfg.val_queries) if cfg.val else {}  # a bad file fails before training
         rng = random.Random(cfg.seed)
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         sampler = _Sampler(cfg, rng)
+        _warn_odd_settings(cfg, sampler)
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_linear(cfg.warmup, cfg.steps))
         step, elapsed, earlier = 0, 0.0, []
         if resume and saved:
             step, elapsed, earlier = self._load_checkpoint(opt, sched, sampler, gen)
-        elif not resume and (saved or (self.out / "log.jsonl").exists()):  # a checkpoint alone is a run too
-            raise FileExistsError(f"{self.out}: a run is already here; pass --resume, or choose another output")
-        elif resume:  # nothing saved: start at step 0, without the rows of steps a killed first run logged
+            _reschedule(opt, sched)
+        else:  # a new run, or one that stopped before its first checkpoint: without the rows it logged
             _truncate_log(self.out / "log.jsonl", 0)
+        if note:
+            print(f"longretr train: {note}", file=sys.stderr, flush=True)
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "train.json").write_text(json.dumps(asdict(cfg), indent=2))
         self.model.train()
@@ -369,27 +383,6 @@ class Trainer:
         (self.out / "val.json").write_text(json.dumps({"before": before, "after": after}, indent=2) + "\n")
         with card.open("a") as f:
             f.write("\n".join(card_lines(before, after, self.cfg.max_doc_tokens)) + "\n")
-
-    def _check_same_run(self) -> None:
-        """--resume continues the run its train.json describes: a config that differs in what shapes the training
-        (lr, data, LoRA, batch, ...) would silently make one run of two recipes. More steps, another time limit or
-        checkpoint interval are fine, and said."""
-        path = self.out / "train.json"
-        if not path.exists():  # a run carried over without it: nothing to compare
-            return
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: unreadable ({e}); cannot tell which config this run was started with") from e
-        now = asdict(self.cfg)
-        changed = {k: (saved[k], now[k]) for k in saved.keys() & now.keys() if saved[k] != now[k]}
-        refused = sorted(k for k in changed if k not in RESUME_MAY_CHANGE)
-        if refused:
-            what = "; ".join(f"{k} = {changed[k][1]!r} (the run has {changed[k][0]!r})" for k in refused)
-            raise ValueError(f"{self.out}: --resume with a config that differs from the run's ({path.name}): {what}. "
-                             "Resume with the config the run was started with, or start a new run elsewhere")
-        for k in sorted(changed):
-            print(f"longretr train: resuming with {k} = {changed[k][1]!r} (was {changed[k][0]!r})", flush=True)
 
     def _save_checkpoint(self, opt, sched, sampler, gen, step: int, elapsed: float, sessions: list[dict]) -> None:
         """Every file in bf16 and under 10 MB at r16 on Gemma 3 270M (about 7.6 MB each), so a checkpoint can be
@@ -468,6 +461,122 @@ class Trainer:
         (tmp / "model.toml").write_text(applied.to_toml())
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
+
+
+# What a run leaves in its folder: any of it there means a run is (or was) here.
+RUN_OUTPUTS = ("checkpoint", ".checkpoint.old", "log.jsonl", "train.json", "adapter", "card.md", "loss.png", "val.json")
+
+
+def check_output(cfg: TrainConfig, resume: bool) -> str | None:
+    """Refuse an output folder where this run would overwrite or mix with another one (before the model loads,
+    when the CLI calls it, and again in train()); return a note to print when the run starts afresh in a folder
+    that is not empty."""
+    out = Path(cfg.output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: the output is a file, not a folder")
+    found = [name for name in RUN_OUTPUTS if (out / name).exists()]
+    if resume and _has_checkpoint(out):
+        _run_changes(out, cfg)  # refuses a config that trains differently
+        reached = _checkpoint_step(out)
+        if reached is not None and cfg.steps < reached:  # it would "finish" at once, the card saying 345 of 100
+            raise ValueError(f"{out}: steps = {cfg.steps} is below the step the run has reached, {reached}; "
+                             f"give --steps {reached} or more")
+        return None
+    if resume:
+        done = [name for name in found if name not in ("train.json", "log.jsonl")]
+        if done:  # a finished or shipped run without its checkpoint: starting afresh would overwrite it
+            raise FileExistsError(f"{out}: no checkpoint to resume from, but a run's outputs ({', '.join(done)}); "
+                                  "choose another output")
+        _run_changes(out, cfg)  # another run's train.json: not this run to start over
+        logged = _logged_steps(out)
+        dropped = f" ({_plural(logged, 'logged step')} dropped)" if logged else ""
+        return f"--resume: no checkpoint in {out}{dropped}; starting a new run"
+    if not found:
+        return None
+    if set(found) <= {"train.json", "log.jsonl"}:  # no checkpoint: the run stopped before saving anything
+        logged = _logged_steps(out)
+        if not logged:  # failed before its first step (a bad setting, no memory): must not block the corrected run
+            return (f"{out} holds only what a run that stopped before its first step left ({', '.join(found)}); "
+                    "starting a new run")
+        raise FileExistsError(f"{out}: a run that stopped before its first checkpoint is here "
+                              f"({_plural(logged, 'step')} logged, nothing saved); --resume starts it again, or "
+                              "delete its train.json and log.jsonl to start another run here")
+    if not _has_checkpoint(out):  # a finished run whose checkpoint was removed, or a shipped adapter's folder
+        raise FileExistsError(f"{out}: a run is already here ({', '.join(found)}), with no checkpoint to resume "
+                              "from; choose another output, or move these away")
+    raise FileExistsError(f"{out}: a run is already here ({', '.join(found)}); pass --resume to continue it, or "
+                          "choose another output")
+
+
+def _has_checkpoint(out: Path) -> bool:
+    """.checkpoint.old alone: a kill between _save_checkpoint's renames. Starting afresh would delete it at the first
+    save, so it counts as the checkpoint; so does a damaged checkpoint/ (refused, not overwritten)."""
+    return (out / "checkpoint").exists() or (out / ".checkpoint.old").exists()
+
+
+def _checkpoint_step(out: Path) -> int | None:
+    """The step the checkpoint holds; None where it cannot be read (_load_checkpoint then says why)."""
+    for name in ("checkpoint", ".checkpoint.old"):
+        try:
+            return int(json.loads((out / name / "state.json").read_text())["step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def _logged_steps(out: Path) -> int:
+    path = out / "log.jsonl"
+    return sum(1 for line in path.read_text().splitlines() if line.strip()) if path.is_file() else 0
+
+
+def _run_changes(out: Path, cfg: TrainConfig) -> dict[str, tuple]:
+    """--resume continues the run its train.json describes: a config that differs in what shapes the training
+    (lr, data, LoRA, batch, ...) would silently make one run of two recipes, and is refused. More steps, another time
+    limit or checkpoint interval are fine: returned, {key: (was, now)}, to be said."""
+    path = out / "train.json"
+    if not path.exists():  # a run carried over without it: nothing to compare
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable ({e}); cannot tell which config this run was started with") from e
+    now = asdict(cfg)
+    changed = {k: (saved[k], now[k]) for k in saved.keys() & now.keys() if saved[k] != now[k]}
+    refused = sorted(k for k in changed if k not in RESUME_MAY_CHANGE)
+    if refused:
+        what = "; ".join(f"{k} = {changed[k][1]!r} (the run has {changed[k][0]!r})" for k in refused)
+        raise ValueError(f"{out}: --resume with a config that differs from the run's ({path.name}): {what}. "
+                         "Resume with the config the run was started with, or start a new run elsewhere")
+    return changed
+
+
+def _warn_odd_settings(cfg: TrainConfig, sampler: _Sampler) -> None:
+    """Settings that run, but hardly as meant: one stderr line each."""
+    if cfg.warmup >= cfg.steps:
+        _warn(f"warmup = {cfg.warmup} is not below steps = {cfg.steps}: the lr rises for the whole run and never "
+              "decays")
+    size = cfg.batch_size * (cfg.grad_accum if cfg.objective == "contrastive" else 1)
+    small = [f"{name} ({len(sampler.sets[name])})" for name in sampler.names if len(sampler.sets[name]) < size]
+    if small:  # one dataset per batch: its rows come round again within a batch
+        what = "rows" if cfg.objective == "contrastive" else "pieces of text"
+        _warn(f"a batch takes {size} {what} from one dataset, more than {', '.join(small)} has: some are in a "
+              "batch twice")
+
+
+def _warn(message: str) -> None:
+    print(f"longretr train: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def _reschedule(opt, sched) -> None:
+    """The checkpoint's scheduler holds the lr its own schedule gave the next step; a resume with other `steps`
+    stretches the decay from there (a finished run extended used to take its first new step at lr 0.0)."""
+    for group, base, factor in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
+        group["lr"] = base * factor(sched.last_epoch)
+    sched._last_lr = [group["lr"] for group in opt.param_groups]  # what get_last_lr() gives the loop
 
 
 # Keys a resumed run may change: how long it runs and how often it saves, not what it learns. (steps also stretches
@@ -580,10 +689,13 @@ def _set_rng_state(device: str, state: tuple) -> None:
         torch.cuda.set_rng_state(state[1], device)
 
 
+MIN_PIECE_CHARS = 500  # diffusion trains on no piece of text this short, nor on a text's end this short
+
+
 def _raw_texts(path: Path, chunk_chars: int = 6000) -> list[str]:
     """Raw documents cut into pieces of about chunk_chars characters (diffusion training)."""
     texts = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_data_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -592,7 +704,11 @@ def _raw_texts(path: Path, chunk_chars: int = 6000) -> list[str]:
             raise ValueError(f"{path}:{n}: expected a JSON object with text ({type(e).__name__}: {e})") from e
         if not isinstance(text, str):
             raise ValueError(f"{path}:{n}: text must be a string")
-        texts += [text[i:i + chunk_chars] for i in range(0, len(text), chunk_chars) if len(text[i:]) > 500]
+        texts += [text[i:i + chunk_chars] for i in range(0, len(text), chunk_chars)
+                  if len(text[i:]) > MIN_PIECE_CHARS]
+    if not texts:  # it would never be drawn (weight 0), or end in "Total of weights must be greater than zero"
+        raise ValueError(f"{path}: no text longer than {MIN_PIECE_CHARS} characters; diffusion training leaves out "
+                         "shorter texts")
     return texts
 
 
@@ -658,7 +774,7 @@ def write_card(out: Path, cfg: TrainConfig, steps: int, seconds: float, sessions
         f"{sum(r['tokens'] for r in rows):,} tokens; {seconds / 60:.1f} min of training",
         f"- LoRA r {cfg.lora_r}, alpha {cfg.lora_alpha}, layers {cfg.lora_layers or 'all'}; "
         f"lr {cfg.lr}, warm-up {cfg.warmup}",
-        f"- mean loss of the last {len(tail)} steps: {sum(r['loss'] for r in tail) / max(1, len(tail)):.4f}",
+        f"- mean loss of the last {_plural(len(tail), 'step')}: {sum(r['loss'] for r in tail) / max(1, len(tail)):.4f}",
         "- runs (hardware per run of the command; `--resume` continues on whatever machine it is given):",
         *[f"  - steps {s['steps'][0]}-{s['steps'][1]}, {s['minutes']} min: {s['hardware']}" for s in sessions], "",
         "Validation before/after: `python scripts/train_card.py --model "

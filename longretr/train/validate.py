@@ -35,7 +35,9 @@ def score(model: str, tasks: dict, max_query_tokens: int, max_doc_tokens: int,
     out = {}
     for name, (queries, docs, relevant) in tasks.items():
         if progress:
-            print(f"validation: {model} on {name} ({len(queries)} queries, {len(docs)} documents)", flush=True)
+            n, m = len(queries), len(docs)
+            print(f"validation: {model} on {name} ({n} quer{'y' if n == 1 else 'ies'}, {m} document{'s' * (m != 1)})",
+                  flush=True)
         q = embedder.encode_texts(queries, max_tokens=max_query_tokens, progress=False)
         d = embedder.encode_texts(docs, max_tokens=max_doc_tokens, progress=progress)
         ranked = np.argsort(-(q @ d.T), axis=1, kind="stable")[:, :10].tolist()
