@@ -579,6 +579,33 @@ def test_triplet_rows_with_wrong_values_are_refused_with_their_line(tmp_path):
             read_triplets(path)
 
 
+def test_a_triplet_without_an_instruction_gets_the_one_search_uses(tmp_path, tiny_gemma):
+    """A user's triplets without instructions were trained (and validated) bare, then searched with the config's."""
+    from longretr.train.data import read_triplets
+    from longretr.train.trainer import _Sampler
+    from longretr.train.validate import validation_tasks
+
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"query": "fox", "positive": "the fox", "negative": "a dog"}\n'
+                    '{"query": "owl", "positive": "an owl", "negative": "a cat", "instruction": ""}\n'
+                    '{"query": "elk", "positive": "an elk", "negative": "a cow", "instruction": "Find"}\n')
+    assert [t.query_text for t in read_triplets(path)] == ["fox", "owl", "Find; elk"]
+    assert [t.query_text for t in read_triplets(path, "Search")] == ["Search; fox", "owl", "Find; elk"]
+    assert validation_tasks([str(path)], 10, "Search")["t"][0] == ["Search; fox", "owl", "Find; elk"]
+    seen = []
+
+    class Recording(_Sampler):
+        def __init__(self, *args):
+            super().__init__(*args)
+            seen.extend(t.query_text for t in self.sets["t"])
+
+    cfg = _cfg(tmp_path, tiny_gemma, data=[str(path)], steps=1, batch_size=3, warmup=0)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr("longretr.train.trainer._Sampler", Recording)
+        Trainer(cfg).train(progress=False)
+    assert sorted(seen) == ["Find it; fox", "Find; elk", "owl"]  # "Find it": write_config's query_instruction
+
+
 def test_resume_picks_up_a_checkpoint_left_between_the_renames(tmp_path, tiny_gemma):
     """A kill between _save_checkpoint's two renames leaves only .checkpoint.old: resume used to start afresh,
     log the steps twice and delete it at the first save."""

@@ -77,7 +77,10 @@ def read_data_text(path: Path) -> str:
         raise ValueError(f"{path} line {line}: not UTF-8 (byte {raw[e.start]:#04x})") from None
 
 
-def read_triplets(path: Path) -> list[Triplet]:
+def read_triplets(path: Path, instruction: str = "") -> list[Triplet]:
+    """The file's triplets; a row without an "instruction" key gets `instruction` (the trainer gives the model
+    config's query_instruction, which search puts before every query: a model trained on bare queries would be
+    searched with instructed ones). An explicit "" keeps the query bare."""
     out = []
     for n, line in enumerate(read_data_text(path).splitlines(), 1):
         if not line.strip():
@@ -85,7 +88,8 @@ def read_triplets(path: Path) -> list[Triplet]:
         try:
             row = json.loads(line)
             negs = row.get("negatives") or ([row["negative"]] if row.get("negative") else [])
-            t = Triplet(row["query"], row["positive"], negs, row.get("instruction", ""), row.get("dataset", path.stem))
+            t = Triplet(row["query"], row["positive"], negs, row.get("instruction", instruction),
+                        row.get("dataset", path.stem))
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{path}:{n}: expected a JSON object with query, positive, negative(s) ({e})") from e
         # checked here, not by the tokenizer mid-run; a string of negatives would be read as one per character

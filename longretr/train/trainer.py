@@ -293,11 +293,12 @@ class Trainer:
         if resume and saved:
             for k, (was, now) in sorted(_run_changes(self.out, cfg).items()):
                 print(f"longretr train: resuming with {k} = {now!r} (was {was!r})", flush=True)
-        val_tasks = validation_tasks(cfg.val, cfg.val_queries) if cfg.val else {}  # a bad file fails before training
+        instruction = self.model_cfg.query_instruction  # for rows without their own: what search will put first
+        val_tasks = validation_tasks(cfg.val, cfg.val_queries, instruction) if cfg.val else {}  # a bad file: now
         rng = random.Random(cfg.seed)
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
-        sampler = _Sampler(cfg, rng)
+        sampler = _Sampler(cfg, rng, instruction)
         _warn_odd_settings(cfg, sampler)
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -619,12 +620,12 @@ _MOMENTS = ("exp_avg", "exp_avg_sq")  # AdamW's, each saved as its own bf16 file
 class _Sampler:
     """One dataset per batch, drawn in proportion to its size; each dataset is walked in shuffled order."""
 
-    def __init__(self, cfg: TrainConfig, rng: random.Random) -> None:
+    def __init__(self, cfg: TrainConfig, rng: random.Random, instruction: str = "") -> None:
         self.cfg, self.rng = cfg, rng
         if not cfg.data:
             raise ValueError("training config lists no data files")
         if cfg.objective == "contrastive":
-            rows = [t for path in cfg.data for t in read_triplets(Path(path))]
+            rows = [t for path in cfg.data for t in read_triplets(Path(path), instruction)]
             self.sets: dict[str, list] = {}
             for t in rows:
                 self.sets.setdefault(t.dataset, []).append(t)

@@ -17,11 +17,13 @@ from ..evaluate.metrics import known_item
 from .data import read_triplets
 
 
-def validation_tasks(files: list[str], limit: int) -> dict[str, tuple[list[str], list[str], list[int]]]:
-    """Per file: the first `limit` queries, the file's distinct documents, and each query's positive's index."""
+def validation_tasks(files: list[str], limit: int, instruction: str = "") -> dict[str, tuple[list[str], list[str],
+                                                                                         list[int]]]:
+    """Per file: the first `limit` queries (a row without an instruction gets `instruction`, as in training), the
+    file's distinct documents, and each query's positive's index."""
     tasks = {}
     for name in files:
-        rows = read_triplets(Path(name))[:limit]
+        rows = read_triplets(Path(name), instruction)[:limit]
         docs = list(dict.fromkeys(d for t in rows for d in (t.positive, *t.negatives)))
         where = {d: i for i, d in enumerate(docs)}
         tasks[Path(name).stem] = ([t.query_text for t in rows], docs, [where[t.positive] for t in rows])
