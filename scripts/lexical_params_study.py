@@ -14,7 +14,6 @@ and fused with the index's dense fusion scores as `longretr search --mode hybrid
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from compare_modes import read_known_items, score  # noqa: E402
-from passage_lexical_study import weighted_means  # noqa: E402
+from passage_lexical_study import add_set, finish  # noqa: E402
 
 from longretr.fusion import fuse  # noqa: E402
 from longretr.lexical import BM25_PARAMS, LexicalIndex, tokenize  # noqa: E402
@@ -100,16 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
             runs[f"lexical k1={k1} b={b}"] = score(ranked_ids(lexical), queries)
             runs[f"hybrid k1={k1} b={b}"] = score(ranked_ids(
                 [fuse(d, p, 10, "convex", 0.5) for d, p in zip(dense, lexical)]), queries)
-        result["sets"][path.stem] = {"queries": len(queries), "runs": runs}
-        print(f"\n{path.stem} ({len(queries)} queries): MRR@10 / top-1 / top-3")
-        for label, r in runs.items():
-            print(f"  {label:32s} {r['mrr@10']:.3f} / {r['top1']:.3f} / {r['top3']:.3f}")
-    result["all"] = weighted_means(result["sets"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    plot(result, args.out.with_suffix(".png"))
-    print(f"wrote {args.out} and .png", file=sys.stderr)
-    return result
+        add_set(result, path.stem, len(queries), runs)
+    return finish(result, args.out, plot)
 
 
 if __name__ == "__main__":

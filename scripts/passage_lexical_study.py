@@ -164,15 +164,25 @@ def main(argv: list[str] | None = None) -> dict:
             for label, weights in list(HYBRIDS.items())[1:]:
                 runs[f"hybrid: {label} x{w}"] = score(ranked_ids(
                     [convex([d, p, m], weights, 10) for d, p, m in zip(dense, page, maxp)]), queries)
-        result["sets"][name] = {"queries": len(queries), "runs": runs}
-        print(f"\n{name} ({len(queries)} queries): MRR@10 / top-1 / top-3")
-        for label, r in runs.items():
-            print(f"  {label:32s} {r['mrr@10']:.3f} / {r['top1']:.3f} / {r['top3']:.3f}")
+        add_set(result, name, len(queries), runs)
+    return finish(result, args.out, plot)
+
+
+def add_set(result: dict, name: str, queries: int, runs: dict) -> None:
+    """One query file's runs into the result, printed."""
+    result["sets"][name] = {"queries": queries, "runs": runs}
+    print(f"\n{name} ({queries} queries): MRR@10 / top-1 / top-3")
+    for label, r in runs.items():
+        print(f"  {label:32s} {r['mrr@10']:.3f} / {r['top1']:.3f} / {r['top3']:.3f}")
+
+
+def finish(result: dict, out: Path, plot) -> dict:
+    """The query-weighted means (printed), then the JSON and its plot(result, PNG path) written."""
     result["all"] = weighted_means(result["sets"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    plot(result, args.out.with_suffix(".png"))
-    print(f"wrote {args.out} and .png", file=sys.stderr)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    plot(result, out.with_suffix(".png"))
+    print(f"wrote {out} and .png", file=sys.stderr)
     return result
 
 
