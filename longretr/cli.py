@@ -61,8 +61,9 @@ def index(
         saved = pending_documents(index)
         kept = f"the vectors of {saved} encoded document{'s' * (saved != 1)} are saved in {index}/pending/ and " \
             "reused by the next run" if saved else "nothing was encoded yet"
-        typer.echo(f"\nlongretr: interrupted; the index keeps its last committed version; {kept}: run the same "
-                   "`longretr index` again to go on", err=True)
+        state = "keeps its last committed version" if (index / "manifest.json").is_file() else "was not written yet"
+        typer.echo(f"\nlongretr: interrupted; the index {state}; {kept}: run the same `longretr index` again to go "
+                   "on", err=True)
         raise typer.Exit(130) from None
     typer.echo(f"{index}: {summary.line()}")
 

@@ -13,10 +13,11 @@ from .queries import Filter, Hit
 
 
 class RemoteError(Exception):
-    """The server could not be reached or refused the request; the message says which and why. `query`: the position
-    of the query it refused, when it refused one (of several)."""
+    """The server could not be reached or refused the request; the message says which and why. `refused`: the server
+    answered a 4xx (the request's fault); `query`: the position of the query it refused."""
 
     query: int | None = None
+    refused: bool = False
 
 
 def search_remote(url: str, queries: list[str], k: int = 10, mode: str | None = None, where: Filter | None = None,
@@ -30,7 +31,8 @@ def search_remote(url: str, queries: list[str], k: int = 10, mode: str | None = 
             data = _answer(lambda: client.post(f"{base}/search", json={"query": query, "k": k, **options}), url,
                            "/search")
         except RemoteError as e:
-            e.query = n
+            if e.refused:  # unreachable, or a server error: no query of ours to name
+                e.query = n
             raise
         return _hits(data, f"{base}/search")
 
@@ -64,7 +66,9 @@ def _answer(send, url: str, endpoint: str):
         raise RemoteError(f"{base}{endpoint} answered {r.status_code} with a non-JSON body: {r.text[:200]}") from None
     if r.status_code != 200:
         detail = data.get("error", data) if isinstance(data, dict) else data
-        raise RemoteError(f"{base}{endpoint} answered {r.status_code}: {str(detail)[:500]}")
+        error = RemoteError(f"{base}{endpoint} answered {r.status_code}: {str(detail)[:500]}")
+        error.refused = 400 <= r.status_code < 500  # this request's fault (a query too long, a bad k), not the server's
+        raise error
     return data
 
 

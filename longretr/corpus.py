@@ -166,6 +166,9 @@ def read_file(path: Path, base: Path) -> list[Document]:
         if not isinstance(row, dict) or "text" not in row or "id" not in row:
             raise SkipFile(f"row {n} lacks the required 'id' and 'text' fields")
         doc_id, text, title = _row_fields(n, row)
+        if not isinstance(title, str):  # a list or a table as title: the row keeps a title found in its text
+            warn(f"{path} row {n}", f"title must be a string or a number, got {_kind(title)}; titled from its text")
+            title = ""
         if not isinstance(text, str):  # one bad row, like an empty one, skips only itself
             warn(f"{path} row {n}", f"text must be a string, got {_kind(text)}")
             continue
@@ -184,18 +187,18 @@ def read_file(path: Path, base: Path) -> list[Document]:
     return docs
 
 
-def _row_fields(n: int, row: dict) -> tuple[str, object, str]:
-    """A table row's id, text (as found; null: "") and title ("" for none), or SkipFile saying which field has which
-    wrong type: str() of a number read as a title, or of a list or null read as an id, would index something the
-    file never said. The caller skips a row whose text is not a string, or empty."""
+def _row_fields(n: int, row: dict) -> tuple[str, object, object]:
+    """A table row's id, text (as found; null: "") and title (a number as its string, "" for none, else as found),
+    or SkipFile for an id that is not a string or a number (str() of a list or null would index an id the file never
+    said). The caller skips a row whose text is not a string, or empty, and titles one whose title is neither."""
     doc_id, text, title = row["id"], row["text"], row.get("title")
     if isinstance(doc_id, bool) or not isinstance(doc_id, (str, numbers.Number)):  # Number: a Parquet decimal too
         raise SkipFile(f"row {n}: id must be a string or a number, got {_kind(doc_id)}")
     if not str(doc_id).strip():
         raise SkipFile(f"row {n}: id must be a non-empty string or a number, got {doc_id!r}")
-    if title is not None and not isinstance(title, str):
-        raise SkipFile(f"row {n}: title must be a string or null, got {_kind(title)}")
-    return str(doc_id), "" if text is None else text, title or ""
+    if isinstance(title, numbers.Number) and not isinstance(title, bool):  # a year, an issue number: as before
+        title = str(title)
+    return str(doc_id), "" if text is None else text, "" if title is None else title
 
 
 def _kind(value: object) -> str:

@@ -30,11 +30,16 @@ if TYPE_CHECKING:  # importing it imports torch and transformers: seconds a run 
     from .embedder import Embedder
 
 
+DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")  # embedder.DTYPES' names (that module imports torch)
+
+
 class LazyEmbedder:
     """A model config's Embedder, loaded at first use: an `index` run with nothing to encode, or one a check refuses,
     loads no model (6-7 s of imports and loading on a 2-core CPU)."""
 
     def __init__(self, config: ModelConfig | str | Path, dtype: str | None = None) -> None:
+        if dtype not in (None, *DTYPE_NAMES):  # checked now: a run with nothing to encode would never look at it
+            raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPE_NAMES)}")
         self.config = config if isinstance(config, ModelConfig) else load_config(config)
         self._dtype = dtype
         self._embedder: Embedder | None = None
@@ -103,20 +108,23 @@ def index_corpus(
     check_root(root)  # before the lock, which creates the index folder
     fresh = not folder.exists()
     with store.writer_lock(folder):
-        dim = _dim(folder, fingerprint, model)
-        settings = _settings(folder, dim, index_type, ranking)  # checked before any encoding
         try:
-            old = None if rebuild or store.read_manifest(folder) is None else \
-                store.load(folder, lexical=False, ann=False)
+            current = None if rebuild else store.read_manifest(folder)
+            if current is not None and current.get("model_fingerprint", fingerprint) != fingerprint:  # no model load
+                built = current.get("model") if isinstance(current.get("model"), dict) else {}
+                raise store.IndexFolderError(
+                    f"{folder}: built with model {built.get('name')!r} (fingerprint "
+                    f"{current.get('model_fingerprint')}), not {config.name!r} ({fingerprint}); pass --rebuild to "
+                    "re-encode everything, or use another --index")
+            old = None if current is None else store.load(folder, lexical=False, ann=False)
         except store.IndexFolderError as e:
+            if "built with model" in str(e):
+                raise
             raise store.IndexFolderError(f"{e}; pass --rebuild to start this index over (re-encodes everything)") \
                 from e
-        if old is not None and old.manifest["model_fingerprint"] != fingerprint:
-            raise store.IndexFolderError(
-                f"{folder}: built with model {old.manifest['model']['name']!r} "
-                f"(fingerprint {old.manifest['model_fingerprint']}), not {config.name!r} "
-                f"({fingerprint}); pass --rebuild to re-encode everything, or use another --index"
-            )
+        # the vectors' dimension: the index's own (checked against its vectors by the load), else the model's
+        dim = old.index.d if old is not None else model().dim
+        settings = _settings(folder, dim, index_type, ranking)  # checked before any encoding
         damaged = None if old is None else _damaged_derived(old)  # before this run changes old.index
         skipped: list[str] = []
         others: list[Path] = []
@@ -186,8 +194,10 @@ def index_corpus(
         if changed:
             if damaged:
                 warn_note(f"{damaged}: rebuilding it from the vectors and the docs table")
-            notice = embedder.notice
-            if notice is not None:  # before the commit: no version is ever without its notice
+            # before the commit: no version is ever without its notice. It stays in the folder from version to
+            # version: a commit that encoded nothing (settings, removals, a repair) needs no model code to find it
+            notice = embedder.notice if old is None or need else None
+            if notice is not None:
                 with store.writing(folder):
                     store.atomic_write_bytes(folder / notice.name, notice.read_bytes())
             manifest = store.commit(folder, manifest, index, table)
@@ -256,18 +266,6 @@ def _settings(folder: Path, dim: int, index_type: str | None, ranking: dict | No
         raise store.IndexFolderError(f"{folder / store.MANIFEST}: bad ranking settings ({e}); pass good ones "
                                      "with --mode/--fusion/--weight/--rrf-k") from e
     return {"index_type_requested": index_types.check(requested, dim), "ranking": merged}
-
-
-def _dim(folder: Path, fingerprint: str, model) -> int:
-    """The vectors' dimension: the index's own, if this model built it (no model load), else the model's."""
-    try:
-        current = store.read_manifest(folder) or {}
-    except store.IndexFolderError:
-        current = {}
-    dim = current.get("dim")
-    if current.get("model_fingerprint") == fingerprint and isinstance(dim, int) and not isinstance(dim, bool):
-        return dim
-    return model().dim
 
 
 def _damaged_derived(old: store.Snapshot) -> str | None:

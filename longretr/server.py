@@ -3,7 +3,7 @@
 The model and index are loaded once. Concurrent requests are micro-batched: each request puts a job
 on a queue and awaits it; one worker thread drains up to `max_batch` jobs (waiting at most
 `batch_wait_ms` for company) and runs them as one `Searcher.search` call (so one encoder forward
-pass) per (mode, filter) group (hybrid: and fusion depth), off the event loop. A reloader thread watches the index
+pass) per (mode, filter, depth) group, off the event loop. A reloader thread watches the index
 manifest and swaps in a new `Searcher` when its version changes; a batch always uses one version throughout.
 
 API (JSON in, JSON out; errors are `{"error": "..."}` with a 4xx/5xx status):
@@ -296,10 +296,12 @@ class SearchService:
             self.counts["batched_queries"] += len(batch)
             self.counts["max_batch_seen"] = max(self.counts["max_batch_seen"], len(batch))
         groups: dict[tuple, list[_Job]] = {}
-        for job in batch:  # one encoder pass per group: a job's top k is the start of its group's deeper search
+        for job in batch:  # one encoder pass per group, whose jobs' top k are each the start of its deepest search
             mode = job.mode or searcher.ranking["mode"]
-            # (hybrid fuses lists HYBRID_DEPTH deep, or k deep for a larger k: their min-max scaling is not shared)
-            depth = max(job.k, HYBRID_DEPTH) if mode == "hybrid" else 0
+            # lexical search breaks ties by vid, so any k shares; hybrid fuses lists max(k, HYBRID_DEPTH) deep (their
+            # min-max scaling differs with the depth); FAISS orders tied scores (duplicate documents) differently
+            # for each k, so dense jobs share only with their own k
+            depth = {"lexical": 0, "hybrid": max(job.k, HYBRID_DEPTH)}.get(mode, job.k)
             groups.setdefault((mode, job.where, depth), []).append(job)
         for (mode, where, _), jobs in groups.items():
             jobs = [j for j in jobs if not j.future.cancelled()]  # their requests timed out or went away

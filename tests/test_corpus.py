@@ -183,11 +183,12 @@ def test_text_utf8_cannot_store_and_null_ids_are_named_and_skipped(tmp_path, cap
 
 
 def test_table_fields_of_the_wrong_type_are_named(tmp_path, capsys):
-    """A number as text was reported as "empty text" (the row is still skipped alone); a number as title became its
-    title, a bytes id "b'...'" (the file is skipped, as for other bad ids)."""
+    """A number as text was reported as "empty text" (the row is still skipped alone); a list as title became its
+    str(), a bytes id "b'...'" (the file is skipped, as for other bad ids). A number as title stays its title."""
     rows = {"int_text.jsonl": {"id": "z", "text": 123}, "list_text.jsonl": {"id": "z", "text": ["a"]},
             "int_title.jsonl": {"id": "z", "text": "fine", "title": 5}, "bool_id.jsonl": {"id": True, "text": "x"},
-            "list_id.jsonl": {"id": [1], "text": "x"}}
+            "list_id.jsonl": {"id": [1], "text": "x"},
+            "list_title.jsonl": {"id": "w", "text": "# Heading", "title": [1]}}
     for name, row in rows.items():
         (tmp_path / name).write_text(json.dumps(row) + "\n")
     with (tmp_path / "int_text.jsonl").open("a") as f:  # a bad text skips its row, not the file
@@ -197,12 +198,13 @@ def test_table_fields_of_the_wrong_type_are_named(tmp_path, capsys):
                                        + json.dumps({"id": "n", "text": None}) + "\n")
     skipped: list[str] = []
     docs = list(read_corpus(tmp_path, skipped=skipped))
-    assert [(d.id, d.title) for d in docs] == [("y", "y"), ("7", "7")] and len(skipped) == 5
+    assert [(d.id, d.title) for d in docs] == [("y", "y"), ("z", "5"), ("w", "Heading"), ("7", "7")]
+    assert len(skipped) == 4
     err = capsys.readouterr().err
     for name, reason in [("int_text.jsonl row 1", "text must be a string, got int 123"),
                          ("list_text.jsonl row 1", "text must be a string, got list ['a']"),
                          ("list_text.jsonl", "no documents in file"),
-                         ("int_title.jsonl", "row 1: title must be a string or null, got int 5"),
+                         ("list_title.jsonl row 1", "title must be a string or a number, got list [1]; titled"),
                          ("bool_id.jsonl", "row 1: id must be a string or a number, got bool True"),
                          ("list_id.jsonl", "row 1: id must be a string or a number, got list [1]"),
                          ("bytes_id.parquet", "row 1: id must be a string or a number, got bytes b'p1'"),

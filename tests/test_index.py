@@ -337,17 +337,35 @@ def test_a_run_with_nothing_to_encode_loads_no_model(corpus, tmp_path, embedder,
     folder = tmp_path / "idx"
     lazy = LazyEmbedder(embedder.config)
     assert index_corpus(corpus, folder, lazy, progress=False).encoded == 4 and lazy._embedder is not None
-    loads = []
+    loads, notices = [], []
     monkeypatch.setattr(LazyEmbedder, "get", lambda self: loads.append(1) or embedder)
+    monkeypatch.setattr(LazyEmbedder, "notice", property(lambda self: notices.append(1)))  # imports model code
     assert not index_corpus(corpus, folder, LazyEmbedder(embedder.config), progress=False).committed
     s = index_corpus(corpus, folder, LazyEmbedder(embedder.config), progress=False, ranking={"weight": 0.3})
     assert s.committed and store.read_manifest(folder)["ranking"]["weight"] == 0.3
     with pytest.raises(ValueError, match="--shard-tokens must be at least 1"):
         index_corpus(corpus, folder, LazyEmbedder(embedder.config), progress=False, shard_tokens=0)
-    assert loads == []  # no-op, a settings change and a refusal: none loaded the model
+    with pytest.raises(store.IndexFolderError, match="built with model 'tiny'"):
+        index_corpus(corpus, folder, LazyEmbedder(replace(embedder.config, name="other", max_tokens=48)),
+                     progress=False)
+    with pytest.raises(ValueError, match="unknown dtype 'bogus'"):  # said even when nothing is to be encoded
+        LazyEmbedder(embedder.config, dtype="bogus")
+    assert loads == [] and notices == []  # no-op, settings change, refusals: no model, no model code
     (corpus / "new.txt").write_text("a new document about owls")
     assert index_corpus(corpus, folder, LazyEmbedder(embedder.config), progress=False).encoded == 1
     assert loads  # this one had something to encode
+
+
+def test_rebuild_recovers_from_a_manifest_with_the_wrong_dim(corpus, tmp_path, embedder):
+    """The refusal says to pass --rebuild; the rebuild took the bad dim from the manifest and failed in faiss."""
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+    manifest = store.read_manifest(folder)
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "dim": 16}))
+    with pytest.raises(store.IndexFolderError, match="manifest says dim 16.*pass --rebuild"):
+        index_corpus(corpus, folder, embedder, progress=False)
+    s = index_corpus(corpus, folder, embedder, progress=False, rebuild=True)
+    assert s.documents == 4 and store.read_manifest(folder)["dim"] == 32 == store.load(folder).index.d
 
 
 def test_an_interrupted_index_run_says_what_it_kept(corpus, tmp_path, embedder, tiny_gemma, monkeypatch):
@@ -366,7 +384,7 @@ def test_an_interrupted_index_run_says_what_it_kept(corpus, tmp_path, embedder, 
     r = CliRunner().invoke(app, ["index", str(corpus), "--index", str(folder), "--model", str(cfg),
                                  "--shard-tokens", "1"])
     assert r.exit_code == 130
-    assert "interrupted; the index keeps its last committed version; the vectors of 1 encoded document are " \
+    assert "interrupted; the index was not written yet; the vectors of 1 encoded document are " \
         f"saved in {folder}/pending/" in r.output
     assert indexer.pending_documents(folder) == 1
     r = CliRunner().invoke(app, ["info", "--index", str(folder)])

@@ -606,6 +606,26 @@ def test_a_triplet_without_an_instruction_gets_the_one_search_uses(tmp_path, tin
     assert sorted(seen) == ["Find it; fox", "Find; elk", "owl"]  # "Find it": write_config's query_instruction
 
 
+def test_a_run_checkpointed_before_the_instruction_default_resumes_as_it_began(tmp_path, tiny_gemma):
+    """Its rows without an instruction were trained bare: the data hash covers the query text, so the new default
+    would refuse the resume ("training data differs") and change the recipe mid-run."""
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps({"query": f"q{i}", "positive": f"p{i}", "negative": f"n{i}"}) + "\n"
+                            for i in range(6)))
+    cfg = _cfg(tmp_path, tiny_gemma, data=[str(path)], steps=2, batch_size=3, warmup=0, save_every=1)
+    old = Trainer(cfg)
+    old.model_cfg = replace(old.model_cfg, query_instruction="")  # as longretr trained such rows before
+    old.train(progress=False)
+    state_path = tmp_path / "run" / "checkpoint" / "state.json"
+    state = json.loads(state_path.read_text())
+    assert state["sampler"].pop("instruction") == ""
+    state_path.write_text(json.dumps(state))  # a checkpoint written before the key existed
+    result = Trainer(replace(cfg, steps=3)).train(resume=True, progress=False)
+    assert result["steps"] == 3
+    state = json.loads(state_path.read_text())
+    assert state["sampler"]["instruction"] == ""  # it went on bare, and says so now
+
+
 def test_resume_picks_up_a_checkpoint_left_between_the_renames(tmp_path, tiny_gemma):
     """A kill between _save_checkpoint's two renames leaves only .checkpoint.old: resume used to start afresh,
     log the steps twice and delete it at the first save."""

@@ -293,7 +293,11 @@ class Trainer:
         if resume and saved:
             for k, (was, now) in sorted(_run_changes(self.out, cfg).items()):
                 print(f"longretr train: resuming with {k} = {now!r} (was {was!r})", flush=True)
-        instruction = self.model_cfg.query_instruction  # for rows without their own: what search will put first
+        # for rows without their own: what search will put first; a run checkpointed before this default existed
+        # goes on as it began, with such queries bare
+        instruction = self.model_cfg.query_instruction
+        if resume and saved:
+            instruction = ((_checkpoint_state(self.out) or {}).get("sampler") or {}).get("instruction", "")
         val_tasks = validation_tasks(cfg.val, cfg.val_queries, instruction) if cfg.val else {}  # a bad file: now
         rng = random.Random(cfg.seed)
         torch.manual_seed(cfg.seed)
@@ -515,14 +519,21 @@ def _has_checkpoint(out: Path) -> bool:
     return (out / "checkpoint").exists() or (out / ".checkpoint.old").exists()
 
 
-def _checkpoint_step(out: Path) -> int | None:
-    """The step the checkpoint holds; None where it cannot be read (_load_checkpoint then says why)."""
+def _checkpoint_state(out: Path) -> dict | None:
+    """The checkpoint's state.json; None where it cannot be read (_load_checkpoint then says why)."""
     for name in ("checkpoint", ".checkpoint.old"):
         try:
-            return int(json.loads((out / name / "state.json").read_text())["step"])
+            state = json.loads((out / name / "state.json").read_text())
+            int(state["step"])
+            return state
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return None
+
+
+def _checkpoint_step(out: Path) -> int | None:
+    state = _checkpoint_state(out)
+    return None if state is None else int(state["step"])
 
 
 def _logged_steps(out: Path) -> int:
@@ -621,7 +632,7 @@ class _Sampler:
     """One dataset per batch, drawn in proportion to its size; each dataset is walked in shuffled order."""
 
     def __init__(self, cfg: TrainConfig, rng: random.Random, instruction: str = "") -> None:
-        self.cfg, self.rng = cfg, rng
+        self.cfg, self.rng, self.instruction = cfg, rng, instruction
         if not cfg.data:
             raise ValueError("training config lists no data files")
         if cfg.objective == "contrastive":
@@ -662,7 +673,8 @@ class _Sampler:
         return names
 
     def state(self) -> dict:
-        return {"rng": self.rng.getstate(), "orders": self.orders, "pos": self.pos, "fingerprint": self.fingerprint}
+        return {"rng": self.rng.getstate(), "orders": self.orders, "pos": self.pos, "fingerprint": self.fingerprint,
+                "instruction": self.instruction}
 
     def load(self, state: dict) -> None:
         saved, now = state["fingerprint"], self.fingerprint
