@@ -12,7 +12,8 @@ import io
 import shutil
 import sys
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -108,20 +109,15 @@ def index_corpus(
     check_root(root)  # before the lock, which creates the index folder
     fresh = not folder.exists()
     with store.writer_lock(folder):
-        try:
+        with _rebuild_hint():
             current = None if rebuild else store.read_manifest(folder)
-            if current is not None and current.get("model_fingerprint", fingerprint) != fingerprint:  # no model load
-                built = current.get("model") if isinstance(current.get("model"), dict) else {}
-                raise store.IndexFolderError(
-                    f"{folder}: built with model {built.get('name')!r} (fingerprint "
-                    f"{current.get('model_fingerprint')}), not {config.name!r} ({fingerprint}); pass --rebuild to "
-                    "re-encode everything, or use another --index")
+        if current is not None and current.get("model_fingerprint", fingerprint) != fingerprint:  # before a model load
+            built = current.get("model") if isinstance(current.get("model"), dict) else {}
+            raise store.IndexFolderError(
+                f"{folder}: built with model {built.get('name')!r} (fingerprint {current.get('model_fingerprint')}), "
+                f"not {config.name!r} ({fingerprint}); pass --rebuild to re-encode everything, or use another --index")
+        with _rebuild_hint():
             old = None if current is None else store.load(folder, lexical=False, ann=False)
-        except store.IndexFolderError as e:
-            if "built with model" in str(e):
-                raise
-            raise store.IndexFolderError(f"{e}; pass --rebuild to start this index over (re-encodes everything)") \
-                from e
         # the vectors' dimension: the index's own (checked against its vectors by the load), else the model's
         dim = old.index.d if old is not None else model().dim
         settings = _settings(folder, dim, index_type, ranking)  # checked before any encoding
@@ -268,13 +264,22 @@ def _settings(folder: Path, dim: int, index_type: str | None, ranking: dict | No
     return {"index_type_requested": index_types.check(requested, dim), "ranking": merged}
 
 
+@contextmanager
+def _rebuild_hint() -> Iterator[None]:
+    """An index that cannot be read is started over by --rebuild: its error says so."""
+    try:
+        yield
+    except store.IndexFolderError as e:
+        raise store.IndexFolderError(f"{e}; pass --rebuild to start this index over (re-encodes everything)") from e
+
+
 def _damaged_derived(old: store.Snapshot) -> str | None:
     """Why the current version's lexical or ann file cannot be read (None if both can): the commit rebuilds both from
     the vectors and the docs table, which the writer has read, so re-running `longretr index` repairs them."""
     try:
         store.attach_derived(old)
     except store.IndexFolderError as e:
-        return str(e).split("; re-run")[0]
+        return str(e)
     finally:
         old.lexical = old.ann = None  # only checked: the writer never searches
     return None

@@ -391,33 +391,31 @@ def _load_version(folder: Path, manifest: dict, want_lexical: bool, want_ann: bo
     if not np.array_equal(np.sort(doc_ids), np.sort(vids)) or not np.isin(extra_ids & VID_MASK, vids).all():
         raise IndexFolderError(f"{vec_path}: its vector ids differ from the vid column of {docs_path.name}")
     snap = Snapshot(folder, manifest, index, _checked_passages(docs, extra_ids))
-    attach_derived(snap, want_lexical, want_ann)
+    try:
+        attach_derived(snap, want_lexical, want_ann)
+    except IndexFolderError as e:  # both are rebuilt from the vectors and docs at every commit
+        raise IndexFolderError(f"{e}; re-run `longretr index` on the corpus to rebuild it") from e
     return snap
 
 
 def attach_derived(snap: Snapshot, lexical: bool = True, ann: bool = True) -> None:
     """Read the version's lexical and ann files (those the manifest names) into `snap`, checked against its vectors
-    and docs. Both are rebuilt from those at every commit, so the error says that re-indexing repairs them."""
+    and docs; an IndexFolderError names the file and the problem."""
     folder, files, index = snap.folder, snap.manifest["files"], snap.index
     if lexical and "lexical" in files:
         lex_path = folder / files["lexical"]
         try:
             snap.lexical = LexicalIndex.load(lex_path)
         except LexicalIndexError as e:
-            raise IndexFolderError(f"{e}; re-run `longretr index` on the corpus to rebuild it") from e
+            raise IndexFolderError(str(e)) from e
         if not np.array_equal(snap.lexical.vids, snap.docs.column("vid").to_numpy()):
-            raise IndexFolderError(f"{lex_path}: its documents differ from {files['docs']}; re-run `longretr index` "
-                                   "on the corpus to rebuild it")
+            raise IndexFolderError(f"{lex_path}: its documents differ from {files['docs']}")
     if ann and "ann" in files:
         ann_path = folder / files["ann"]
-        try:
-            snap.ann = _read_faiss(ann_path)
-        except IndexFolderError as e:
-            raise IndexFolderError(f"{e}; re-run `longretr index` on the corpus to rebuild it") from e
+        snap.ann = _read_faiss(ann_path)
         if snap.ann.ntotal != index.ntotal or snap.ann.d != index.d:
             raise IndexFolderError(f"{ann_path}: holds {snap.ann.ntotal} vectors of dim {snap.ann.d}, not "
-                                   f"{index.ntotal} of dim {index.d}; re-run `longretr index` on the corpus to "
-                                   "rebuild it")
+                                   f"{index.ntotal} of dim {index.d}")
         index_types.set_search_params(snap.ann, snap.manifest.get("search_params", {}))
 
 
