@@ -31,7 +31,7 @@ def search_remote(url: str, queries: list[str], k: int = 10, mode: str | None = 
             data = _answer(lambda: client.post(f"{base}/search", json={"query": query, "k": k, **options}), url,
                            "/search")
         except RemoteError as e:
-            if e.refused:  # unreachable, or a server error: no query of ours to name
+            if e.refused:  # a 4xx is this query's; an unreachable server or a 5xx is no query's fault
                 e.query = n
             raise
         return _hits(data, f"{base}/search")
