@@ -44,6 +44,9 @@ if TYPE_CHECKING:  # it imports torch and transformers (seconds): `serve` checks
     from .embedder import Embedder
 
 
+RELOAD_RETRY_S = 60.0  # how often a version that failed to load is tried again while its manifest stays the same
+
+
 @dataclass(frozen=True)
 class Limits:
     max_body_bytes: int = 64 * 1024
@@ -339,7 +342,10 @@ class SearchService:
         return searcher.search(queries, k, mode=mode, where=where)
 
     def _watch(self) -> None:
-        failed = None  # the manifest whose version could not be loaded: not loaded again until the manifest changes
+        # The manifest whose version could not be loaded is not loaded again (a whole index, every interval) until it
+        # changes or RELOAD_RETRY_S pass: a failure that is not the index's (no file handles left, a file restored)
+        # is retried now and then.
+        failed, failed_at = None, 0.0
         while not self._stop.wait(self.reload_interval):
             manifest = None
             try:
@@ -349,11 +355,11 @@ class SearchService:
                 if manifest == self.searcher.snapshot.manifest:  # not just the version: a fresh build is 1 again
                     self.reload_error = failed = None  # e.g. the folder was moved away and back
                     continue
-                if manifest == failed:
+                if manifest == failed and time.monotonic() - failed_at < RELOAD_RETRY_S:
                     continue
                 fresh = Searcher(self.folder, self.embedder)
             except Exception as e:  # keep serving the version we have; say why in /stats
-                failed = manifest
+                failed, failed_at = manifest, time.monotonic()
                 message = f"{type(e).__name__}: {e}"
                 if message != self.reload_error:
                     print(f"longretr serve: cannot reload {self.folder}, still serving version {self.version}: "
