@@ -19,6 +19,9 @@ REPO_CONFIGS = next((p for p in (PACKAGE.parent / "configs", PACKAGE / "configs"
 # Where a config is looked up by name, in this order (`longretr models` lists the same): ./configs, where the
 # command runs (a relative path on purpose), then the shipped ones.
 CONFIG_DIRS = (Path("configs"), REPO_CONFIGS)
+# The dtype names a config, `index --dtype` and `eval --dtype` take (embedder.DTYPES maps the last three to torch's);
+# here, not there, so checking one needs no torch.
+DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 # An adapter path starting with this names a folder inside the longretr package (the shipped adapters), so a
 # shipped config works both from a checkout and from an installed wheel.
 IN_PACKAGE = "longretr:"

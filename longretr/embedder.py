@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .backbone import load_backbone, notice_file
-from .config import ModelConfig, load_config
+from .config import DTYPE_NAMES, ModelConfig, load_config
 from .fusion import fusion_scores
 from .queries import check_texts
 
@@ -64,7 +64,7 @@ def best_scores(scores: np.ndarray, queries: np.ndarray, owners: np.ndarray, vec
     return out
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES if name != "auto"}
 CPUINFO = Path("/proc/cpuinfo")
 # Rows (tokens, or head vectors) per chunk of a token-wise module (see chunk_token_wise); 0 turns chunking off.
 TOKEN_WISE_CHUNK = 4096

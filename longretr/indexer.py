@@ -23,15 +23,12 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from . import index_types, store
-from .config import ModelConfig, load_config
+from .config import DTYPE_NAMES, ModelConfig, load_config
 from .corpus import Document, check_root, describe_others, read_corpus, warn
 from .fusion import ranking_config
 
 if TYPE_CHECKING:  # importing it imports torch and transformers: seconds a run with nothing to encode need not wait
     from .embedder import Embedder
-
-
-DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")  # embedder.DTYPES' names (that module imports torch)
 
 
 class LazyEmbedder:
@@ -294,7 +291,7 @@ def _why_none(skipped: list[str], others: list[Path]) -> str:
 def pending_documents(folder: Path | str) -> int:
     """Documents whose vectors an interrupted run saved in pending shards (any model's), for its message."""
     count = 0
-    for path in Path(folder).glob("pending/*/shard-*.npz"):
+    for path in store.pending_shards(Path(folder)):
         with suppress(Exception):  # a shard cut short is re-encoded anyway
             count += len(np.load(path)["sha256"])
     return count

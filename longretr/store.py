@@ -193,7 +193,7 @@ def describe(folder: Path | str) -> dict:
             "index_type": manifest.get("index_type"), "ranking": manifest_ranking(folder, manifest),
             "created": manifest.get("created"), "updated": manifest.get("updated"),
             "bytes": sum(_size(folder / name) for name in [MANIFEST, *files.values()]),
-            "pending_shards": _pending_shards(folder),
+            "pending_shards": len(pending_shards(folder)),
         }
 
     return _current(folder, read)
@@ -232,12 +232,12 @@ def _small_columns(path: Path) -> pa.Table:
     return docs
 
 
-def _pending_shards(folder: Path) -> int:
-    """Shards of encoded vectors not committed yet (see indexer.py)."""
+def pending_shards(folder: Path) -> list[Path]:
+    """Shards of encoded vectors not committed yet, any model's (indexer.py writes them)."""
     try:
-        return len(list(folder.glob("pending/*/shard-*.npz")))
+        return list(Path(folder).glob("pending/*/shard-*.npz"))
     except OSError:  # a writer's commit removed pending/ while it was listed: its shards are committed now
-        return 0
+        return []
 
 
 def _first_line(error: Exception) -> str:
@@ -317,7 +317,7 @@ def no_index(folder: Path | str) -> IndexFolderError:
     if folder.is_file():  # --index naming a file, e.g. the manifest itself
         hint = f"; the index is the folder {folder.parent}" if folder.name == MANIFEST else ""
         return IndexFolderError(f"{folder}: a file, not an index folder{hint}")
-    shards = _pending_shards(folder) if folder.is_dir() else 0
+    shards = len(pending_shards(folder)) if folder.is_dir() else 0
     if shards:  # the first run of `longretr index` was interrupted: say that its work is kept
         return IndexFolderError(f"{folder}: no index yet ({MANIFEST} missing): an interrupted `longretr index` run "
                                 f"left {shards} shard{'s' * (shards != 1)} of encoded vectors in pending/; run it "

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..config import load_config
+from ..config import DTYPE_NAMES, load_config
 from ..fusion import DEFAULT_RANKING, fuse_ranked
 from ..machine import describe, load_average
 from .baselines import BASELINES, MINILM_MAX_CHUNK, DenseScorer, Scorer
@@ -85,11 +85,8 @@ class Settings:
         if "minilm" in self.baselines and not 8 <= self.minilm_chunk <= MINILM_MAX_CHUNK:
             raise ValueError(f"--minilm-chunk must be between 8 and {MINILM_MAX_CHUNK} word pieces, "
                              f"got {self.minilm_chunk}")
-        if self.dtype is not None and self.models:
-            from ..embedder import DTYPES
-
-            if self.dtype not in ("auto", *DTYPES):
-                raise ValueError(f"--dtype {self.dtype!r}: expected auto or one of {', '.join(DTYPES)}")
+        if self.dtype is not None and self.models and self.dtype not in DTYPE_NAMES:
+            raise ValueError(f"--dtype {self.dtype!r}: expected auto or one of {', '.join(DTYPE_NAMES[1:])}")
         if self.run is not None:
             check_run_name(self.run)
         out = Path(self.out)
