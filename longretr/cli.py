@@ -160,6 +160,8 @@ def search(
             results = searcher.search(texts, k, mode=mode, where=where)
         except (IndexFolderError, ModelMismatch, FileNotFoundError, ValueError) as e:
             _fail(str(e))
+        for warning in searcher.warnings():
+            typer.echo(f"longretr: warning: {warning}", err=True)
     if queries:
         _write_batch(batch, results, output, mode)
     elif as_json:  # one query: its list of hits; several: one {"query", "hits"} per query

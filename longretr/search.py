@@ -103,6 +103,19 @@ class Searcher:
         return faiss.vector_to_array(self.snapshot.index.id_map)
 
     @property
+    def damaged(self) -> dict[str, str]:
+        """The index's lexical or ann file that could not be read, by kind, and why. Without the ann file dense
+        search is exact over every vector (slower on a large index); without the lexical file only dense search
+        works. Re-running `longretr index` repairs both."""
+        return self.snapshot.damaged
+
+    def warnings(self) -> list[str]:
+        """One line per damaged file, saying what search does without it."""
+        does = {"ann": "dense search reads every vector meanwhile (exact, slower)",
+                "lexical": "lexical and hybrid search refuse meanwhile"}
+        return [f"{message}; {does[kind]}" for kind, message in self.damaged.items()]
+
+    @property
     def count(self) -> int:
         """Documents in the loaded index version."""
         return self.snapshot.count
@@ -123,6 +136,8 @@ class Searcher:
         within = None if where is None else self._within(where)
         if not queries or self.count == 0 or (within is not None and not len(within)):
             return [[] for _ in queries]
+        if mode != "dense" and "lexical" in self.damaged:
+            raise store.IndexFolderError(f"{self.damaged['lexical']}; --mode dense works meanwhile")
         if mode != "dense" and self.snapshot.lexical is None:
             raise ValueError(f"{self.folder}: this index has no lexical index (built by an older longretr); "
                              f"re-run `longretr index CORPUS --index {self.folder}` to add it (nothing is re-encoded), "

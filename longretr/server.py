@@ -261,6 +261,7 @@ class SearchService:
                          "wait_ms": self.batch_wait * 1000},
             "queued": self._queue.qsize(),
             "reload_error": self.reload_error,
+            "warnings": self.searcher.warnings(),
         }
 
     def close(self) -> None:
@@ -358,6 +359,8 @@ class SearchService:
                 if manifest == failed and time.monotonic() - failed_at < RELOAD_RETRY_S:
                     continue
                 fresh = Searcher(self.folder, self.embedder)
+                if fresh.damaged and not self.searcher.damaged:  # the version we have searches in every mode
+                    raise store.IndexFolderError("; ".join(fresh.damaged.values()))
             except Exception as e:  # keep serving the version we have; say why in /stats
                 failed, failed_at = manifest, time.monotonic()
                 message = f"{type(e).__name__}: {e}"
@@ -455,8 +458,10 @@ def create_app(service: SearchService) -> FastAPI:
     @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: what some health checkers send
     async def health() -> JSONResponse:
         ok = service.worker_alive
+        searcher = service.searcher
         return JSONResponse({"status": "ok" if ok else "worker stopped", "index_version": service.version,
-                             "documents": service.searcher.snapshot.count}, status_code=200 if ok else 503)
+                             "documents": searcher.snapshot.count, "warnings": searcher.warnings()},
+                            status_code=200 if ok else 503)
 
     @app.get("/stats")
     async def stats() -> JSONResponse:
@@ -510,6 +515,8 @@ def _run(service: SearchService, sockets: list[socket.socket], host: str, port: 
     print(f"longretr serve: {service.folder} (version {stats['index_version']}, {stats['documents']} documents, "
           f"model {stats['model']}, {torch.get_num_threads()} torch threads) on "
           f"http://{f'[{host}]' if ':' in host else host}:{port}", file=sys.stderr, flush=True)
+    for warning in stats["warnings"]:
+        print(f"longretr serve: warning: {warning}", file=sys.stderr, flush=True)
     config = uvicorn.Config(create_app(service), log_level="warning", access_log=access_log,
                             limit_concurrency=service.limits.max_queue + 64, timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=sockets)

@@ -32,7 +32,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
@@ -71,6 +71,9 @@ class Snapshot:
     docs: pa.Table
     lexical: LexicalIndex | None = None  # None when not loaded, or for an index built before it existed
     ann: faiss.Index | None = None  # the configured non-flat search index, when there is one
+    # lexical or ann files that could not be read, by kind: their messages. Readers go on without them (dense search
+    # without the ann is exact over the flat vectors); writers rebuild both, so re-indexing repairs them.
+    damaged: dict[str, str] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -329,9 +332,18 @@ def no_index(folder: Path | str) -> IndexFolderError:
 
 def load(folder: Path | str, lexical: bool = True, ann: bool = True) -> Snapshot:
     """The current version. Writers pass lexical=False, ann=False: they rebuild both from the
-    vectors and the docs table, so a damaged lexical or ann file is repaired by re-indexing."""
+    vectors and the docs table, so a damaged lexical or ann file is repaired by re-indexing. A damaged one is left
+    out and named in `damaged`, so what the vectors and docs alone can do still works."""
     folder = Path(folder)
-    return _current(folder, lambda manifest: _load_version(folder, manifest, lexical, ann))
+
+    def read(manifest: dict) -> Snapshot:
+        snap = _load_version(folder, manifest, lexical, ann)
+        newer = read_manifest(folder) if snap.damaged else None
+        if newer is not None and newer.get("version") != manifest.get("version"):
+            raise IndexFolderError(next(iter(snap.damaged.values())))  # a writer removed them: read its version
+        return snap
+
+    return _current(folder, read)
 
 
 def _current(folder: Path, read):
@@ -391,10 +403,11 @@ def _load_version(folder: Path, manifest: dict, want_lexical: bool, want_ann: bo
     if not np.array_equal(np.sort(doc_ids), np.sort(vids)) or not np.isin(extra_ids & VID_MASK, vids).all():
         raise IndexFolderError(f"{vec_path}: its vector ids differ from the vid column of {docs_path.name}")
     snap = Snapshot(folder, manifest, index, _checked_passages(docs, extra_ids))
-    try:
-        attach_derived(snap, want_lexical, want_ann)
-    except IndexFolderError as e:  # both are rebuilt from the vectors and docs at every commit
-        raise IndexFolderError(f"{e}; re-run `longretr index` on the corpus to rebuild it") from e
+    for kind in ("lexical", "ann"):
+        try:
+            attach_derived(snap, want_lexical and kind == "lexical", want_ann and kind == "ann")
+        except IndexFolderError as e:  # both are rebuilt from the vectors and docs at every commit
+            snap.damaged[kind] = f"{e}; re-run `longretr index` on the corpus to rebuild it (nothing is re-encoded)"
     return snap
 
 
@@ -405,18 +418,20 @@ def attach_derived(snap: Snapshot, lexical: bool = True, ann: bool = True) -> No
     if lexical and "lexical" in files:
         lex_path = folder / files["lexical"]
         try:
-            snap.lexical = LexicalIndex.load(lex_path)
+            lexical_index = LexicalIndex.load(lex_path)
         except LexicalIndexError as e:
             raise IndexFolderError(str(e)) from e
-        if not np.array_equal(snap.lexical.vids, snap.docs.column("vid").to_numpy()):
+        if not np.array_equal(lexical_index.vids, snap.docs.column("vid").to_numpy()):
             raise IndexFolderError(f"{lex_path}: its documents differ from {files['docs']}")
+        snap.lexical = lexical_index
     if ann and "ann" in files:
         ann_path = folder / files["ann"]
-        snap.ann = _read_faiss(ann_path)
-        if snap.ann.ntotal != index.ntotal or snap.ann.d != index.d:
-            raise IndexFolderError(f"{ann_path}: holds {snap.ann.ntotal} vectors of dim {snap.ann.d}, not "
+        ann_index = _read_faiss(ann_path)
+        if ann_index.ntotal != index.ntotal or ann_index.d != index.d:
+            raise IndexFolderError(f"{ann_path}: holds {ann_index.ntotal} vectors of dim {ann_index.d}, not "
                                    f"{index.ntotal} of dim {index.d}")
-        index_types.set_search_params(snap.ann, snap.manifest.get("search_params", {}))
+        index_types.set_search_params(ann_index, snap.manifest.get("search_params", {}))
+        snap.ann = ann_index
 
 
 def _checked_passages(docs: pa.Table, extra_ids: np.ndarray) -> pa.Table:

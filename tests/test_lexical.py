@@ -1,6 +1,7 @@
 """The BM25 index: ranking, persistence inside the index folder, its place in each version, and the modes."""
 
 import json
+import re
 import time
 
 import numpy as np
@@ -144,12 +145,18 @@ def test_damaged_lexical_index_names_the_folder_and_reindex_repairs_it(corpus, t
     folder = tmp_path / "idx"
     index_corpus(corpus, folder, embedder, progress=False)
     lex = folder / store.read_manifest(folder)["files"]["lexical"]
+    dense = [h.id for h in Searcher(folder, embedder).search(["zip archives"], k=3, mode="dense")[0]]
     (lex / "lexical.json").write_text("{")
-    with pytest.raises(store.IndexFolderError, match=f"{lex.name}: truncated .* re-run `longretr index`"):
-        Searcher(folder, embedder)
+    searcher = Searcher(folder, embedder)  # dense search needs only the vectors and the docs table
+    assert list(searcher.damaged) == ["lexical"] and searcher.snapshot.lexical is None
+    assert re.search(f"{lex.name}: truncated .* re-run `longretr index`.*; lexical and hybrid search refuse",
+                     searcher.warnings()[0])
+    assert [h.id for h in searcher.search(["zip archives"], k=3, mode="dense")[0]] == dense
+    for mode in ("lexical", "hybrid"):
+        with pytest.raises(store.IndexFolderError, match=f"{lex.name}: truncated .*; --mode dense works meanwhile"):
+            searcher.search(["zip"], k=2, mode=mode)
     (lex / "lexical.json").write_text(json.dumps({"count": 5, "tokenizer": {"stemmer": "porter"}}))
-    with pytest.raises(store.IndexFolderError, match="another tokenizer"):
-        store.load(folder)
+    assert "another tokenizer" in store.load(folder).damaged["lexical"]
     s = index_corpus(corpus, folder, embedder, progress=False, ranking={"weight": 0.7})  # writers never read it
     assert s.encoded == 0 and store.load(folder).lexical.count == 5
 
@@ -184,6 +191,13 @@ def test_cli_modes_and_ranking_options(corpus, tmp_path, tiny_gemma):
         assert r.exit_code == 2 and message in r.output, r.output
     r = runner.invoke(app, ["index", str(corpus), "--index", str(folder), "--model", str(cfg)])
     assert r.exit_code == 0 and store.read_manifest(folder)["ranking"]["mode"] == "lexical"  # settings are kept
+    lex = folder / store.read_manifest(folder)["files"]["lexical"]
+    (lex / "lexical.json").write_text("{")  # damaged: dense search goes on, with a warning
+    r = runner.invoke(app, ["search", "zip archives", "--index", str(folder), "--json", "--mode", "dense"])
+    assert r.exit_code == 0 and len(json.loads(r.stdout)) == 5  # all of them: k is 10
+    assert f"warning: {lex}: truncated" in r.stderr and "lexical and hybrid search refuse meanwhile" in r.stderr
+    r = runner.invoke(app, ["search", "zip archives", "--index", str(folder)])
+    assert r.exit_code == 2 and f"{lex}: truncated" in r.stderr and "--mode dense works meanwhile" in r.stderr
 
 
 def test_compare_modes_script_scores_each_mode(corpus, tmp_path, embedder, monkeypatch):

@@ -64,7 +64,7 @@ def test_search_health_and_stats(client, service, index_folder, embedder):
     assert client.head("/health").status_code == 200
     health = client.get("/health")
     assert health.status_code == 200 and health.json() == {"status": "ok", "index_version": 1,
-                                                           "documents": len(TEXTS)}
+                                                           "documents": len(TEXTS), "warnings": []}
     stats = client.get("/stats").json()
     assert stats["documents"] == len(TEXTS) and stats["model"] == "tiny"
     assert stats["index_type"] == store.read_manifest(index_folder)["index_type"]
@@ -431,6 +431,34 @@ def wait_for(predicate, seconds=10.0):
     while not predicate() and time.monotonic() < deadline:
         time.sleep(0.05)
     return predicate()
+
+
+def test_a_damaged_lexical_file_leaves_dense_search_and_is_not_reloaded_to(tmp_path, embedder):
+    corpus, folder = write_corpus(tmp_path / "corpus", dict(list(TEXTS.items())[:3])), tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+
+    def damage() -> None:
+        (folder / store.read_manifest(folder)["files"]["lexical"] / "lexical.json").write_text("{")
+
+    damage()
+    svc = SearchService(folder, embedder, reload_interval=0.05)  # a server started on it serves dense search
+    try:
+        with TestClient(create_app(svc)) as client:
+            assert "lexical-000001: truncated" in client.get("/health").json()["warnings"][0]
+            assert client.post("/search", json={"query": "lazy dog", "mode": "dense"}).status_code == 200
+            r = client.post("/search", json={"query": "lazy dog", "mode": "hybrid"})
+            assert r.status_code == 500 and "--mode dense works meanwhile" in r.json()["error"]
+            index_corpus(corpus, folder, embedder, progress=False)  # repaired: reloaded
+            assert wait_for(lambda: svc.version == 2 and not client.get("/stats").json()["warnings"])
+            assert client.post("/search", json={"query": "lazy dog", "mode": "hybrid"}).status_code == 200
+            write_corpus(corpus, {"new/arch.txt": "computing a digest of every file in the archive"})
+            index_corpus(corpus, folder, embedder, progress=False)
+            damage()  # a damaged new version: the whole one keeps serving every mode
+            assert wait_for(lambda: svc.reload_error is not None) and "lexical-000003: truncated" in svc.reload_error
+            assert svc.version == 2
+            assert client.post("/search", json={"query": "dog", "mode": "lexical"}).status_code == 200
+    finally:
+        svc.close()
 
 
 def test_reload_when_the_folder_is_replaced_by_a_fresh_build(tmp_path, embedder):
