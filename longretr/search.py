@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,6 +88,7 @@ class Searcher:
         # plain dict of arrays: an lru_cache of a bound method is a reference cycle, which kept every version a
         # server had reloaded from in memory until the garbage collector's next full pass.
         self._filters: dict[Filter, np.ndarray] = {}
+        self._filters_lock = threading.Lock()
 
     @property
     def embedder(self) -> Embedder:
@@ -192,12 +194,13 @@ class Searcher:
         return pc.utf8_normalize(self.snapshot.docs.column("path"), "NFC")
 
     def _within(self, where: Filter) -> np.ndarray:
-        """_kept_vids, cached per filter (the 64 most recently made)."""
-        if where not in self._filters:
-            if len(self._filters) >= 64:
-                self._filters.pop(next(iter(self._filters)))
-            self._filters[where] = self._kept_vids(where)
-        return self._filters[where]
+        """_kept_vids, cached per filter (the 64 most recently made); threads share the cache (the server's)."""
+        with self._filters_lock:
+            if where not in self._filters:
+                if len(self._filters) >= 64:
+                    self._filters.pop(next(iter(self._filters)))
+                self._filters[where] = self._kept_vids(where)
+            return self._filters[where]
 
     def _kept_vids(self, where: Filter) -> np.ndarray:
         """The vids of the documents `where` keeps, in row order (read-only: cached per filter by _within), by arrow
@@ -227,8 +230,16 @@ class Searcher:
         k = max(1, min(k, documents))
         vectors = np.ascontiguousarray(vectors, dtype="float32")
         if total == documents:  # one vector per document: its cosine is the score
-            return [[(int(i), float(s)) for s, i in zip(row_s, row_i) if i >= 0]
-                    for row_s, row_i in zip(*index.search(vectors, k, params=params))]
+            # Tied scores (duplicate documents) come in FAISS's heap order, which changes with k: read on past the cut
+            # while it splits a tie, then order ties by vid, so that the top k are the start of the top k + 1.
+            depth = min(k + 1, total)
+            while True:
+                scores, ids = index.search(vectors, depth, params=params)
+                if depth >= total or not (scores[:, -1] == scores[:, k - 1]).any():
+                    break
+                depth = min(2 * depth, total)
+            return [_by_score_then_vid([(int(i), float(s)) for s, i in zip(row_s, row_i) if i >= 0])[:k]
+                    for row_s, row_i in zip(scores, ids)]
         # A document ranks where its best vector first appears, so the top k are the first k distinct documents in the
         # vector ranking. For fusion, read on until the k-th document's score is at least the last cosine read: a
         # document none of whose vectors was read cannot score more (fusion_scores is never above the best cosine).
@@ -241,9 +252,10 @@ class Searcher:
                 for s, i in zip(row_s, row_i):
                     if i >= 0:
                         best.setdefault(int(i) & store.VID_MASK, float(s))
-                ranked = (self._for_fusion(query, best) if for_fusion else list(best.items()))[:k]
-                out.append(ranked)
-                complete &= len(ranked) == k and (not for_fusion or ranked[-1][1] >= row_s[-1])
+                ranked = (self._for_fusion(query, best) if for_fusion else _by_score_then_vid(best.items()))[:k]
+                out.append(ranked)  # a tie with the last cosine read may go on past it (as above)
+                complete &= len(ranked) == k and (ranked[-1][1] >= row_s[-1] if for_fusion else
+                                                  ranked[-1][1] > row_s[-1])
             if complete or depth >= total:
                 return out
             depth = min(4 * depth, total)
@@ -293,3 +305,8 @@ def snippet(text: str, query: str, width: int = 200, within: list[int] | None = 
     start = max(lo, min(at - width // 4, hi - width))  # a word near the part's end: the window ends there
     piece = " ".join(text[start:min(start + width, hi)].split())
     return ("…" if start else "") + piece + ("…" if min(start + width, hi) < len(text) else "")
+
+
+def _by_score_then_vid(hits) -> list[tuple[int, float]]:
+    """(vid, score) pairs best first, ties by vid (as lexical search and fusion break them)."""
+    return sorted(hits, key=lambda hit: (-hit[1], hit[0]))

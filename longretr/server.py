@@ -3,7 +3,8 @@
 The model and index are loaded once. Concurrent requests are micro-batched: each request puts a job
 on a queue and awaits it; one worker thread drains up to `max_batch` jobs (waiting at most
 `batch_wait_ms` for company) and runs them as one `Searcher.search` call (so one encoder forward
-pass) per (mode, filter, depth) group, off the event loop. A reloader thread watches the index
+pass) per (mode, filter, depth) group, off the event loop. Lexical requests need no encoder: each runs at once in a
+thread of its own, not behind a batch. A reloader thread watches the index
 manifest and swaps in a new `Searcher` when its version changes; a batch always uses one version throughout.
 
 API (JSON in, JSON out; errors are `{"error": "..."}` with a 4xx/5xx status):
@@ -224,6 +225,8 @@ class SearchService:
 
     async def search(self, request: SearchRequest) -> Result:
         """Ranked hits for one request (a filtered one: the best k of the documents it keeps, see Searcher.search)."""
+        if (request.mode or self.default_mode) == "lexical":  # no encoder pass: not queued behind one (BM25: ~0.1 ms)
+            return await asyncio.wait_for(asyncio.to_thread(self._lexical, request), self.limits.request_timeout_s)
         future = asyncio.wrap_future(self.submit(request), loop=asyncio.get_running_loop())
         return await asyncio.wait_for(future, self.limits.request_timeout_s)
 
@@ -303,8 +306,8 @@ class SearchService:
         for job in batch:  # one encoder pass per group, whose jobs' top k are each the start of its deepest search
             mode = job.mode or searcher.ranking["mode"]
             # lexical search breaks ties by vid, so any k shares; hybrid fuses lists max(k, HYBRID_DEPTH) deep (their
-            # min-max scaling differs with the depth); FAISS orders tied scores (duplicate documents) differently
-            # for each k, so dense jobs share only with their own k
+            # min-max scaling differs with the depth); an ANN index searches differently for each k (HNSW reads
+            # max(k, efSearch) candidates), so dense jobs share only with their own k
             depth = {"lexical": 0, "hybrid": max(job.k, HYBRID_DEPTH)}.get(mode, job.k)
             groups.setdefault((mode, job.where, depth), []).append(job)
         for (mode, where, _), jobs in groups.items():
@@ -335,6 +338,13 @@ class SearchService:
                 continue
             for job, hits in zip(jobs, results):
                 _resolve(job.future, Result(hits[:job.k], version))
+
+    def _lexical(self, request: SearchRequest) -> Result:
+        searcher = self.searcher
+        if request.where is not None:  # one that keeps nothing is an error (422), as in a batch
+            searcher.check_filter(request.where)
+        hits = self._search(searcher, [request.query], request.k, "lexical", request.where)[0]
+        return Result(hits, int(searcher.snapshot.manifest.get("version", 0)))
 
     def _search(self, searcher: Searcher, queries: list[str], k: int, mode: str | None,
                 where: Filter | None) -> list[list[Hit]]:

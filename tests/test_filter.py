@@ -3,6 +3,8 @@ documents the filter keeps, exactly, in every mode and index type."""
 
 import json
 import random
+import sys
+import threading
 from dataclasses import replace
 
 import httpx
@@ -175,3 +177,33 @@ def test_an_id_with_undecodable_bytes_does_not_hide_the_others(folders, embedder
             assert r.status_code == 200 and [h["id"] for h in r.json()["hits"]] == ["a/doc00.txt"], r.text
     finally:
         service.close()
+
+
+def test_threads_share_one_searcher_with_filters(folders, embedder):
+    """The per-filter cache was a plain dict: threads evicting from it at once raised RuntimeError and KeyError."""
+    searcher, errors, seen = Searcher(folders["flat"].folder, embedder), [], []
+    ids = searcher.snapshot.docs.column("id").to_pylist()
+
+    def run(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(300):  # far more distinct filters than the cache keeps (64): it evicts all the time
+                where = Filter(ids=frozenset(rng.sample(ids, 3)))
+                seen.append((where, searcher.search(["lazy dog json"], 3, mode="lexical", where=where)))
+        except Exception as e:  # noqa: BLE001 -- reported below, whatever it is
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in range(6)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often enough to meet in the cache
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors[:3]
+    alone = Searcher(folders["flat"].folder, embedder)
+    assert len(seen) == 1800 and all(alone.search(["lazy dog json"], 3, mode="lexical", where=w) == got
+                                     for w, got in seen[::10])

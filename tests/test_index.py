@@ -196,6 +196,32 @@ def test_other_vectors_are_indexed_resumed_searched_and_removed_with_their_docum
         embedder.config = cfg
 
 
+@pytest.mark.parametrize("other", [{}, {"span_tokens": 8}], ids=["one vector", "spans"])
+def test_tied_documents_rank_by_id_order_for_every_k(tmp_path, embedder, other):
+    """Copies of a file tie; FAISS returned them in an order that changed with k, so pages of hits overlapped."""
+    texts = {f"copy{i}.txt": TEXTS["fox.txt"] for i in range(6)} | {k: v for k, v in TEXTS.items() if k != "fox.txt"}
+    corpus, folder, cfg = write_corpus(tmp_path / "corpus", texts), tmp_path / "idx", embedder.config
+    try:
+        embedder.config = replace(cfg, **other)
+        index_corpus(corpus, folder, embedder, progress=False)
+        searcher = Searcher(folder, embedder)
+        vector = searcher.embedder.encode_documents([TEXTS["fox.txt"]]).vectors
+        if not other:  # the query is exactly the copies' vector: they tie at the top
+            full = [h.id for h in searcher.search_vectors(vector, ["fox"], 9)[0]]
+            assert sorted(full[:6]) == [f"copy{i}.txt" for i in range(6)]
+            for k in range(1, 9):
+                assert [h.id for h in searcher.search_vectors(vector, ["fox"], k)[0]] == full[:k]
+        full = [h.id for h in searcher.search(["quick brown fox"], 9, mode="dense")[0]]
+        for k in range(1, 9):
+            assert [h.id for h in searcher.search(["quick brown fox"], k, mode="dense")[0]] == full[:k]
+        vids = dict(zip(searcher.snapshot.docs.column("id").to_pylist(),
+                        searcher.snapshot.docs.column("vid").to_pylist()))
+        copies = [vids[i] for i in full if i.startswith("copy")]
+        assert copies == sorted(copies) and len(copies) == 6
+    finally:
+        embedder.config = cfg
+
+
 def test_a_hit_names_the_passage_closest_to_the_query(tmp_path, embedder):
     long = "# Fox\n" + " ".join(f"the fox {w} jumps" for w in ["over", "a lazy", "dog"] * 4)
     texts = {"long.txt": long, "short.txt": "the fox"}

@@ -255,6 +255,28 @@ def test_mode_and_filter_are_forwarded_as_given(service, client):
                                       (["dog"], 10, "dense", Filter("c", frozenset({"cli.txt", "time.rst"})))]
 
 
+def test_lexical_requests_do_not_wait_behind_an_encoder_batch(index_folder, embedder, monkeypatch):
+    monkeypatch.setattr(embedder, "encode_queries", CountingEncoder(embedder, delay=1.5))
+    svc = SearchService(index_folder, embedder, reload_interval=0)
+    try:
+        with TestClient(create_app(svc)) as client:
+            dense = threading.Thread(target=lambda: client.post("/search", json={"query": "dog", "mode": "dense"}))
+            dense.start()
+            assert wait_for(lambda: svc.counts["batches"] == 1)  # the encoder is busy for 1.5 s
+            start = time.monotonic()
+            r = client.post("/search", json={"query": "lazy dog", "mode": "lexical", "k": 2,
+                                             "filter": {"path_prefix": "animals/"}})
+            took = time.monotonic() - start
+            assert dense.is_alive() and took < 1.0, took
+            assert r.status_code == 200
+            assert [h["id"] for h in r.json()["hits"]] == ["animals/dog.txt", "animals/fox.txt"]
+            r = client.post("/search", json={"query": "dog", "mode": "lexical", "filter": {"path_prefix": "nope/"}})
+            dense.join()
+            assert r.status_code == 422 and "no document matches the filter" in r.json()["error"]
+    finally:
+        svc.close()
+
+
 def test_queue_limit_and_timeout_answer_503_and_504(index_folder, embedder, monkeypatch):
     svc = SearchService(index_folder, embedder, limits=Limits(max_queue=0), reload_interval=0)
     with TestClient(create_app(svc)) as client:
