@@ -9,7 +9,7 @@ from dataclasses import MISSING, fields
 
 import httpx
 
-from .queries import Filter, Hit
+from .queries import Filter, Hit, check_k, check_texts
 
 
 class RemoteError(Exception):
@@ -22,7 +22,11 @@ class RemoteError(Exception):
 
 def search_remote(url: str, queries: list[str], k: int = 10, mode: str | None = None, where: Filter | None = None,
                   timeout: float = 120.0, workers: int = 8) -> list[list[Hit]]:
-    """Hits for each query from a running `longretr serve` (concurrent requests, so they batch)."""
+    """Hits for each query from a running `longretr serve` (concurrent requests, so they batch). Queries, k and the
+    filter are checked as Searcher.search checks them, before anything is sent."""
+    queries, k = check_texts(queries, "queries"), check_k(k)
+    if where is not None and not isinstance(where, Filter):
+        raise TypeError(f"where must be a longretr.queries.Filter, got {type(where).__name__}")
     base = url.rstrip("/")
     options = {**({"mode": mode} if mode is not None else {}), **({"filter": where.to_dict()} if where else {})}
 

@@ -98,14 +98,17 @@ def index_corpus(
     only if there is something to encode."""
     start = time.perf_counter()
     folder = Path(folder)
+    if not hasattr(embedder, "config"):
+        raise TypeError(f"embedder must be an Embedder or a LazyEmbedder (e.g. LazyEmbedder('default')), got "
+                        f"{type(embedder).__name__}")
     model = getattr(embedder, "get", None) or (lambda: embedder)  # a LazyEmbedder loads at its first use
     config = embedder.config
     fingerprint = config.fingerprint()
     if shard_tokens < 1:
         raise ValueError(f"--shard-tokens must be at least 1, got {shard_tokens}")
     check_root(root)  # before the lock, which creates the index folder
-    fresh = not folder.exists()
-    with store.writer_lock(folder):
+    fresh = not folder.exists()  # before the lock, which creates it
+    with store.writer_lock(folder), _no_lock_only_folder(folder, fresh):
         with _rebuild_hint():
             current = None if rebuild else store.read_manifest(folder)
         if current is not None and current.get("model_fingerprint", fingerprint) != fingerprint:  # before a model load
@@ -125,10 +128,6 @@ def index_corpus(
         old_rows = {} if old is None else \
             {r["id"]: r for r in old.docs.select(["id", "vid", "sha256", "path", "truncated"]).to_pylist()}
         if not docs and not old_rows:  # an empty index helps no one; say why nothing was found
-            if fresh:  # leave no folder holding only the lock file behind
-                (folder / ".lock").unlink(missing_ok=True)
-                with suppress(OSError):
-                    folder.rmdir()
             raise ValueError(f"{root}: no documents to index: {_why_none(skipped, others)}")
         if others:
             warn_note(describe_others(others))
@@ -220,6 +219,8 @@ def remove_documents(folder: Path | str, ids: list[str]) -> dict:
     manifest with "removed": how many documents went (ids naming one twice, e.g. in two Unicode forms, count once).
     (A removed document whose file still exists comes back at the next `longretr index`.)"""
     folder = Path(folder)
+    if isinstance(ids, str):  # each character would be an id
+        raise TypeError(f"ids must be a list of document ids, got one str; wrap it in a list: [{ids!r}]")
     if not ids:
         raise ValueError("no document ids given")
     if not (folder / store.MANIFEST).is_file():  # before the lock, which would create the folder
@@ -259,6 +260,20 @@ def _settings(folder: Path, dim: int, index_type: str | None, ranking: dict | No
         raise store.IndexFolderError(f"{folder / store.MANIFEST}: bad ranking settings ({e}); pass good ones "
                                      "with --mode/--fusion/--weight/--rrf-k") from e
     return {"index_type_requested": index_types.check(requested, dim), "ranking": merged}
+
+
+@contextmanager
+def _no_lock_only_folder(folder: Path, fresh: bool) -> Iterator[None]:
+    """A run that fails before writing anything into the folder it made (bad settings, no documents) leaves no folder
+    holding only the lock file, which reads as an index folder with no index. Entered with the lock held."""
+    try:
+        yield
+    except BaseException:
+        if fresh and [p.name for p in folder.iterdir()] == [".lock"]:
+            (folder / ".lock").unlink(missing_ok=True)
+            with suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 @contextmanager

@@ -40,8 +40,10 @@ class Filter:
     ids: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
-        if self.path_prefix is not None and (not isinstance(self.path_prefix, str) or not self.path_prefix):
-            raise ValueError(f"path_prefix must be a non-empty string, got {self.path_prefix!r}")
+        if self.path_prefix is not None and not isinstance(self.path_prefix, str):
+            raise TypeError(f"path_prefix must be a string, got {type(self.path_prefix).__name__}")
+        if self.path_prefix == "":
+            raise ValueError("path_prefix must be a non-empty string, got ''")
         if self.path_prefix is not None:
             object.__setattr__(self, "path_prefix", nfc(self.path_prefix))
         if self.ids is not None:
@@ -77,14 +79,19 @@ def _id_set(ids) -> frozenset[str]:
 
 
 def check_texts(texts: Iterable[str], what: str = "texts") -> list[str]:
-    """`texts` as a list of str; else a TypeError naming the item. Without this the tokenizer fails obscurely on None,
-    bytes or numbers (or, in a query, formats them as text), and a bare string is read as one-character texts."""
+    """`texts` as a list of str; else a TypeError naming the item (a ValueError for one that is not valid Unicode).
+    Without this the tokenizer fails obscurely on None, bytes, numbers or lone surrogates (or, in a query, formats
+    them as text), and a bare string is read as one-character texts."""
     if isinstance(texts, (str, bytes)):
         raise TypeError(f"{what} must be a list of strings, got one {type(texts).__name__}; wrap it in a list")
     texts = list(texts)
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"{what}[{i}] must be a str, got {type(text).__name__}")
+        try:  # lone surrogates (undecodable bytes from a command line, "\ud800" in JSON): the tokenizer fails on them
+            text.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"{what}[{i}] is not valid Unicode (it contains a lone surrogate)") from None
     return texts
 
 
@@ -98,9 +105,10 @@ def check_k(k: int) -> int:
     return int(k)  # a numpy integer, which faiss's search refuses, becomes an int
 
 
-def read_queries(path: Path) -> list[tuple[str, str]]:
+def read_queries(path: Path | str) -> list[tuple[str, str]]:
     """JSONL with id and text, or TSV id<TAB>text (a first line `id<TAB>text`, in any case, is a header). An id may
     appear once: a repeated one gave the TREC run two ranked lists for it."""
+    path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     try:

@@ -58,6 +58,9 @@ class Searcher:
     def __init__(self, folder: Path | str, embedder: Embedder | None = None) -> None:
         """`embedder`: the index's model, already loaded; None: loaded from the manifest at the first dense or
         hybrid search."""
+        if embedder is not None and not hasattr(embedder, "encode_queries"):
+            raise TypeError(f"embedder must be an Embedder (e.g. Embedder('default')) or None for the index's own "
+                            f"model, got {type(embedder).__name__}")
         self.folder = Path(folder)
         self.snapshot = store.load(folder)
         manifest = self.snapshot.manifest
@@ -156,8 +159,14 @@ class Searcher:
         return self._hits(fused, queries, vectors)
 
     def search_vectors(self, vectors: np.ndarray, queries: list[str], k: int) -> list[list[Hit]]:
-        """Dense search with query vectors already encoded (one per query, for the snippets)."""
+        """Dense search with query vectors already encoded (an array [queries, dim], one per query, for the
+        snippets)."""
         k = check_k(k)  # _dense would turn k <= 0 into 1
+        queries = check_texts(queries, "queries")
+        vectors = np.asarray(vectors, dtype="float32")
+        if vectors.ndim != 2 or vectors.shape[1] != self.snapshot.index.d:  # faiss asserts with no message
+            raise ValueError(f"query vectors must be an array [queries, {self.snapshot.index.d}], got shape "
+                             f"{list(vectors.shape)}")
         if len(vectors) != len(queries):  # zip would drop the extra ones silently
             raise ValueError(f"{len(vectors)} query vectors for {len(queries)} queries")
         if self.count == 0:

@@ -261,6 +261,8 @@ def _size(path: Path) -> int:
 
 def _document_row(folder: Path, docs: pa.Table, doc_id: str) -> dict:
     """The docs table's row for `doc_id`; else NoDocument naming close ids."""
+    if not isinstance(doc_id, str):
+        raise TypeError(f"a document id is a str, got {type(doc_id).__name__}")
     rows = match_ids(docs, [doc_id]).get(doc_id, [])
     if len(rows) > 1:
         raise NoDocument(f"{folder}: {doc_id!r} matches {len(rows)} ids that differ only in their Unicode form; "

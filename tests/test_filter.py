@@ -80,6 +80,8 @@ def test_filters_that_keep_nothing_or_are_malformed(folders):
         assert searcher.search(QUERIES, k=3, mode=mode, where=Filter("zzz/")) == [[], [], []]
     with pytest.raises(ValueError, match="path_prefix must be a non-empty string"):
         Filter("")
+    with pytest.raises(TypeError, match="path_prefix must be a string, got int"):
+        Filter(3)
     with pytest.raises(ValueError, match="ids is empty"):
         Filter(ids=frozenset())
     with pytest.raises(TypeError, match="ids must be a collection of id strings"):

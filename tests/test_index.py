@@ -79,6 +79,34 @@ def test_search_vectors_checks_k_and_one_vector_per_query(corpus, tmp_path, embe
         searcher.search_vectors(vectors, ["fox", "json"], 0)
     with pytest.raises(ValueError, match="2 query vectors for 1 queries"):  # the second was dropped
         searcher.search_vectors(vectors, ["fox"], 2)
+    dim = vectors.shape[1]
+    for bad in (vectors[:, :-1], vectors[0]):  # faiss asserted with no message; one vector was "dim queries"
+        with pytest.raises(ValueError, match=rf"query vectors must be an array \[queries, {dim}\], got shape"):
+            searcher.search_vectors(bad, ["fox"], 2)
+    with pytest.raises(TypeError, match="queries must be a list of strings"):
+        searcher.search_vectors(vectors, "fj", 2)
+    with pytest.raises(ValueError, match=r"queries\[0\] is not valid Unicode \(it contains a lone surrogate\)"):
+        searcher.search(["zip\udc80file"], 2, mode="dense")  # the tokenizer failed on it with a TypeError
+    with pytest.raises(TypeError, match=r"embedder must be an Embedder \(e.g. Embedder\('default'\)\)"):
+        Searcher(folder, "default")
+    with pytest.raises(TypeError, match="a document id is a str, got NoneType"):
+        searcher.document(None)
+    with pytest.raises(TypeError, match=r"wrap it in a list: \['fox.txt'\]"):
+        remove_documents(folder, "fox.txt")  # it removed nothing and named 'f', 'o', 'x'... as unknown
+
+
+def test_a_run_refused_before_writing_leaves_no_folder(corpus, tmp_path, embedder):
+    folder = tmp_path / "new"
+    for bad in ({"index_type": "bogus"}, {"ranking": {"mode": "fuzzy"}}):
+        with pytest.raises(ValueError):
+            index_corpus(corpus, folder, embedder, progress=False, **bad)
+        assert not folder.exists()  # a folder holding only .lock read as "no index here"
+    with pytest.raises(TypeError, match="embedder must be an Embedder or a LazyEmbedder"):
+        index_corpus(corpus, folder, "default", progress=False)
+    index_corpus(corpus, folder, embedder, progress=False)
+    with pytest.raises(ValueError):  # an existing index is left as it was, lock file included
+        index_corpus(corpus, folder, embedder, progress=False, index_type="bogus")
+    assert (folder / ".lock").exists() and Searcher(folder, embedder).count == 4
 
 
 def test_reindex_is_incremental(corpus, tmp_path, embedder):

@@ -560,6 +560,18 @@ def test_search_client_refuses_bad_server_urls(tmp_path, url, message):
     assert out.exit_code == 2 and message in out.output, (out.output, out.exception)
 
 
+def test_the_python_client_checks_its_arguments_before_sending(monkeypatch):
+    from longretr.client import search_remote
+
+    monkeypatch.setattr(httpx.Client, "post", lambda *a, **kw: pytest.fail("nothing may be sent"))
+    for args, error, message in [(("smtp",), TypeError, "wrap it in a list"),
+                                 ((["dog"], 0), ValueError, "k must be at least 1"),
+                                 ((["dog"], 2, None, {"ids": ["a"]}), TypeError, "where must be a longretr"),
+                                 ((["\ud800"],), ValueError, "not valid Unicode")]:
+        with pytest.raises(error, match=message):  # a str was sent as one-character queries, {"ids"} crashed
+            search_remote("http://127.0.0.1:9", *args)
+
+
 def test_serve_fails_fast_on_a_taken_port(index_folder, monkeypatch):
     import longretr.server
 
