@@ -46,7 +46,10 @@ def read_checkpoint_config(source: Path | str, local_only: bool = False) -> dict
     """The checkpoint's own config.json as a dict (local folder, or hub id through the HF cache)."""
     path = checkpoint_file(source, "config.json", local_only=local_only)
     if path is None:
-        where = "in the Hugging Face cache" if local_only else "(not a folder, and not downloadable)"
+        offline = local_only or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        where = "in the Hugging Face cache" if offline else (
+            "(not a folder, not in the Hugging Face cache, and not downloadable now; without a network, "
+            "HF_HUB_OFFLINE=1 says so at once instead of retrying for half a minute)")
         raise CheckpointError(f"{source}: no config.json {where}")
     try:
         raw = json.loads(Path(path).read_text())

@@ -922,3 +922,18 @@ def test_a_converted_folders_tokenizer_is_read_as_is_with_the_same_ids(tiny_gemm
     for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "mask_token_id", "unk_token_id", "all_special_ids"):
         assert getattr(read, attr) == getattr(rebuilt, attr), attr
     assert len(read) == len(rebuilt) and read.model_max_length == rebuilt.model_max_length
+
+
+def test_an_unreachable_hub_id_says_how_to_fail_at_once(monkeypatch):
+    """Offline, huggingface_hub retried for ~25 s and the error did not say that HF_HUB_OFFLINE=1 skips that."""
+    import transformers.utils
+
+    from longretr.families import read_checkpoint_config
+
+    monkeypatch.setattr(transformers.utils, "cached_file", lambda *a, **kw: None)  # what it returns when unreachable
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(CheckpointError, match="org/model: no config.json .*not downloadable now.*HF_HUB_OFFLINE=1"):
+        read_checkpoint_config("org/model")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match=r"org/model: no config.json in the Hugging Face cache$"):
+        read_checkpoint_config("org/model")
