@@ -17,7 +17,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
@@ -28,6 +28,7 @@ PDF_SUFFIXES = {".pdf"}
 TABLE_SUFFIXES = {".jsonl", ".parquet"}
 SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES | TABLE_SUFFIXES
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a text file this large is almost surely not one document
+MAX_TABLE_BYTES = 1024 * 1024 * 1024  # a table holds many: its rows are read into memory, as every document is
 
 
 @dataclass
@@ -45,8 +46,15 @@ class SkipFile(Exception):
     """A file that cannot be read as documents; the message says why."""
 
 
+class NoText(SkipFile):
+    """A file read as it is that holds no text (emptied, an HTML page with nothing visible, a scanned PDF): unlike an
+    unreadable one, its indexed documents are gone, as if it had been deleted."""
+
+
 def warn(path: Path | str, reason: str) -> None:
-    line = f"longretr: skipping {path}: {reason}"
+    # control characters in a file name ("a\nb.md") are escaped: the warning stays one line
+    shown = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(path))
+    line = f"longretr: skipping {shown}: {reason}"
     # a file name of undecodable bytes holds surrogates: escape them, or a stderr without backslashreplace raises
     tqdm.write(line.encode("utf-8", "backslashreplace").decode(), file=sys.stderr)  # above a progress bar, not on it
 
@@ -71,7 +79,7 @@ def iter_files(root: Path, skipped: list[str] | None = None, others: list[Path] 
             dirnames[:] = []
             continue
         if (st.st_dev, st.st_ino) in seen:
-            warn(dirpath, "symlink loop, folder already visited")
+            warn(dirpath, "folder already read (a symlink to it, or a loop)")
             dirnames[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
@@ -117,10 +125,11 @@ def check_root(root: Path | str) -> Path:
 
 
 def read_corpus(root: Path | str, skipped: list[str] | None = None, progress: bool = False,
-                others: list[Path] | None = None) -> Iterator[Document]:
+                others: list[Path] | None = None, empty: list[str] | None = None) -> Iterator[Document]:
     """Every document under root (a folder or a single file); unreadable files get one warning line
-    and are appended to `skipped`, files of other types in a folder to `others`. `progress` shows a bar over
-    the files (PDFs take seconds each to read)."""
+    and are appended to `skipped`, files that hold no text (NoText) to `empty` (to `skipped` if `empty` is None),
+    files of other types in a folder to `others`. `progress` shows a bar over the files (PDFs take seconds each to
+    read)."""
     root = check_root(root)
     files = [root] if root.is_file() else list(iter_files(root, skipped, others))
     base = root.parent if root.is_file() else root
@@ -129,8 +138,9 @@ def read_corpus(root: Path | str, skipped: list[str] | None = None, progress: bo
             yield from read_file(path, base)
         except SkipFile as e:
             warn(path, str(e))
-            if skipped is not None:
-                skipped.append(str(path))
+            into = empty if isinstance(e, NoText) and empty is not None else skipped
+            if into is not None:
+                into.append(str(path))
 
 
 def read_file(path: Path, base: Path) -> list[Document]:
@@ -145,15 +155,17 @@ def read_file(path: Path, base: Path) -> list[Document]:
         st = path.stat()
         if not stat.S_ISREG(st.st_mode):  # reading a FIFO or a device would block the run or never end
             raise SkipFile("not a regular file")
-        if st.st_size > MAX_FILE_BYTES:
-            raise SkipFile(f"file is {st.st_size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB limit")
-        raw = path.read_bytes()
+        limit = MAX_TABLE_BYTES if suffix in TABLE_SUFFIXES else MAX_FILE_BYTES
+        if st.st_size > limit:
+            raise SkipFile(f"file is {st.st_size / 2**20:.0f} MiB, over the {limit // 2**20} MiB limit"
+                           f"{' for a table' if suffix in TABLE_SUFFIXES else ''}")
+        raw = b"" if suffix == ".parquet" else path.read_bytes()  # pyarrow reads a Parquet file itself
     except OSError as e:
         raise SkipFile(f"cannot read ({e.strerror or e})") from e
     if suffix in TEXT_SUFFIXES:
         text = _decode(raw)
         if not text.strip():
-            raise SkipFile("empty file")
+            raise NoText("empty file")
         return [Document(rel, text, _title(text, path), rel, _sha(text), st.st_size, st.st_mtime)]
     if suffix in HTML_SUFFIXES | PDF_SUFFIXES:
         text, title = _html_text(raw) if suffix in HTML_SUFFIXES else _pdf_text(raw)
@@ -180,10 +192,10 @@ def read_file(path: Path, base: Path) -> list[Document]:
         if doc_id in ids:
             raise SkipFile(f"row {n}: duplicate id {doc_id!r}")
         ids.add(doc_id)
-        title = title or _title(text, Path(doc_id))
+        title = title or _title(text, Path(name_title(doc_id)))
         docs.append(Document(doc_id, text, title, f"{rel}#{doc_id}", _sha(text), len(text.encode()), st.st_mtime))
     if not docs:
-        raise SkipFile("no documents in file")
+        raise NoText("no documents in file")
     return docs
 
 
@@ -246,23 +258,40 @@ def _decode_wide(raw: bytes, bom: bytes, encoding: str) -> str:
 
 
 _INVISIBLE = ["script", "style", "noscript", "template", "head", "title"]  # <title> outside <head> too
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 # Elements that start a new line; inline ones (a, code, em, span...) stay inside their sentence.
 _BLOCKS = ["address", "article", "aside", "blockquote", "caption", "dd", "div", "dl", "dt", "figcaption", "figure",
            "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre",
-           "section", "table", "td", "th", "tr", "ul"]
+           "section", "table", "td", "th", "tr", "ul", "option", "textarea", "select", "svg"]
 
 
 def _html_text(raw: bytes) -> tuple[str, str]:
     """The visible text of an HTML page, one line per block element or <pre> line (other whitespace collapsed
-    as a browser does), and its <title>. BeautifulSoup reads the charset from the page or guesses it."""
+    as a browser does), and its <title>. The charset is the page's BOM or declared one; without one, UTF-8 if the
+    bytes are UTF-8, else windows-1252 (what browsers assume; bs4's guess read Latin-1 pages as Czech)."""
     from bs4 import BeautifulSoup, NavigableString  # imported here: most corpora have no HTML
+    from bs4.dammit import EncodingDetector, UnicodeDammit
 
-    if b"\x00" in raw[:8192]:
+    wide = next(((bom, encoding) for bom, encoding in _BOMS if raw.startswith(bom)), None)
+    if wide:  # UTF-16 or UTF-32: NUL bytes are its text, not a sign of a binary file
+        markup = _decode_wide(raw, *wide)
+    elif b"\x00" in raw[:8192]:
         raise SkipFile("binary file (NUL bytes)")
-    soup = BeautifulSoup(raw, "html.parser")
-    title = " ".join(soup.title.get_text().split()) if soup.title else ""
+    else:
+        declared = EncodingDetector.find_declared_encoding(raw, is_html=True)
+        markup = UnicodeDammit(raw, is_html=True,
+                               user_encodings=None if declared else ["utf-8", "windows-1252"]).unicode_markup
+    soup = BeautifulSoup(markup, "html.parser")
+    if soup.head is not None and soup.body is not None and soup.body.find_parent("head"):
+        soup.head.insert_after(soup.body.extract())  # no </head> (HTML5 lets it out): html.parser nests the body in it
+    # the page's <title>, not an <svg>'s tooltip
+    found = next((t for t in soup.find_all("title") if not t.find_parent("svg")), None)
+    title = " ".join(found.get_text().split()) if found else ""
     for tag in soup(_INVISIBLE):
         tag.decompose()
+    for tag in soup.find_all(lambda t: t.has_attr("hidden") or t.has_attr("style") and _HIDDEN_STYLE.search(
+            str(t["style"]))):
+        tag.decompose()  # what a browser does not show (hidden, display:none)
     for node in soup.find_all(string=True):
         if type(node) is NavigableString and not node.find_parent("pre"):
             node.replace_with(re.sub(r"\s+", " ", node))
@@ -274,8 +303,11 @@ def _html_text(raw: bytes) -> tuple[str, str]:
     lines = (line.strip() for line in soup.get_text().splitlines())
     text = "\n".join(line for line in lines if line)
     if not text:
-        raise SkipFile("no visible text in the HTML")
+        raise NoText("no visible text in the HTML")
     return text, title
+
+
+_LINE_BREAK_HYPHEN = re.compile(r"([a-z])-\n([a-z])")
 
 
 def _pdf_text(raw: bytes) -> tuple[str, str]:
@@ -292,22 +324,24 @@ def _pdf_text(raw: bytes) -> tuple[str, str]:
         if reader.is_encrypted and not reader.decrypt(""):
             raise SkipFile("encrypted PDF (it needs a password to open)")
         pages = [(page.extract_text() or "").strip() for page in reader.pages]
-        title = str((reader.metadata.title if reader.metadata else None) or "").strip()
+        title = " ".join(str((reader.metadata.title if reader.metadata else None) or "").split())
     except SkipFile:
         raise
     except Exception as e:  # pypdf raises many types for damaged files
         raise SkipFile(f"not a readable PDF ({type(e).__name__}: {e})") from e
     finally:
         log.setLevel(level)
-    text = "\n\n".join(page for page in pages if page)
+    # a word broken at a line's end ("inform-\nation") is one word again, or BM25 never finds it; a hyphen before a
+    # capital or a digit ("Jean-\nPaul", "ISO-\n8601") stays
+    text = _LINE_BREAK_HYPHEN.sub(r"\1\2", "\n\n".join(page for page in pages if page))
     if not text:
-        raise SkipFile(f"no text in its {len(pages)} page(s) (a scanned PDF needs OCR first)")
+        raise NoText(f"no text in its {len(pages)} page(s) (a scanned PDF needs OCR first)")
     return text, title
 
 
 def _jsonl_rows(raw: bytes) -> list[dict]:
     rows = []
-    for n, line in enumerate(_decode(raw).splitlines(), 1):
+    for n, line in enumerate(_decode(raw).split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028 raw
         if not line.strip():
             continue
         try:
@@ -328,20 +362,58 @@ def _parquet_rows(path: Path) -> list[dict]:
     return table.to_pylist()
 
 
-_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
+# ATX heading: the closing #s need a space before them ("# Learning C#" keeps its #), the text is not blank
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(\S.*?)(?:\s+#+)?\s*$")
+_FENCE = re.compile(r"^\s{0,3}(```|~~~)")
+_FRONT_TITLE = re.compile(r"""^title:\s*(["']?)(.+?)\1\s*$""")
+_ORG_TITLE = re.compile(r"^#\+title:\s*(\S.*?)\s*$", re.IGNORECASE)
+_ORG_HEADLINE = re.compile(r"^\*+\s+(\S.*?)\s*$")
+_ADOC_TITLE = re.compile(r"^=\s+(\S.*?)\s*$")
 
 
 def _title(text: str, path: Path) -> str:
-    """First Markdown heading, or an RST heading (a line underlined by ===, ---, ...), else the file name."""
+    """A text file's title: for Org, its #+TITLE or first headline; for AsciiDoc, its `= Title` line; else a YAML
+    front matter's title, the first Markdown heading (outside code fences) or RST heading (a line underlined by ===,
+    ---, ...). Else the file name (name_title)."""
     lines = text.splitlines()[:200]
+    suffix = path.suffix.lower()
+    if suffix == ".org":  # "# ..." is an Org comment ("# -*- mode: org -*-"), not a heading
+        for pattern in (_ORG_TITLE, _ORG_HEADLINE):
+            found = next((m.group(1) for m in map(pattern.match, lines) if m), None)
+            if found:
+                return found
+        return name_title(path.name)
+    if suffix in (".adoc", ".asciidoc"):
+        found = next((m.group(1) for m in map(_ADOC_TITLE.match, lines) if m), None)
+        if found:
+            return found
+    if lines and lines[0].strip() == "---":  # YAML front matter (Jekyll, Hugo, MkDocs)
+        for line in lines[1:]:
+            if line.strip() in ("---", "..."):
+                break
+            m = _FRONT_TITLE.match(line)
+            if m:
+                return m.group(2)
+    fenced = False
     for i, line in enumerate(lines):
+        if _FENCE.match(line):
+            fenced = not fenced
+        if fenced:  # "# install deps" in a shell block is a comment
+            continue
         m = _HEADING.match(line)
         if m:
             return m.group(1)
         nxt = lines[i + 1] if i + 1 < len(lines) else ""
         if line.strip() and len(nxt.strip()) >= len(line.strip()) and re.fullmatch(r"([=\-~^*#+])\1+", nxt.strip()):
             return line.strip()
-    return path.stem
+    return name_title(path.name)
+
+
+def name_title(name: str) -> str:
+    """A title from a file name or a table row's id: without a document suffix ("notes.md" -> "notes"); other ids
+    whole ("arxiv:2301.12345", "v1.2"), where a stem would cut them at their last dot."""
+    path = PurePosixPath(name)
+    return path.stem if path.suffix.lower() in SUFFIXES else (path.name or name)
 
 
 def _sha(text: str) -> str:

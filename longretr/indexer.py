@@ -122,13 +122,14 @@ def index_corpus(
         dim = old.index.d if old is not None else model().dim
         settings = _settings(folder, dim, index_type, ranking)  # checked before any encoding
         damaged = None if old is None else _damaged_derived(old)  # before this run changes old.index
-        skipped: list[str] = []
+        skipped: list[str] = []  # unreadable now: their indexed documents are kept
+        empty: list[str] = []  # read, and no text in them: their indexed documents go, as a deleted file's do
         others: list[Path] = []
-        docs = _unique(read_corpus(root, skipped=skipped, progress=progress, others=others))
+        docs = _unique(read_corpus(root, skipped=skipped, progress=progress, others=others, empty=empty))
         old_rows = {} if old is None else \
             {r["id"]: r for r in old.docs.select(["id", "vid", "sha256", "path", "truncated"]).to_pylist()}
         if not docs and not old_rows:  # an empty index helps no one; say why nothing was found
-            raise ValueError(f"{root}: no documents to index: {_why_none(skipped, others)}")
+            raise ValueError(f"{root}: no documents to index: {_why_none(skipped, empty, others)}")
         if others:
             warn_note(describe_others(others))
         # A document cut at max_tokens (indexed before windows) is encoded again, whole.
@@ -140,7 +141,7 @@ def index_corpus(
         kept = _ids_from_files(old_rows, skipped, Path(root)) - current
         gone_vids = [r["vid"] for i, r in old_rows.items() if i not in current and i not in kept]
         if old_rows and len(gone_vids) == len(old_rows):  # a wrong, emptied or unreadable folder would wipe the index
-            found = f"no documents found: {_why_none(skipped, others)}" if not docs else \
+            found = f"no documents found: {_why_none(skipped, empty, others)}" if not docs else \
                 f"it holds {len(docs)} other document{'s' * (len(docs) != 1)}, none of the index's"
             instead = "`longretr rm` removes documents, or delete the index folder" if not docs else \
                 "`longretr index --rebuild` replaces them with this folder's, or use another --index"
@@ -204,7 +205,7 @@ def index_corpus(
         resumed=len(todo) - len(need),
         removed=len(gone_vids),
         unchanged=len(docs) - len(todo) + len(kept),
-        skipped_files=len(skipped),
+        skipped_files=len(skipped) + len(empty),
         tokens=tokens,
         truncated=sum(table.column("truncated").to_pylist()),
         seconds=time.perf_counter() - start,
@@ -297,9 +298,11 @@ def _damaged_derived(old: store.Snapshot) -> str | None:
     return None
 
 
-def _why_none(skipped: list[str], others: list[Path]) -> str:
-    if skipped:
-        return f"{len(skipped)} file{'s' * (len(skipped) != 1)} could not be read (warnings above)"
+def _why_none(skipped: list[str], empty: list[str], others: list[Path]) -> str:
+    why = [f"{len(skipped)} file{'s' * (len(skipped) != 1)} could not be read"] if skipped else []
+    why += [f"{len(empty)} file{'s' * (len(empty) != 1)} held no text"] if empty else []
+    if why:
+        return f"{' and '.join(why)} (warnings above)"
     return describe_others(others) if others else "the folder holds no files"
 
 
@@ -335,12 +338,13 @@ def _ids_from_files(old_rows: dict, skipped: list[str], root: Path) -> set[str]:
 
 
 def _unique(docs) -> list[Document]:
-    out, seen = [], set()
+    """Documents with distinct ids: a table row's id may repeat a file's path or another table's row id."""
+    out, first = [], {}
     for d in docs:
-        if d.id in seen:
-            warn(d.path, f"duplicate document id {d.id!r}, keeping the first")
+        if d.id in first:
+            warn(d.path, f"duplicate document id {d.id!r}; keeping the one from {first[d.id]}")
             continue
-        seen.add(d.id)
+        first[d.id] = d.path
         out.append(d)
     return out
 

@@ -161,7 +161,7 @@ def test_bad_files_are_named_and_skipped(tmp_path, capsys):
     err = capsys.readouterr().err
     for name, reason in [("binary.txt", "binary"), ("latin1.txt", "invalid UTF-8"), ("empty.md", "empty"),
                          ("broken.jsonl", "line 2"), ("noid.jsonl", "'id'"), ("corrupt.parquet", "Parquet"),
-                         ("loop", "symlink loop")]:
+                         ("loop", "folder already read (a symlink to it, or a loop)")]:
         assert any(name in line and reason in line for line in err.splitlines()), (name, err)
     assert len(skipped) == 6
 
@@ -357,3 +357,72 @@ def test_demo_corpus_refuses_bad_targets_and_leaves_exactly_its_pages(tmp_path):
     result = run(app, ["demo-corpus", str(out), "--limit", "2"])
     assert result.exit_code == 2 and f"{out}: not empty and not a demo corpus (holds notes.md)" in result.output
     assert (out / "notes.md").read_text() == "mine"
+
+
+def test_titles_of_text_files_and_table_rows(tmp_path):
+    files = {"csharp.md": "# Learning C#\nbody", "fenced.md": "intro\n```sh\n# install deps\n```\n",
+             "blank.md": "#  \nbody", "front.md": "---\nlayout: post\ntitle: 'Front Matter Title'\n---\n# Later\n",
+             "notes.org": "# -*- mode: org -*-\n#+TITLE: Org Title\n* First headline\n",
+             "plain.org": "# -*- mode: org -*-\n* First headline\n", "guide.adoc": "= Adoc Title\n\ntext\n",
+             "closed.md": "## Closed heading ##\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    rows = [{"id": "arxiv:2301.12345", "text": "plain"}, {"id": "v1.2", "text": "plain"},
+            {"id": "docs/intro.md", "text": "plain"}, {"id": "x", "text": "a\u2028b"}]  # U+2028 raw: valid JSON
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    docs = {d.id: d for d in read_corpus(tmp_path)}
+    assert {i: d.title for i, d in docs.items()} == {
+        "csharp.md": "Learning C#", "fenced.md": "fenced", "blank.md": "blank", "front.md": "Front Matter Title",
+        "notes.org": "Org Title", "plain.org": "First headline", "guide.adoc": "Adoc Title",
+        "closed.md": "Closed heading", "arxiv:2301.12345": "arxiv:2301.12345", "v1.2": "v1.2",
+        "docs/intro.md": "intro", "x": "x"}
+    assert docs["x"].text == "a\u2028b"  # the file was skipped whole: splitlines() cut the row at U+2028
+
+
+def test_html_charsets_a_missing_head_end_and_hidden_text(tmp_path):
+    pages = {"nohead.html": b"<html>\n<head>\n<meta charset='utf-8'>\n<title>Page</title>\n<body>\n<p>Body text</p>",
+             "u16.html": "<html><title>Wide</title><p>utf16 page</p></html>".encode("utf-16"),
+             "latin1.html": "<p>na\xefve caf\xe9 d\xe9j\xe0 vu</p>".encode("latin-1"),
+             "greek.html": "<head><meta charset='iso-8859-7'></head><p>\xe1\xe2</p>".encode("latin-1"),
+             "hidden.html": b"<body><svg><title>Icon</title></svg><p>shown</p><div hidden>no</div>"
+                            b"<span style='display: none'>no</span><select><option>a</option><option>b</option>"
+                            b"</select></body>"}
+    for name, raw in pages.items():
+        (tmp_path / name).write_bytes(raw)
+    docs = {d.id: (d.title, d.text) for d in read_corpus(tmp_path)}
+    assert docs == {"nohead.html": ("Page", "Body text"), "u16.html": ("Wide", "utf16 page"),
+                    "latin1.html": ("latin1", "na\xefve caf\xe9 d\xe9j\xe0 vu"),
+                    "greek.html": ("greek", "\u03b1\u03b2"),
+                    "hidden.html": ("hidden", "shown\na\nb")}
+
+
+def test_pdf_words_broken_at_a_line_end_are_joined_and_titles_collapsed(tmp_path):
+    text = "the inform-\nation in Jean-\nPaul's docu-\nments"
+    (tmp_path / "a.pdf").write_bytes(_pdf([text], title=" Multi\nline\ttitle "))
+    (doc,) = read_corpus(tmp_path)
+    assert doc.title == "Multi line title"
+    assert "information" in doc.text and "documents" in doc.text and "Jean-\nPaul" in doc.text, doc.text
+
+
+def test_a_table_may_be_larger_than_a_text_file(tmp_path, monkeypatch, capsys):
+    import longretr.corpus
+
+    monkeypatch.setattr(longretr.corpus, "MAX_FILE_BYTES", 100)
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps({"id": str(i), "text": "x" * 20}) + "\n" for i in range(9)))
+    (tmp_path / "big.txt").write_text("y" * 200)
+    assert [d.id for d in read_corpus(tmp_path)] == [str(i) for i in range(9)]
+    assert "big.txt: file is 0 MiB, over the 0 MiB limit" in capsys.readouterr().err
+
+
+def test_a_repeated_id_across_files_names_the_kept_one(tmp_path, embedder, capsys):
+    from longretr.indexer import index_corpus
+
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "note.md").write_text("# Note\nthe real file")
+    (tmp_path / "corpus" / "coll.jsonl").write_text(json.dumps({"id": "note.md", "text": "a row"}) + "\n")
+    (tmp_path / "corpus" / "odd\nname.txt").write_bytes(b"\x00")
+    s = index_corpus(tmp_path / "corpus", tmp_path / "idx", embedder, progress=False)
+    err = capsys.readouterr().err
+    assert "skipping note.md: duplicate document id 'note.md'; keeping the one from coll.jsonl#note.md" in err
+    assert "/odd\\nname.txt: binary file" in err  # one line, the newline shown escaped
+    assert s.documents == 1

@@ -380,7 +380,8 @@ def test_bad_files_are_named_skipped_and_nothing_is_lost(tmp_path, embedder, cap
     err = capsys.readouterr().err
     for name, reason in [("binary.txt", "binary file"), ("latin1.md", "invalid UTF-8 at byte 3"),
                          ("empty.rst", "empty file"), ("huge.txt", "file is 95 MiB, over the 64 MiB limit"),
-                         ("loop", "symlink loop"), ("d0002.txt", "keeping the indexed version of 'd0002.txt'")]:
+                         ("loop", "folder already read (a symlink to it, or a loop)"),
+                         ("d0002.txt", "keeping the indexed version of 'd0002.txt'")]:
         assert any(name in line and reason in line for line in err.splitlines()), (name, err)
     assert (s.skipped_files, s.encoded, s.removed, s.documents) == (5, 0, 0, 4)
     assert Searcher(folder, embedder).search([text(2)], 1, mode="lexical")[0][0].id == "d0002.txt"
@@ -477,6 +478,30 @@ def test_an_empty_corpus_does_not_wipe_its_index(tmp_path, embedder):
     with pytest.raises(ValueError, match="no documents found: 1 file could not be read .*remove all 2"):
         index_corpus(corpus, folder, embedder, progress=False)
     assert store.load(folder).count == 2
+
+
+def test_an_emptied_file_is_removed_like_a_deleted_one(tmp_path, embedder, capsys):
+    """An emptied file was "unreadable now", so its old text stayed searchable at every run after."""
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    write_docs(corpus, range(3))
+    (corpus / "page.html").write_text("<html><body><p>confidential salary numbers</p></body></html>")
+    (corpus / "rows.jsonl").write_text('{"id": "r1", "text": "salary table"}\n')
+    index_corpus(corpus, folder, embedder, progress=False)
+    (corpus / "d0001.txt").write_text("  \n")
+    (corpus / "page.html").write_text("<html><body><script>x()</script></body></html>")
+    (corpus / "rows.jsonl").write_text('{"id": "r1", "text": ""}\n')
+    (corpus / "d0002.txt").write_bytes(b"\x00 damaged")  # unreadable: kept
+    capsys.readouterr()
+    s = index_corpus(corpus, folder, embedder, progress=False)
+    assert (s.removed, s.skipped_files, s.documents) == (3, 4, 2)
+    assert sorted(store.load(folder).docs.column("id").to_pylist()) == ["d0000.txt", "d0002.txt"]
+    assert Searcher(folder, embedder).search(["salary"], 5, mode="lexical") == [[]]
+    for path in corpus.iterdir():
+        path.write_text("")
+    (corpus / "new.txt").write_bytes(b"\x00")
+    with pytest.raises(ValueError, match=r"no documents found: 1 file could not be read and 5 files held no text "
+                                         r"\(warnings above\); this run would remove all 2"):
+        index_corpus(corpus, folder, embedder, progress=False)
 
 
 def test_another_folder_does_not_replace_the_index(tmp_path, embedder):
