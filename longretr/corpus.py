@@ -172,25 +172,27 @@ def read_file(path: Path, base: Path) -> list[Document]:
         if not _utf8(text + title):
             raise SkipFile("its text holds characters that are not valid UTF-8 (lone surrogates)")
         return [Document(rel, text, title or path.stem, rel, _sha(text), st.st_size, st.st_mtime)]
-    rows = _jsonl_rows(raw) if suffix == ".jsonl" else _parquet_rows(path)
+    # rows named as an editor counts them: a JSONL file's by line (blank lines too, as its JSON errors are)
+    rows = _jsonl_rows(raw) if suffix == ".jsonl" else \
+        [(f"row {n}", row) for n, row in enumerate(_parquet_rows(path), 1)]
     docs, ids = [], set()
-    for n, row in enumerate(rows, 1):
+    for where, row in rows:
         if not isinstance(row, dict) or "text" not in row or "id" not in row:
-            raise SkipFile(f"row {n} lacks the required 'id' and 'text' fields")
-        doc_id, text, title = _row_fields(n, row)
+            raise SkipFile(f"{where} lacks the required 'id' and 'text' fields")
+        doc_id, text, title = _row_fields(where, row)
         if not isinstance(title, str):  # a list or a table as title: the row keeps a title found in its text
-            warn(f"{path} row {n}", f"title must be a string or a number, got {_kind(title)}; titled from its text")
+            warn(f"{path} {where}", f"title must be a string or a number, got {_kind(title)}; titled from its text")
             title = ""
         if not isinstance(text, str):  # one bad row, like an empty one, skips only itself
-            warn(f"{path} row {n}", f"text must be a string, got {_kind(text)}")
+            warn(f"{path} {where}", f"text must be a string, got {_kind(text)}")
             continue
         if not text.strip():
-            warn(f"{path} row {n}", "empty text")
+            warn(f"{path} {where}", "empty text")
             continue
         if not _utf8(doc_id + text + title):  # JSON escapes can hold lone surrogates
-            raise SkipFile(f"row {n}: id, text or title holds characters that are not valid UTF-8 (lone surrogates)")
+            raise SkipFile(f"{where}: id, text or title holds characters that are not valid UTF-8 (lone surrogates)")
         if doc_id in ids:
-            raise SkipFile(f"row {n}: duplicate id {doc_id!r}")
+            raise SkipFile(f"{where}: duplicate id {doc_id!r}")
         ids.add(doc_id)
         title = title or _title(text, Path(name_title(doc_id)))
         docs.append(Document(doc_id, text, title, f"{rel}#{doc_id}", _sha(text), len(text.encode()), st.st_mtime))
@@ -199,15 +201,15 @@ def read_file(path: Path, base: Path) -> list[Document]:
     return docs
 
 
-def _row_fields(n: int, row: dict) -> tuple[str, object, object]:
+def _row_fields(where: str, row: dict) -> tuple[str, object, object]:
     """A table row's id, text (as found; null: "") and title (a number as its string, "" for none, else as found),
     or SkipFile for an id that is not a string or a number (str() of a list or null would index an id the file never
     said). The caller skips a row whose text is not a string, or empty, and titles one whose title is neither."""
     doc_id, text, title = row["id"], row["text"], row.get("title")
     if isinstance(doc_id, bool) or not isinstance(doc_id, (str, numbers.Number)):  # Number: a Parquet decimal too
-        raise SkipFile(f"row {n}: id must be a string or a number, got {_kind(doc_id)}")
+        raise SkipFile(f"{where}: id must be a string or a number, got {_kind(doc_id)}")
     if not str(doc_id).strip():
-        raise SkipFile(f"row {n}: id must be a non-empty string or a number, got {doc_id!r}")
+        raise SkipFile(f"{where}: id must be a non-empty string or a number, got {doc_id!r}")
     if isinstance(title, numbers.Number) and not isinstance(title, bool):  # a year, an issue number: as before
         title = str(title)
     return str(doc_id), "" if text is None else text, "" if title is None else title
@@ -339,13 +341,14 @@ def _pdf_text(raw: bytes) -> tuple[str, str]:
     return text, title
 
 
-def _jsonl_rows(raw: bytes) -> list[dict]:
+def _jsonl_rows(raw: bytes) -> list[tuple[str, object]]:
+    """("line N", the line's JSON value) for each non-blank line."""
     rows = []
     for n, line in enumerate(_decode(raw).split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028 raw
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            rows.append((f"line {n}", json.loads(line)))
         except json.JSONDecodeError as e:
             raise SkipFile(f"line {n}: invalid JSON ({e.msg})") from e
     return rows

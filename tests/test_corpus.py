@@ -176,8 +176,8 @@ def test_text_utf8_cannot_store_and_null_ids_are_named_and_skipped(tmp_path, cap
     skipped: list[str] = []
     assert [d.id for d in read_corpus(tmp_path, skipped=skipped)] == ["good.txt"]
     err = capsys.readouterr().err
-    for name, reason in [("bad\\udcff.txt", "file name is not valid UTF-8"), ("surrogate.jsonl", "row 1: id, text"),
-                         ("nullid.jsonl", "row 1: id must be")]:
+    for name, reason in [("bad\\udcff.txt", "file name is not valid UTF-8"), ("surrogate.jsonl", "line 1: id, text"),
+                         ("nullid.jsonl", "line 1: id must be")]:
         assert any(name in line and reason in line for line in err.splitlines()), (name, err)
     assert len(skipped) == 3
 
@@ -201,14 +201,14 @@ def test_table_fields_of_the_wrong_type_are_named(tmp_path, capsys):
     assert [(d.id, d.title) for d in docs] == [("y", "y"), ("z", "5"), ("w", "Heading"), ("7", "7")]
     assert len(skipped) == 4
     err = capsys.readouterr().err
-    for name, reason in [("int_text.jsonl row 1", "text must be a string, got int 123"),
-                         ("list_text.jsonl row 1", "text must be a string, got list ['a']"),
+    for name, reason in [("int_text.jsonl line 1", "text must be a string, got int 123"),
+                         ("list_text.jsonl line 1", "text must be a string, got list ['a']"),
                          ("list_text.jsonl", "no documents in file"),
-                         ("list_title.jsonl row 1", "title must be a string or a number, got list [1]; titled"),
-                         ("bool_id.jsonl", "row 1: id must be a string or a number, got bool True"),
-                         ("list_id.jsonl", "row 1: id must be a string or a number, got list [1]"),
+                         ("list_title.jsonl line 1", "title must be a string or a number, got list [1]; titled"),
+                         ("bool_id.jsonl", "line 1: id must be a string or a number, got bool True"),
+                         ("list_id.jsonl", "line 1: id must be a string or a number, got list [1]"),
                          ("bytes_id.parquet", "row 1: id must be a string or a number, got bytes b'p1'"),
-                         ("ok.jsonl row 2", "empty text")]:  # a null text (Parquet's missing value) is empty
+                         ("ok.jsonl line 2", "empty text")]:  # a null text (Parquet's missing value) is empty
         assert any(f"{name}: {reason}" in line for line in err.splitlines()), (name, err)
 
 
@@ -426,3 +426,9 @@ def test_a_repeated_id_across_files_names_the_kept_one(tmp_path, embedder, capsy
     assert "skipping note.md: duplicate document id 'note.md'; keeping the one from coll.jsonl#note.md" in err
     assert "/odd\\nname.txt: binary file" in err  # one line, the newline shown escaped
     assert s.documents == 1
+
+
+def test_jsonl_problems_are_named_by_line_as_an_editor_counts(tmp_path, capsys):
+    (tmp_path / "rows.jsonl").write_text('{"id": "a", "text": "fine"}\n\n\n{"id": "b", "text": ""}\n')
+    assert [d.id for d in read_corpus(tmp_path)] == ["a"]
+    assert "rows.jsonl line 4: empty text" in capsys.readouterr().err  # "row 2": the second non-blank line
