@@ -1,4 +1,5 @@
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -458,11 +459,7 @@ def wait_for(predicate, seconds=10.0):
 def test_a_damaged_lexical_file_leaves_dense_search_and_is_not_reloaded_to(tmp_path, embedder):
     corpus, folder = write_corpus(tmp_path / "corpus", dict(list(TEXTS.items())[:3])), tmp_path / "idx"
     index_corpus(corpus, folder, embedder, progress=False)
-
-    def damage() -> None:
-        (folder / store.read_manifest(folder)["files"]["lexical"] / "lexical.json").write_text("{")
-
-    damage()
+    (folder / store.read_manifest(folder)["files"]["lexical"] / "lexical.json").write_text("{")
     svc = SearchService(folder, embedder, reload_interval=0.05)  # a server started on it serves dense search
     try:
         with TestClient(create_app(svc)) as client:
@@ -473,10 +470,15 @@ def test_a_damaged_lexical_file_leaves_dense_search_and_is_not_reloaded_to(tmp_p
             index_corpus(corpus, folder, embedder, progress=False)  # repaired: reloaded
             assert wait_for(lambda: svc.version == 2 and not client.get("/stats").json()["warnings"])
             assert client.post("/search", json={"query": "lazy dog", "mode": "hybrid"}).status_code == 200
-            write_corpus(corpus, {"new/arch.txt": "computing a digest of every file in the archive"})
-            index_corpus(corpus, folder, embedder, progress=False)
-            damage()  # a damaged new version: the whole one keeps serving every mode
-            assert wait_for(lambda: svc.reload_error is not None) and "lexical-000003: truncated" in svc.reload_error
+            # a new version whose lexical file is damaged (written whole at once, or the server may load it before
+            # the damage): the whole one keeps serving every mode
+            manifest = store.read_manifest(folder)
+            shutil.copytree(folder / manifest["files"]["lexical"], folder / "lexical-damaged")
+            (folder / "lexical-damaged" / "lexical.json").write_text("{")
+            files = {**manifest["files"], "lexical": "lexical-damaged"}
+            (folder / "next.json").write_text(json.dumps({**manifest, "version": 3, "files": files}))
+            (folder / "next.json").replace(folder / store.MANIFEST)
+            assert wait_for(lambda: svc.reload_error is not None) and "lexical-damaged: truncated" in svc.reload_error
             assert svc.version == 2
             assert client.post("/search", json={"query": "dog", "mode": "lexical"}).status_code == 200
     finally:
