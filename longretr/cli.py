@@ -141,6 +141,8 @@ def search(
         except RemoteError as e:
             which = f"query {batch[e.query][0]!r}: " if e.query is not None and len(batch) > 1 else ""
             _fail(f"{which}{e}")
+        except ValueError as e:  # checked before sending: a query or filter that is not valid Unicode
+            _fail(str(e))
     else:
         from .search import ModelMismatch, Searcher
         from .store import IndexFolderError

@@ -27,6 +27,8 @@ def search_remote(url: str, queries: list[str], k: int = 10, mode: str | None = 
     queries, k = check_texts(queries, "queries"), check_k(k)
     if where is not None and not isinstance(where, Filter):
         raise TypeError(f"where must be a longretr.queries.Filter, got {type(where).__name__}")
+    if where is not None:  # httpx fails deep inside on a lone surrogate (a command line's undecodable bytes)
+        check_texts([where.path_prefix or "", *sorted(where.ids or ())], "filter path_prefix and ids")
     base = url.rstrip("/")
     options = {**({"mode": mode} if mode is not None else {}), **({"filter": where.to_dict()} if where else {})}
 

@@ -74,6 +74,7 @@ class Searcher:
                 "would compare incompatible vectors. Search without --model, or re-index with this model."
             )
         self._embedder = embedder
+        self._embedder_lock = threading.Lock()
         self._config = config
         self.index, self.index_device = index_types.to_gpu(self.snapshot.search_index)
         docs = self.snapshot.docs
@@ -96,10 +97,11 @@ class Searcher:
     @property
     def embedder(self) -> Embedder:
         """The index's model, loaded on first use: lexical search never needs it."""
-        if self._embedder is None:
-            from .embedder import Embedder
+        with self._embedder_lock:  # threads sharing a Searcher load it once
+            if self._embedder is None:
+                from .embedder import Embedder
 
-            self._embedder = Embedder(self._config)
+                self._embedder = Embedder(self._config)
         return self._embedder
 
     @functools.cached_property
@@ -142,7 +144,7 @@ class Searcher:
         if not queries or self.count == 0 or (within is not None and not len(within)):
             return [[] for _ in queries]
         if mode != "dense" and "lexical" in self.damaged:
-            raise store.IndexFolderError(f"{self.damaged['lexical']}; --mode dense works meanwhile")
+            raise store.IndexFolderError(f"{self.damaged['lexical']}; dense mode works meanwhile")
         if mode != "dense" and self.snapshot.lexical is None:
             raise ValueError(f"{self.folder}: this index has no lexical index (built by an older longretr); "
                              f"re-run `longretr index CORPUS --index {self.folder}` to add it (nothing is re-encoded), "
@@ -163,6 +165,8 @@ class Searcher:
         snippets)."""
         k = check_k(k)  # _dense would turn k <= 0 into 1
         queries = check_texts(queries, "queries")
+        if not queries and not len(vectors):
+            return []
         vectors = np.asarray(vectors, dtype="float32")
         if vectors.ndim != 2 or vectors.shape[1] != self.snapshot.index.d:  # faiss asserts with no message
             raise ValueError(f"query vectors must be an array [queries, {self.snapshot.index.d}], got shape "
@@ -244,7 +248,8 @@ class Searcher:
             depth = min(k + 1, total)
             while True:
                 scores, ids = index.search(vectors, depth, params=params)
-                if depth >= total or not (scores[:, -1] == scores[:, k - 1]).any():
+                # (an ANN index fills slots it found nothing for with id -1: no tie, and reading on finds no more)
+                if depth >= total or not ((scores[:, -1] == scores[:, k - 1]) & (ids[:, -1] >= 0)).any():
                     break
                 depth = min(2 * depth, total)
             return [_by_score_then_vid([(int(i), float(s)) for s, i in zip(row_s, row_i) if i >= 0])[:k]

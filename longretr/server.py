@@ -355,22 +355,28 @@ class SearchService:
     def _watch(self) -> None:
         # The manifest whose version could not be loaded is not loaded again (a whole index, every interval) until it
         # changes or RELOAD_RETRY_S pass: a failure that is not the index's (no file handles left, a file restored)
-        # is retried now and then.
-        failed, failed_at = None, 0.0
+        # is retried now and then. So is the served version while its lexical or ann file is damaged (one restored in
+        # place, or one that could not be read for a moment).
+        failed, failed_at, rechecked = None, 0.0, time.monotonic()
         while not self._stop.wait(self.reload_interval):
             manifest = None
             try:
                 manifest = store.read_manifest(self.folder)
                 if manifest is None:
                     raise store.IndexFolderError(f"{self.folder}: manifest.json is gone")
-                if manifest == self.searcher.snapshot.manifest:  # not just the version: a fresh build is 1 again
+                same = manifest == self.searcher.snapshot.manifest  # not just the version: a fresh build is 1 again
+                if same:
                     self.reload_error = failed = None  # e.g. the folder was moved away and back
-                    continue
-                if manifest == failed and time.monotonic() - failed_at < RELOAD_RETRY_S:
+                    if not self.searcher.damaged or time.monotonic() - rechecked < RELOAD_RETRY_S:
+                        continue
+                    rechecked = time.monotonic()
+                elif manifest == failed and time.monotonic() - failed_at < RELOAD_RETRY_S:
                     continue
                 fresh = Searcher(self.folder, self.embedder)
-                if fresh.damaged and not self.searcher.damaged:  # the version we have searches in every mode
-                    raise store.IndexFolderError("; ".join(fresh.damaged.values()))
+                if same and len(fresh.damaged) >= len(self.searcher.damaged):
+                    continue
+                if "lexical" in fresh.damaged and "lexical" not in self.searcher.damaged:  # it would lose two modes
+                    raise store.IndexFolderError(fresh.damaged["lexical"])
             except Exception as e:  # keep serving the version we have; say why in /stats
                 failed, failed_at = manifest, time.monotonic()
                 message = f"{type(e).__name__}: {e}"

@@ -153,7 +153,7 @@ def test_damaged_lexical_index_names_the_folder_and_reindex_repairs_it(corpus, t
                      searcher.warnings()[0])
     assert [h.id for h in searcher.search(["zip archives"], k=3, mode="dense")[0]] == dense
     for mode in ("lexical", "hybrid"):
-        with pytest.raises(store.IndexFolderError, match=f"{lex.name}: truncated .*; --mode dense works meanwhile"):
+        with pytest.raises(store.IndexFolderError, match=f"{lex.name}: truncated .*; dense mode works meanwhile"):
             searcher.search(["zip"], k=2, mode=mode)
     (lex / "lexical.json").write_text(json.dumps({"count": 5, "tokenizer": {"stemmer": "porter"}}))
     assert "another tokenizer" in store.load(folder).damaged["lexical"]
@@ -197,7 +197,7 @@ def test_cli_modes_and_ranking_options(corpus, tmp_path, tiny_gemma):
     assert r.exit_code == 0 and len(json.loads(r.stdout)) == 5  # all of them: k is 10
     assert f"warning: {lex}: truncated" in r.stderr and "lexical and hybrid search refuse meanwhile" in r.stderr
     r = runner.invoke(app, ["search", "zip archives", "--index", str(folder)])
-    assert r.exit_code == 2 and f"{lex}: truncated" in r.stderr and "--mode dense works meanwhile" in r.stderr
+    assert r.exit_code == 2 and f"{lex}: truncated" in r.stderr and "dense mode works meanwhile" in r.stderr
 
 
 def test_compare_modes_script_scores_each_mode(corpus, tmp_path, embedder, monkeypatch):

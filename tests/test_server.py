@@ -456,19 +456,27 @@ def wait_for(predicate, seconds=10.0):
     return predicate()
 
 
-def test_a_damaged_lexical_file_leaves_dense_search_and_is_not_reloaded_to(tmp_path, embedder):
+def test_a_damaged_lexical_file_leaves_dense_search_and_is_not_reloaded_to(tmp_path, embedder, monkeypatch):
+    import longretr.server
+
     corpus, folder = write_corpus(tmp_path / "corpus", dict(list(TEXTS.items())[:3])), tmp_path / "idx"
     index_corpus(corpus, folder, embedder, progress=False)
-    (folder / store.read_manifest(folder)["files"]["lexical"] / "lexical.json").write_text("{")
+    lexical = folder / store.read_manifest(folder)["files"]["lexical"] / "lexical.json"
+    good = lexical.read_bytes()
+    lexical.write_text("{")
+    monkeypatch.setattr(longretr.server, "RELOAD_RETRY_S", 0.3)
     svc = SearchService(folder, embedder, reload_interval=0.05)  # a server started on it serves dense search
     try:
         with TestClient(create_app(svc)) as client:
             assert "lexical-000001: truncated" in client.get("/health").json()["warnings"][0]
             assert client.post("/search", json={"query": "lazy dog", "mode": "dense"}).status_code == 200
             r = client.post("/search", json={"query": "lazy dog", "mode": "hybrid"})
-            assert r.status_code == 500 and "--mode dense works meanwhile" in r.json()["error"]
-            index_corpus(corpus, folder, embedder, progress=False)  # repaired: reloaded
-            assert wait_for(lambda: svc.version == 2 and not client.get("/stats").json()["warnings"])
+            assert r.status_code == 500 and "dense mode works meanwhile" in r.json()["error"]
+            time.sleep(0.5)  # re-read now and then while damaged; still damaged, so nothing changes
+            assert svc.counts["reloads"] == 0 and client.get("/stats").json()["warnings"]
+            lexical.write_bytes(good)  # restored in place: the same version, read again
+            assert wait_for(lambda: not client.get("/stats").json()["warnings"]), svc.stats()
+            assert svc.version == 1 and svc.counts["reloads"] == 1
             assert client.post("/search", json={"query": "lazy dog", "mode": "hybrid"}).status_code == 200
             # a new version whose lexical file is damaged (written whole at once, or the server may load it before
             # the damage): the whole one keeps serving every mode
@@ -476,10 +484,10 @@ def test_a_damaged_lexical_file_leaves_dense_search_and_is_not_reloaded_to(tmp_p
             shutil.copytree(folder / manifest["files"]["lexical"], folder / "lexical-damaged")
             (folder / "lexical-damaged" / "lexical.json").write_text("{")
             files = {**manifest["files"], "lexical": "lexical-damaged"}
-            (folder / "next.json").write_text(json.dumps({**manifest, "version": 3, "files": files}))
+            (folder / "next.json").write_text(json.dumps({**manifest, "version": 2, "files": files}))
             (folder / "next.json").replace(folder / store.MANIFEST)
             assert wait_for(lambda: svc.reload_error is not None) and "lexical-damaged: truncated" in svc.reload_error
-            assert svc.version == 2
+            assert svc.version == 1
             assert client.post("/search", json={"query": "dog", "mode": "lexical"}).status_code == 200
     finally:
         svc.close()
@@ -569,9 +577,31 @@ def test_the_python_client_checks_its_arguments_before_sending(monkeypatch):
     for args, error, message in [(("smtp",), TypeError, "wrap it in a list"),
                                  ((["dog"], 0), ValueError, "k must be at least 1"),
                                  ((["dog"], 2, None, {"ids": ["a"]}), TypeError, "where must be a longretr"),
-                                 ((["\ud800"],), ValueError, "not valid Unicode")]:
+                                 ((["\ud800"],), ValueError, "not valid Unicode"),
+                                 ((["dog"], 2, None, Filter("a\udcff/")), ValueError, "filter path_prefix and ids")]:
         with pytest.raises(error, match=message):  # a str was sent as one-character queries, {"ids"} crashed
             search_remote("http://127.0.0.1:9", *args)
+    for args in (["zip\udcff"], ["dog", "--path-prefix", "a\udcff/"]):  # a traceback from the CLI
+        out = CliRunner().invoke(cli_app, ["search", *args, "--server", "http://127.0.0.1:9"])
+        assert out.exit_code == 2 and "not valid Unicode" in out.output, out.output
+
+
+def test_a_new_version_without_its_ann_file_is_served_exactly(tmp_path, embedder):
+    """It loses no mode (dense search reads every vector meanwhile), so it is loaded: documents removed from the
+    index must not stay in the answers."""
+    corpus, folder = write_corpus(tmp_path / "corpus", dict(list(TEXTS.items())[:3])), tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False, index_type="hnsw")
+    svc = SearchService(folder, embedder, reload_interval=0.05)
+    try:
+        manifest = store.read_manifest(folder)
+        (folder / "ann-damaged").write_bytes(b"junk")
+        files = {**manifest["files"], "ann": "ann-damaged"}
+        (folder / "next.json").write_text(json.dumps({**manifest, "version": 2, "files": files}))
+        (folder / "next.json").replace(folder / store.MANIFEST)
+        assert wait_for(lambda: svc.version == 2), svc.stats()
+        assert "ann-damaged: truncated" in svc.stats()["warnings"][0] and svc.reload_error is None
+    finally:
+        svc.close()
 
 
 def test_serve_fails_fast_on_a_taken_port(index_folder, monkeypatch):
