@@ -250,6 +250,27 @@ def test_tied_documents_rank_by_id_order_for_every_k(tmp_path, embedder, other):
         embedder.config = cfg
 
 
+def test_empty_slots_of_an_ann_search_are_not_a_tie(tmp_path, embedder):
+    """An ANN index that finds fewer than k fills the rest with id -1 and the lowest float: those slots "tied", so the
+    search read on to the whole index, in vain."""
+    corpus = write_corpus(tmp_path / "corpus", {f"d{i}.txt": f"document {i} about foxes" for i in range(40)})
+    index_corpus(corpus, tmp_path / "idx", embedder, progress=False)
+    searcher, asked = Searcher(tmp_path / "idx", embedder), []
+
+    class FewHits:  # what IVF with a low nprobe answers: two hits, then empty slots
+        ntotal = searcher.index.ntotal
+
+        def search(self, vectors, k, params=None):
+            asked.append(k)
+            scores, ids = np.full((len(vectors), k), -3.4e38, dtype="float32"), np.full((len(vectors), k), -1)
+            scores[:, :2], ids[:, :2] = [0.9, 0.8], [0, 1]
+            return scores, ids
+
+    searcher.index = FewHits()
+    hits = searcher.search(["fox"], k=3, mode="dense")[0]
+    assert len(hits) == 2 and asked == [4]
+
+
 def test_a_hit_names_the_passage_closest_to_the_query(tmp_path, embedder):
     long = "# Fox\n" + " ".join(f"the fox {w} jumps" for w in ["over", "a lazy", "dog"] * 4)
     texts = {"long.txt": long, "short.txt": "the fox"}
