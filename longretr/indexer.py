@@ -121,7 +121,6 @@ def index_corpus(
         # the vectors' dimension: the index's own (checked against its vectors by the load), else the model's
         dim = old.index.d if old is not None else model().dim
         settings = _settings(folder, dim, index_type, ranking)  # checked before any encoding
-        damaged = None if old is None else _damaged_derived(old)  # before this run changes old.index
         skipped: list[str] = []  # unreadable now: their indexed documents are kept
         empty: list[str] = []  # read, and no text in them: their indexed documents go, as a deleted file's do
         others: list[Path] = []
@@ -183,8 +182,11 @@ def index_corpus(
         plan = index_types.plan(settings["index_type_requested"], dim, index.ntotal)  # as commit plans it
         changed = old is None or todo or drop or any(old.manifest.get(k) != v for k, v in settings.items()) \
             or plan.description != old.manifest.get("index_type") \
-            or "lexical" not in old.manifest["files"] or upgraded or damaged  # an older index gets what it lacks
-        if changed:
+            or "lexical" not in old.manifest["files"] or upgraded  # an older index gets what it lacks
+        # A commit rebuilds the lexical and ann files anyway; a run that changes nothing reads them (an ANN index whole)
+        # to repair a damaged one. old.index is as read: nothing was added or removed.
+        damaged = None if changed else _damaged_derived(old)
+        if changed or damaged:
             if damaged:
                 warn_note(f"{damaged}: rebuilding it from the vectors and the docs table")
             # before the commit: no version is ever without its notice. It stays in the folder from version to
@@ -211,7 +213,7 @@ def index_corpus(
         seconds=time.perf_counter() - start,
         index_type=manifest["index_type"],
         note=manifest.get("index_type_note"),
-        committed=bool(changed),
+        committed=bool(changed or damaged),
     )
 
 
