@@ -194,7 +194,7 @@ def read_file(path: Path, base: Path) -> list[Document]:
         if doc_id in ids:
             raise SkipFile(f"{where}: duplicate id {doc_id!r}")
         ids.add(doc_id)
-        title = title or _title(text, Path(name_title(doc_id)))
+        title = title or _title(text, Path(doc_id), fallback=name_title(doc_id))
         docs.append(Document(doc_id, text, title, f"{rel}#{doc_id}", _sha(text), len(text.encode()), st.st_mtime))
     if not docs:
         raise NoText("no documents in file")
@@ -259,41 +259,63 @@ def _decode_wide(raw: bytes, bom: bytes, encoding: str) -> str:
     return text
 
 
-_INVISIBLE = ["script", "style", "noscript", "template", "head", "title"]  # <title> outside <head> too
-_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
+# Elements whose content no reader sees. <head> itself is not one: without </head> (HTML5 lets it out) html.parser
+# nests the page's text in it. The `hidden` attribute is what the page author hid; CSS-hidden text (display:none) is
+# kept, as search engines keep it: it is mostly tabs, menus and answers a script shows.
+_INVISIBLE = ["script", "style", "noscript", "template", "title", "meta", "link", "base"]
 # Elements that start a new line; inline ones (a, code, em, span...) stay inside their sentence.
 _BLOCKS = ["address", "article", "aside", "blockquote", "caption", "dd", "div", "dl", "dt", "figcaption", "figure",
            "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre",
            "section", "table", "td", "th", "tr", "ul", "option", "textarea", "select", "svg"]
+# A <meta> charset as browsers read it (WHATWG): a page cannot really be UTF-16 if its bytes say so in ASCII, and
+# "latin-1" or "ascii" pages are windows-1252 (curly quotes in 0x93/0x94)
+_CHARSET_AS = {"utf-16": "utf-8", "utf-16le": "utf-8", "utf-16be": "utf-8", "iso-8859-1": "windows-1252",
+               "latin1": "windows-1252", "latin-1": "windows-1252", "ascii": "windows-1252",
+               "us-ascii": "windows-1252"}
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+
+
+def _html_markup(raw: bytes) -> str:
+    """An HTML file's text: by its BOM, else its declared charset, else UTF-8, else windows-1252 (what browsers
+    assume; bs4's guess read Latin-1 pages as Czech). Bytes the charset cannot decode become U+FFFD, as in a browser;
+    a page that is UTF-8 but for a stray byte stays UTF-8."""
+    from bs4.dammit import EncodingDetector
+
+    wide = next(((bom, encoding) for bom, encoding in _BOMS if raw.startswith(bom)), None)
+    if wide:  # UTF-16 or UTF-32: NUL bytes are its text, not a sign of a binary file
+        return _decode_wide(raw, *wide)
+    if b"\x00" in raw[:8192]:
+        raise SkipFile("binary file (NUL bytes)")
+    raw = raw.removeprefix(codecs.BOM_UTF8)
+    declared = (EncodingDetector.find_declared_encoding(raw, is_html=True) or "").lower()
+    declared = _CHARSET_AS.get(declared, declared)
+    try:
+        codecs.lookup(declared or "utf-8")
+    except LookupError:  # a charset Python does not know: as if none were declared
+        declared = ""
+    if declared:
+        return raw.decode(declared, errors="replace")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        mostly_utf8 = _UTF8_MULTIBYTE.search(raw) is not None  # windows-1252 text rarely holds a valid sequence
+        return raw.decode("utf-8" if mostly_utf8 else "windows-1252", errors="replace")
 
 
 def _html_text(raw: bytes) -> tuple[str, str]:
     """The visible text of an HTML page, one line per block element or <pre> line (other whitespace collapsed
-    as a browser does), and its <title>. The charset is the page's BOM or declared one; without one, UTF-8 if the
-    bytes are UTF-8, else windows-1252 (what browsers assume; bs4's guess read Latin-1 pages as Czech)."""
+    as a browser does), and its <title>."""
     from bs4 import BeautifulSoup, NavigableString  # imported here: most corpora have no HTML
-    from bs4.dammit import EncodingDetector, UnicodeDammit
 
-    wide = next(((bom, encoding) for bom, encoding in _BOMS if raw.startswith(bom)), None)
-    if wide:  # UTF-16 or UTF-32: NUL bytes are its text, not a sign of a binary file
-        markup = _decode_wide(raw, *wide)
-    elif b"\x00" in raw[:8192]:
-        raise SkipFile("binary file (NUL bytes)")
-    else:
-        declared = EncodingDetector.find_declared_encoding(raw, is_html=True)
-        markup = UnicodeDammit(raw, is_html=True,
-                               user_encodings=None if declared else ["utf-8", "windows-1252"]).unicode_markup
-    soup = BeautifulSoup(markup, "html.parser")
-    if soup.head is not None and soup.body is not None and soup.body.find_parent("head"):
-        soup.head.insert_after(soup.body.extract())  # no </head> (HTML5 lets it out): html.parser nests the body in it
+    soup = BeautifulSoup(_html_markup(raw), "html.parser")
     # the page's <title>, not an <svg>'s tooltip
     found = next((t for t in soup.find_all("title") if not t.find_parent("svg")), None)
     title = " ".join(found.get_text().split()) if found else ""
     for tag in soup(_INVISIBLE):
         tag.decompose()
-    for tag in soup.find_all(lambda t: t.has_attr("hidden") or t.has_attr("style") and _HIDDEN_STYLE.search(
-            str(t["style"]))):
-        tag.decompose()  # what a browser does not show (hidden, display:none)
+    for tag in soup.find_all(hidden=True):
+        if tag.name not in ("html", "body") and str(tag.get("hidden")).lower() != "until-found":  # that one is found
+            tag.decompose()
     for node in soup.find_all(string=True):
         if type(node) is NavigableString and not node.find_parent("pre"):
             node.replace_with(re.sub(r"\s+", " ", node))
@@ -309,7 +331,15 @@ def _html_text(raw: bytes) -> tuple[str, str]:
     return text, title
 
 
-_LINE_BREAK_HYPHEN = re.compile(r"([a-z])-\n([a-z])")
+_LINE_BREAK_HYPHEN = re.compile(r"(\w+)-\n(\w+)")
+
+
+def _join_broken_words(text: str) -> str:
+    """A word broken at a line's end ("inform-\nation") is one word again where the document has it whole elsewhere,
+    or BM25 never finds it; else the hyphen stays and the line break goes ("long-\nterm" -> "long-term")."""
+    words = set(re.findall(r"\w+", text.lower()))
+    return _LINE_BREAK_HYPHEN.sub(
+        lambda m: m[1] + m[2] if (m[1] + m[2]).lower() in words else f"{m[1]}-{m[2]}", text)
 
 
 def _pdf_text(raw: bytes) -> tuple[str, str]:
@@ -333,9 +363,7 @@ def _pdf_text(raw: bytes) -> tuple[str, str]:
         raise SkipFile(f"not a readable PDF ({type(e).__name__}: {e})") from e
     finally:
         log.setLevel(level)
-    # a word broken at a line's end ("inform-\nation") is one word again, or BM25 never finds it; a hyphen before a
-    # capital or a digit ("Jean-\nPaul", "ISO-\n8601") stays
-    text = _LINE_BREAK_HYPHEN.sub(r"\1\2", "\n\n".join(page for page in pages if page))
+    text = _join_broken_words("\n\n".join(page for page in pages if page))
     if not text:
         raise NoText(f"no text in its {len(pages)} page(s) (a scanned PDF needs OCR first)")
     return text, title
@@ -344,13 +372,15 @@ def _pdf_text(raw: bytes) -> tuple[str, str]:
 def _jsonl_rows(raw: bytes) -> list[tuple[str, object]]:
     """("line N", the line's JSON value) for each non-blank line."""
     rows = []
-    for n, line in enumerate(_decode(raw).split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028 raw
+    # not splitlines(): JSON strings may hold U+2028 raw (never a raw CR or LF)
+    for n, line in enumerate(re.split(r"\r\n?|\n", _decode(raw)), 1):
         if not line.strip():
             continue
         try:
             rows.append((f"line {n}", json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise SkipFile(f"line {n}: invalid JSON ({e.msg})") from e
+        except (ValueError, RecursionError) as e:  # also: nested too deep, an integer of over 4,300 digits
+            why = getattr(e, "msg", None) or f"{type(e).__name__}: {str(e)[:80]}"
+            raise SkipFile(f"line {n}: invalid JSON ({why})") from e
     return rows
 
 
@@ -368,16 +398,17 @@ def _parquet_rows(path: Path) -> list[dict]:
 # ATX heading: the closing #s need a space before them ("# Learning C#" keeps its #), the text is not blank
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(\S.*?)(?:\s+#+)?\s*$")
 _FENCE = re.compile(r"^\s{0,3}(```|~~~)")
-_FRONT_TITLE = re.compile(r"""^title:\s*(["']?)(.+?)\1\s*$""")
+_FRONT_TITLE = re.compile(r"""^title:\s*(["']?)([^|>\s"'].*?)\1\s*$""")  # not '', not a multi-line value (| or >)
 _ORG_TITLE = re.compile(r"^#\+title:\s*(\S.*?)\s*$", re.IGNORECASE)
 _ORG_HEADLINE = re.compile(r"^\*+\s+(\S.*?)\s*$")
 _ADOC_TITLE = re.compile(r"^=\s+(\S.*?)\s*$")
 
 
-def _title(text: str, path: Path) -> str:
+def _title(text: str, path: Path, fallback: str | None = None) -> str:
     """A text file's title: for Org, its #+TITLE or first headline; for AsciiDoc, its `= Title` line; else a YAML
-    front matter's title, the first Markdown heading (outside code fences) or RST heading (a line underlined by ===,
-    ---, ...). Else the file name (name_title)."""
+    front matter's title, the first Markdown heading (outside a Markdown file's code fences) or RST heading (a line
+    underlined by ===, ---, ...). Else `fallback`, or the file name (name_title)."""
+    fallback = fallback or name_title(path.name)
     lines = text.splitlines()[:200]
     suffix = path.suffix.lower()
     if suffix == ".org":  # "# ..." is an Org comment ("# -*- mode: org -*-"), not a heading
@@ -385,7 +416,7 @@ def _title(text: str, path: Path) -> str:
             found = next((m.group(1) for m in map(pattern.match, lines) if m), None)
             if found:
                 return found
-        return name_title(path.name)
+        return fallback
     if suffix in (".adoc", ".asciidoc"):
         found = next((m.group(1) for m in map(_ADOC_TITLE.match, lines) if m), None)
         if found:
@@ -397,9 +428,9 @@ def _title(text: str, path: Path) -> str:
             m = _FRONT_TITLE.match(line)
             if m:
                 return m.group(2)
-    fenced = False
+    fenced, markdown = False, suffix in (".md", ".markdown")  # (in RST, ~~~ underlines a heading)
     for i, line in enumerate(lines):
-        if _FENCE.match(line):
+        if markdown and _FENCE.match(line):
             fenced = not fenced
         if fenced:  # "# install deps" in a shell block is a comment
             continue
@@ -409,14 +440,14 @@ def _title(text: str, path: Path) -> str:
         nxt = lines[i + 1] if i + 1 < len(lines) else ""
         if line.strip() and len(nxt.strip()) >= len(line.strip()) and re.fullmatch(r"([=\-~^*#+])\1+", nxt.strip()):
             return line.strip()
-    return name_title(path.name)
+    return fallback
 
 
 def name_title(name: str) -> str:
-    """A title from a file name or a table row's id: without a document suffix ("notes.md" -> "notes"); other ids
-    whole ("arxiv:2301.12345", "v1.2"), where a stem would cut them at their last dot."""
+    """A title from a file name or a table row's id: a file's name without its suffix ("docs/notes.md" -> "notes");
+    other ids whole ("arxiv:2301.12345", "10.1000/xyz.123"), where a stem would cut them."""
     path = PurePosixPath(name)
-    return path.stem if path.suffix.lower() in SUFFIXES else (path.name or name)
+    return path.stem if path.suffix.lower() in SUFFIXES and path.stem else name
 
 
 def _sha(text: str) -> str:
