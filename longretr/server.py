@@ -164,6 +164,7 @@ class _Job:
 class Result:
     hits: list[Hit]
     version: int
+    mode: str | None  # the mode that version searched in (a request without one: the version's default)
 
 
 class SearchService:
@@ -225,8 +226,10 @@ class SearchService:
 
     async def search(self, request: SearchRequest) -> Result:
         """Ranked hits for one request (a filtered one: the best k of the documents it keeps, see Searcher.search)."""
-        if (request.mode or self.default_mode) == "lexical":  # no encoder pass: not queued behind one (BM25: ~0.1 ms)
-            return await asyncio.wait_for(asyncio.to_thread(self._lexical, request), self.limits.request_timeout_s)
+        searcher = self.searcher  # the version that decides the mode answers it too
+        if (request.mode or searcher.ranking["mode"]) == "lexical":  # no encoder pass: not queued behind one (~0.1 ms)
+            return await asyncio.wait_for(asyncio.to_thread(self._lexical, searcher, request),
+                                          self.limits.request_timeout_s)
         future = asyncio.wrap_future(self.submit(request), loop=asyncio.get_running_loop())
         return await asyncio.wait_for(future, self.limits.request_timeout_s)
 
@@ -332,19 +335,18 @@ class SearchService:
                 for job in jobs:
                     try:
                         hits = self._search(searcher, [job.query], job.k, mode, where)[0]
-                        _resolve(job.future, Result(hits, version))
+                        _resolve(job.future, Result(hits, version, mode))
                     except Exception as e1:
                         _resolve(job.future, error=e1)
                 continue
             for job, hits in zip(jobs, results):
-                _resolve(job.future, Result(hits[:job.k], version))
+                _resolve(job.future, Result(hits[:job.k], version, mode))
 
-    def _lexical(self, request: SearchRequest) -> Result:
-        searcher = self.searcher
+    def _lexical(self, searcher: Searcher, request: SearchRequest) -> Result:
         if request.where is not None:  # one that keeps nothing is an error (422), as in a batch
             searcher.check_filter(request.where)
         hits = self._search(searcher, [request.query], request.k, "lexical", request.where)[0]
-        return Result(hits, int(searcher.snapshot.manifest.get("version", 0)))
+        return Result(hits, int(searcher.snapshot.manifest.get("version", 0)), "lexical")
 
     def _search(self, searcher: Searcher, queries: list[str], k: int, mode: str | None,
                 where: Filter | None) -> list[list[Hit]]:
@@ -451,7 +453,7 @@ def create_app(service: SearchService) -> FastAPI:
         try:
             req = parse_search_request(await _read_body(request, service.limits.max_body_bytes), service.limits)
             result = await service.search(req)
-            payload = {"query": req.query, "k": req.k, "mode": req.mode or service.default_mode,
+            payload = {"query": req.query, "k": req.k, "mode": result.mode,
                        "index_version": result.version,
                        "hits": [h.to_dict() for h in result.hits]}
         except ClientDisconnect:  # the client went away mid-body: nobody to answer, and no failure of ours

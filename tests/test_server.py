@@ -456,6 +456,29 @@ def wait_for(predicate, seconds=10.0):
     return predicate()
 
 
+@pytest.mark.parametrize("mode", ["lexical", "dense"])
+def test_an_answer_names_the_mode_its_version_searched_in(tmp_path, embedder, mode):
+    """The answer's mode was read from the index current when the answer was written: a reload during the search
+    (to a version whose default mode is another) made it name a mode that was not used."""
+    corpus = write_corpus(tmp_path / "corpus", dict(list(TEXTS.items())[:3]))
+    for name, default in (("a", mode), ("b", "hybrid")):
+        index_corpus(corpus, tmp_path / name, embedder, progress=False, ranking={"mode": default})
+    svc = SearchService(tmp_path / "a", embedder, reload_interval=0)
+    served, other = svc.searcher, Searcher(tmp_path / "b", embedder)
+    real = served.search
+
+    def reloaded_meanwhile(*args, **kwargs):
+        svc.searcher = other
+        return real(*args, **kwargs)
+
+    served.search = reloaded_meanwhile
+    try:
+        with TestClient(create_app(svc)) as client:
+            assert client.post("/search", json={"query": "lazy dog"}).json()["mode"] == mode
+    finally:
+        svc.close()
+
+
 def test_a_damaged_lexical_file_leaves_dense_search_and_is_not_reloaded_to(tmp_path, embedder, monkeypatch):
     import longretr.server
 
