@@ -108,6 +108,8 @@ class LexicalIndex:
         num_docs = 0 if bm25 is None else int(bm25.scores["num_docs"])
         if num_docs != len(vids) or meta["count"] != len(vids):
             raise LexicalIndexError(f"{path}: BM25 holds {num_docs} documents but vids.npy has {len(vids)}")
+        if bm25 is not None:
+            _check_matrix(path, bm25.scores, num_docs)
         return cls(bm25, vids)
 
     def search(self, queries: list[str], k: int, within: np.ndarray | None = None) -> list[list[tuple[int, float]]]:
@@ -129,3 +131,15 @@ class LexicalIndex:
             order = np.lexsort((self.vids[hit], -scores[hit]))[:k]
             out.append([(int(self.vids[hit[i]]), float(scores[hit[i]])) for i in order])
         return out
+
+
+def _check_matrix(path: Path, scores: dict, num_docs: int) -> None:
+    """The BM25 score matrix (CSC: a column of documents per term) is whole: bytes overwritten in place (the file's
+    length unchanged) made searches fail with an IndexError, or score NaN. One pass over it, ~1 ms per 100k entries."""
+    data, indices, indptr = scores["data"], scores["indices"], scores["indptr"]
+    whole = (data.ndim == indices.ndim == indptr.ndim == 1 and len(data) == len(indices) and len(indptr) > 0
+             and indptr[0] == 0 and indptr[-1] == len(indices) and bool(np.all(np.diff(indptr) >= 0))
+             and (not len(indices) or (indices.min() >= 0 and indices.max() < num_docs))
+             and bool(np.all(np.isfinite(data))) and (not len(data) or data.min() >= 0))
+    if not whole:
+        raise LexicalIndexError(f"{path}: damaged BM25 score matrix (its entries do not fit {num_docs} documents)")

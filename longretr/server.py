@@ -267,8 +267,13 @@ class SearchService:
                          "wait_ms": self.batch_wait * 1000},
             "queued": self._queue.qsize(),
             "reload_error": self.reload_error,
-            "warnings": self.searcher.warnings(),
+            "warnings": self.warnings(),
         }
+
+    def warnings(self) -> list[str]:
+        """What an operator should know of: the served version's damaged files, a newer version that cannot load."""
+        stuck = [f"still serving version {self.version}: cannot load the index's newer one ({self.reload_error})"]
+        return self.searcher.warnings() + (stuck if self.reload_error else [])
 
     def close(self) -> None:
         self._stop.set()
@@ -394,6 +399,8 @@ class SearchService:
                 self.counts["reloads"] += 1
             print(f"longretr serve: reloaded {self.folder}: version {old} -> {self.version}, "
                   f"{fresh.snapshot.count} documents", file=sys.stderr, flush=True)
+            for warning in fresh.warnings():
+                print(f"longretr serve: warning: {warning}", file=sys.stderr, flush=True)
 
 
 def _resolve(future: Future, result: Result | None = None, error: BaseException | None = None) -> None:
@@ -476,9 +483,8 @@ def create_app(service: SearchService) -> FastAPI:
     @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: what some health checkers send
     async def health() -> JSONResponse:
         ok = service.worker_alive
-        searcher = service.searcher
         return JSONResponse({"status": "ok" if ok else "worker stopped", "index_version": service.version,
-                             "documents": searcher.snapshot.count, "warnings": searcher.warnings()},
+                             "documents": service.searcher.snapshot.count, "warnings": service.warnings()},
                             status_code=200 if ok else 503)
 
     @app.get("/stats")

@@ -157,6 +157,14 @@ def test_damaged_lexical_index_names_the_folder_and_reindex_repairs_it(corpus, t
             searcher.search(["zip"], k=2, mode=mode)
     (lex / "lexical.json").write_text(json.dumps({"count": 5, "tokenizer": {"stemmer": "porter"}}))
     assert "another tokenizer" in store.load(folder).damaged["lexical"]
+    index_corpus(corpus, folder, embedder, progress=False)  # repaired
+    lex = folder / store.read_manifest(folder)["files"]["lexical"]
+    for name in ("indices.csc.index.npy", "data.csc.index.npy"):  # bytes overwritten, the length unchanged
+        whole = (lex / name).read_bytes()
+        (lex / name).write_bytes(whole[:-16] + b"\xff" * 16)  # an index past the documents; NaN scores
+        assert "damaged BM25 score matrix" in store.load(folder).damaged["lexical"]  # an IndexError in search
+        (lex / name).write_bytes(whole)
+    assert not store.load(folder).damaged
     s = index_corpus(corpus, folder, embedder, progress=False, ranking={"weight": 0.7})  # writers never read it
     assert s.encoded == 0 and store.load(folder).lexical.count == 5
 
