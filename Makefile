@@ -17,13 +17,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# An index built by an earlier default model is rebuilt (`longretr index` alone refuses to mix two models).
+# An index built by an earlier default model is rebuilt with today's (`longretr index` without --model keeps an
+# index's own model, and never mixes two models' vectors).
 STALE := from longretr import store; from longretr.config import load_config as c; \
   m = store.read_manifest("$(INDEX)"); print("--rebuild" if m and m["model_fingerprint"] != c("default").fingerprint() else "")
 
 demo: install
 	$(BIN)/longretr demo-corpus corpus --limit $(DOCS)
-	$(BIN)/longretr index corpus --index $(INDEX) $$($(BIN)/python -c '$(STALE)')
+	$(BIN)/longretr index corpus --index $(INDEX) --model default $$($(BIN)/python -c '$(STALE)')
 	@echo; $(BIN)/longretr search --index $(INDEX) -k 3 "parse command line arguments" \
 	  "compute a SHA-256 digest of a file" "read and write ZIP archives" "schedule work on a pool of threads"
 	@echo; echo "Your own queries: $(BIN)/longretr search --index $(INDEX) \"...\"  (a server: $(BIN)/longretr serve --index $(INDEX))"

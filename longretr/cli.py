@@ -26,7 +26,8 @@ def index(
     corpus: Path = typer.Argument(..., help="Folder (or file) of documents: .txt/.md/.rst (and other plain text), "
                                 ".html, .pdf, .jsonl/.parquet rows."),
     index: Path = INDEX_OPT,
-    model: str = typer.Option("default", "--model", "-m", help="Model config name or .toml path."),
+    model: str = typer.Option(None, "--model", "-m", help="Model config name or .toml path. Default: the index's own "
+                              "model (the one it was built with), or `default` for a new index."),
     rebuild: bool = typer.Option(False, help="Re-encode everything instead of updating incrementally."),
     dtype: str = typer.Option(None, help="Override the config's dtype (auto, float32, bfloat16, float16)."),
     index_type: str = typer.Option(None, "--index-type", help="flat | ivf | hnsw | ivfpq | a faiss factory string "
@@ -53,7 +54,7 @@ def index(
     except ValueError as e:
         _fail(str(e))
     try:  # the model loads only if something is to be encoded
-        summary = index_corpus(corpus, index, LazyEmbedder(model, dtype=dtype), rebuild=rebuild,
+        summary = index_corpus(corpus, index, LazyEmbedder(model or _built_with(index), dtype=dtype), rebuild=rebuild,
                                shard_tokens=shard_tokens, index_type=index_type, ranking=ranking)
     except (IndexFolderError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
@@ -66,6 +67,18 @@ def index(
                    "on", err=True)
         raise typer.Exit(130) from None
     typer.echo(f"{index}: {summary.line()}")
+
+
+def _built_with(index: Path):
+    """The model config an existing index was built with (its manifest holds all of it), so that updating an index
+    needs no --model; `default` for a new index, or one whose manifest cannot be read (--rebuild starts it over)."""
+    from .search import index_model
+    from .store import IndexFolderError
+
+    try:
+        return index_model(index)
+    except (IndexFolderError, TypeError, ValueError):
+        return "default"
 
 
 @app.command()

@@ -493,6 +493,9 @@ def test_cli_index_and_search(corpus, tmp_path, tiny_gemma):
     r = runner.invoke(app, ["index", str(corpus), "--index", str(folder), "--model", str(cfg)])
     assert r.exit_code == 0, r.output
     assert "4 documents in index" in r.output and "truncated" not in r.output and "cut by" not in r.output
+    (corpus / "new.md").write_text("# New\na fresh page about foxes")
+    r = runner.invoke(app, ["index", str(corpus), "--index", str(folder)])  # no --model: the index's own, not default
+    assert r.exit_code == 0 and "5 documents in index: 1 encoded" in r.output, r.output
     r = runner.invoke(app, ["search", "lazy dog", "--index", str(folder), "-k", "2", "--json", "--mode", "dense"])
     assert r.exit_code == 0, r.output
     hits = json.loads(r.output)
