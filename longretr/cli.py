@@ -71,11 +71,15 @@ def index(
 
 def _built_with(index: Path):
     """The model config an existing index was built with (its manifest holds all of it), so that updating an index
-    needs no --model; `default` for a new index, or one whose manifest cannot be read (--rebuild starts it over)."""
-    from .search import index_model
-    from .store import IndexFolderError
+    needs no --model; for a first run that was interrupted, its pending shards' model; else `default` (a new index,
+    or one whose manifest cannot be read: --rebuild starts it over)."""
+    from .indexer import pending_model
+    from .search import index_model, manifest_model
+    from .store import IndexFolderError, read_manifest
 
     try:
+        if read_manifest(index) is None and pending_model(index) is not None:
+            return manifest_model(index, {"model": pending_model(index)})
         return index_model(index)
     except (IndexFolderError, TypeError, ValueError):
         return "default"

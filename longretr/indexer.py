@@ -9,6 +9,7 @@ the final atomic commit (store.commit), which also rebuilds the lexical and sear
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import sys
 import time
@@ -308,6 +309,21 @@ def _why_none(skipped: list[str], empty: list[str], others: list[Path]) -> str:
     return describe_others(others) if others else "the folder holds no files"
 
 
+PENDING_MODEL = "model.json"
+
+
+def pending_model(folder: Path | str) -> dict | None:
+    """The model config (as a dict) of the pending shards an interrupted run left in an index folder, if they are of
+    one model; None otherwise."""
+    found = list(Path(folder).glob(f"pending/*/{PENDING_MODEL}"))
+    if len(found) != 1:
+        return None
+    with suppress(OSError, ValueError):
+        model = json.loads(found[0].read_text())
+        return model if isinstance(model, dict) else None
+    return None
+
+
 def pending_documents(folder: Path | str) -> int:
     """Documents whose vectors an interrupted run saved in pending shards (any model's), for its message."""
     count = 0
@@ -386,6 +402,8 @@ def _encode_in_shards(need, model, pending: Path, cached: dict, shard_tokens: in
     order = sorted(range(len(need)), key=lambda i: need[i].sha256)
     done_docs, shard, shard_len = 0, [], 0
     pending.mkdir(parents=True, exist_ok=True)
+    # the model these shards are of: a rerun of an interrupted first run without --model takes it up (cli._built_with)
+    store.atomic_write_bytes(pending / PENDING_MODEL, json.dumps(embedder.config.to_dict()).encode())
     # closed on an error too: the error line is printed after the bar, not on it
     with tqdm(total=sum(lengths), unit="tok", unit_scale=True, disable=not progress, desc="indexing",
               dynamic_ncols=True, smoothing=0) as bar:

@@ -109,7 +109,7 @@ class LexicalIndex:
         if num_docs != len(vids) or meta["count"] != len(vids):
             raise LexicalIndexError(f"{path}: BM25 holds {num_docs} documents but vids.npy has {len(vids)}")
         if bm25 is not None:
-            _check_matrix(path, bm25.scores, num_docs)
+            _check_matrix(path, bm25.scores, num_docs, bm25.vocab_dict)
         return cls(bm25, vids)
 
     def search(self, queries: list[str], k: int, within: np.ndarray | None = None) -> list[list[tuple[int, float]]]:
@@ -133,10 +133,15 @@ class LexicalIndex:
         return out
 
 
-def _check_matrix(path: Path, scores: dict, num_docs: int) -> None:
-    """The BM25 score matrix (CSC: a column of documents per term) is whole: bytes overwritten in place (the file's
-    length unchanged) made searches fail with an IndexError, or score NaN. One pass over it, ~1 ms per 100k entries."""
+def _check_matrix(path: Path, scores: dict, num_docs: int, vocab: dict) -> None:
+    """The BM25 score matrix (CSC: a column of documents per term) and the vocabulary's term ids are whole: bytes
+    overwritten in place (the file's length unchanged) made searches fail with an IndexError or a ValueError, or score
+    NaN. One pass over them, ~1 ms per 100k entries."""
     data, indices, indptr = scores["data"], scores["indices"], scores["indptr"]
+    terms = len(indptr) - 1  # bm25s adds "" as one id more, with no column
+    ids = np.fromiter((i for term, i in vocab.items() if term != ""), dtype="int64", count=len(vocab) - ("" in vocab))
+    if len(ids) and (ids.min() < 0 or ids.max() >= terms):
+        raise LexicalIndexError(f"{path}: damaged vocabulary (term ids beyond the {terms} terms of its score matrix)")
     whole = (data.ndim == indices.ndim == indptr.ndim == 1 and len(data) == len(indices) and len(indptr) > 0
              and indptr[0] == 0 and indptr[-1] == len(indices) and bool(np.all(np.diff(indptr) >= 0))
              and (not len(indices) or (indices.min() >= 0 and indices.max() < num_docs))

@@ -272,7 +272,7 @@ class SearchService:
 
     def warnings(self) -> list[str]:
         """What an operator should know of: the served version's damaged files, a newer version that cannot load."""
-        stuck = [f"still serving version {self.version}: cannot load the index's newer one ({self.reload_error})"]
+        stuck = [f"still serving version {self.version}: {self.reload_error}"]
         return self.searcher.warnings() + (stuck if self.reload_error else [])
 
     def close(self) -> None:

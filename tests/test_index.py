@@ -471,8 +471,11 @@ def test_an_interrupted_index_run_says_what_it_kept(corpus, tmp_path, embedder, 
     r = CliRunner().invoke(app, ["info", "--index", str(folder)])
     assert r.exit_code == 2 and "an interrupted `longretr index` run left 1 shard of encoded vectors" in r.output
     monkeypatch.setattr(embedder, "encode_documents", encode)
-    s = index_corpus(corpus, folder, embedder, progress=False, shard_tokens=1)
-    assert (s.resumed, s.encoded) == (1, 3)
+    assert indexer.pending_model(folder)["name"] == embedder.config.name
+    # the rerun without --model takes up the interrupted run's model, not the default (whose shards there are none)
+    r = CliRunner().invoke(app, ["index", str(corpus), "--index", str(folder), "--shard-tokens", "1"])
+    assert r.exit_code == 0 and "4 documents in index: 3 encoded" in r.output and "1 resumed" in r.output, r.output
+    assert store.read_manifest(folder)["model"]["name"] == embedder.config.name
 
 
 def test_an_other_vector_without_its_document_is_refused(corpus, tmp_path, embedder):

@@ -159,10 +159,14 @@ def test_damaged_lexical_index_names_the_folder_and_reindex_repairs_it(corpus, t
     assert "another tokenizer" in store.load(folder).damaged["lexical"]
     index_corpus(corpus, folder, embedder, progress=False)  # repaired
     lex = folder / store.read_manifest(folder)["files"]["lexical"]
-    for name in ("indices.csc.index.npy", "data.csc.index.npy"):  # bytes overwritten, the length unchanged
-        whole = (lex / name).read_bytes()
-        (lex / name).write_bytes(whole[:-16] + b"\xff" * 16)  # an index past the documents; NaN scores
-        assert "damaged BM25 score matrix" in store.load(folder).damaged["lexical"]  # an IndexError in search
+    vocab = json.loads((lex / "vocab.index.json").read_text())
+    far = json.dumps({**vocab, next(iter(vocab)): 99999})  # a term id past the matrix: a ValueError in search
+    for name, damaged, why in [("indices.csc.index.npy", None, "damaged BM25 score matrix"),  # a document past all
+                               ("data.csc.index.npy", None, "damaged BM25 score matrix"),  # NaN scores
+                               ("vocab.index.json", far.encode(), "damaged vocabulary")]:
+        whole = (lex / name).read_bytes()  # bytes overwritten, the length unchanged (or nearly, for the vocabulary)
+        (lex / name).write_bytes(damaged or whole[:-16] + b"\xff" * 16)
+        assert why in store.load(folder).damaged["lexical"]
         (lex / name).write_bytes(whole)
     assert not store.load(folder).damaged
     s = index_corpus(corpus, folder, embedder, progress=False, ranking={"weight": 0.7})  # writers never read it
