@@ -49,7 +49,7 @@ class LexicalIndex:
     """BM25 over the rows of one docs table; results are (vid, score) pairs."""
 
     def __init__(self, bm25: bm25s.BM25 | None, vids: np.ndarray) -> None:
-        self.bm25 = bm25  # None for an empty corpus: bm25s cannot index zero documents
+        self.bm25 = bm25  # None where no document has a word (an empty corpus): bm25s cannot index that
         self.vids = vids
 
     @property
@@ -61,10 +61,12 @@ class LexicalIndex:
         vids = np.asarray(vids, dtype="int64")
         if len(texts) != len(vids):
             raise ValueError(f"{len(texts)} texts but {len(vids)} vids")
-        if not texts:
+        tokens = tokenize(texts)
+        if not any(tokens):  # no document has a word (none, or only stopwords): bm25s cannot index that
             return cls(None, vids)
         bm25 = bm25s.BM25(**BM25_PARAMS)
-        bm25.index(tokenize(texts), show_progress=False)
+        with np.errstate(invalid="ignore"):  # a document with no word scores 0/0 for terms it lacks, and never shows
+            bm25.index(tokens, show_progress=False)
         return cls(bm25, vids)
 
     def save(self, path: Path) -> None:
@@ -77,7 +79,8 @@ class LexicalIndex:
             if self.bm25 is not None:
                 self.bm25.save(str(tmp), show_progress=False)
             np.save(tmp / "vids.npy", self.vids)
-            meta = {"tokenizer": TOKENIZER, "bm25": BM25_PARAMS, "count": self.count, "bm25s": bm25s.__version__}
+            meta = {"tokenizer": TOKENIZER, "bm25": BM25_PARAMS, "count": self.count, "bm25s": bm25s.__version__,
+                    "scored": self.bm25 is not None}
             (tmp / META).write_text(json.dumps(meta, indent=2))
             for f in tmp.iterdir():
                 with open(f, "rb") as fh:
@@ -99,13 +102,14 @@ class LexicalIndex:
             vids = np.load(path / "vids.npy", allow_pickle=False)
             if meta.get("tokenizer") != TOKENIZER:
                 raise LexicalIndexError(f"{path}: built with another tokenizer ({meta.get('tokenizer')}); re-index")
-            bm25 = bm25s.BM25.load(str(path), show_progress=False) if meta["count"] else None
+            scored = meta.get("scored", meta["count"] > 0)  # (older indexes: any document, and so scores)
+            bm25 = bm25s.BM25.load(str(path), show_progress=False) if scored else None
         except LexicalIndexError:
             raise
         except Exception as e:  # json, numpy and bm25s each raise their own types for damaged files
             raise LexicalIndexError(f"{path}: truncated or not a longretr lexical index ({type(e).__name__}: {e})") \
                 from e
-        num_docs = 0 if bm25 is None else int(bm25.scores["num_docs"])
+        num_docs = len(vids) if bm25 is None else int(bm25.scores["num_docs"])
         if num_docs != len(vids) or meta["count"] != len(vids):
             raise LexicalIndexError(f"{path}: BM25 holds {num_docs} documents but vids.npy has {len(vids)}")
         if bm25 is not None:

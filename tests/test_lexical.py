@@ -295,3 +295,16 @@ def test_compare_modes_times_searches_not_the_first_load(monkeypatch):
 
     runs = compare.evaluate(LazySearcher(), [{"id": "1", "text": "q", "relevant": "a.txt"}])
     assert all(runs[m]["ms_per_query"] < 250 for m in ("dense", "lexical", "hybrid")), runs
+
+
+def test_documents_without_a_word_are_indexed(tmp_path, embedder, capsys):
+    """bm25s cannot index documents none of which has a word (only stopwords or single letters): the commit failed
+    with "max() arg is an empty sequence"; one such document among others printed numpy's 0/0 warning."""
+    for texts in ({"a.txt": "the of a", "b.txt": "x y z"}, {"a.txt": "the of a", "b.txt": "real words here"}):
+        corpus, folder = write_corpus(tmp_path / "c", texts), tmp_path / "idx"
+        index_corpus(corpus, folder, embedder, progress=False, rebuild=True)
+        searcher = Searcher(folder, embedder)
+        found = [h.id for h in searcher.search(["real words"], 2, mode="lexical")[0]]
+        assert found == ([] if "x y z" in texts.values() else ["b.txt"])
+        assert len(searcher.search(["real words"], 2, mode="dense")[0]) == 2
+        assert "invalid value" not in capsys.readouterr().err
