@@ -139,6 +139,7 @@ def notice(tmp_path, monkeypatch) -> Path:
 
 POINTS = {  # what fails -> (the pattern of the file being written, the file the error names)
     "shard": (".shard-*", "pending/"),
+    "pending model": (".model.json.*", "pending/"),
     "notice": ("*GEMMA_NOTICE.txt*", "GEMMA_NOTICE.txt"),
     "vectors": (".vectors-*", "vectors-000002.faiss"),
     "docs": (".docs-*", "docs-000002.parquet"),
@@ -175,11 +176,13 @@ def test_a_full_disk_during_index_keeps_the_last_version_and_a_rerun_equals_an_u
     assert listing(folder) == before  # no temp file, no part of version 2
     assert (folder / notice.name).read_bytes() == notice.read_bytes()  # not left half-overwritten
     shards = list((folder / "pending").rglob("*"))
-    assert all(p.is_dir() or fnmatch(p.name, "shard-*.npz") for p in shards), shards  # only whole shards
+    # only whole shards, and the model they are of
+    assert all(p.is_dir() or fnmatch(p.name, "shard-*.npz") or p.name == "model.json" for p in shards), shards
     assert lock_is_free(folder)
 
     s = index_corpus(corpus, folder, embedder, progress=False)  # space freed
-    assert s.resumed == (1 if point == "shard" else 4) and s.resumed + s.encoded == 4  # saved shards are reused
+    # saved shards are reused (none before the model file that comes first)
+    assert s.resumed == {"shard": 1, "pending model": 0}.get(point, 4) and s.resumed + s.encoded == 4
     index_corpus(corpus, reference, embedder, progress=False)  # the same two runs, never interrupted
     assert_same_index(folder, reference, embedder)
     assert not (folder / "pending").exists()
