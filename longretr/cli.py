@@ -74,13 +74,13 @@ def _built_with(index: Path):
     needs no --model; for a first run that was interrupted, its pending shards' model; else `default` (a new index,
     or one whose manifest cannot be read: --rebuild starts it over)."""
     from .indexer import pending_model
-    from .search import index_model, manifest_model
+    from .search import manifest_model
     from .store import IndexFolderError, read_manifest
 
     try:
-        if read_manifest(index) is None and pending_model(index) is not None:
-            return manifest_model(index, {"model": pending_model(index)})
-        return index_model(index)
+        manifest = read_manifest(index)
+        model = pending_model(index) if manifest is None else manifest.get("model")
+        return "default" if model is None else manifest_model(index, {"model": model})
     except (IndexFolderError, TypeError, ValueError):
         return "default"
 

@@ -22,6 +22,8 @@ from pathlib import Path, PurePosixPath
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from .queries import encodes
+
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".rst", ".adoc", ".asciidoc", ".org"}
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
 PDF_SUFFIXES = {".pdf"}
@@ -52,11 +54,10 @@ class NoText(SkipFile):
 
 
 def warn(path: Path | str, reason: str) -> None:
-    # control characters in a file name ("a\nb.md") are escaped: the warning stays one line
-    shown = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(path))
-    line = f"longretr: skipping {shown}: {reason}"
-    # a file name of undecodable bytes holds surrogates: escape them, or a stderr without backslashreplace raises
-    tqdm.write(line.encode("utf-8", "backslashreplace").decode(), file=sys.stderr)  # above a progress bar, not on it
+    # control characters in a file name ("a\nb.md") are escaped, so the warning stays one line, and so are the
+    # surrogates of a name of undecodable bytes, or a stderr without backslashreplace raises
+    line = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in f"longretr: skipping {path}: {reason}")
+    tqdm.write(line, file=sys.stderr)  # above a progress bar, not on it
 
 
 def iter_files(root: Path, skipped: list[str] | None = None, others: list[Path] | None = None) -> Iterator[Path]:
@@ -149,7 +150,7 @@ def read_file(path: Path, base: Path) -> list[Document]:
     if suffix not in SUFFIXES:  # only a corpus given as one file gets here
         raise SkipFile(f"unsupported file type {suffix or '(no suffix)'}; "
                        f"expected one of {', '.join(sorted(SUFFIXES))}")
-    if not _utf8(rel):  # ids are stored as UTF-8 (Parquet, JSON) and typed back to `longretr rm`
+    if not encodes(rel):  # ids are stored as UTF-8 (Parquet, JSON) and typed back to `longretr rm`
         raise SkipFile("file name is not valid UTF-8; rename the file")
     try:
         st = path.stat()
@@ -166,10 +167,10 @@ def read_file(path: Path, base: Path) -> list[Document]:
         text = _decode(raw)
         if not text.strip():
             raise NoText("empty file")
-        return [Document(rel, text, _title(text, path), rel, _sha(text), st.st_size, st.st_mtime)]
+        return [Document(rel, text, _title(text, path) or path.stem, rel, _sha(text), st.st_size, st.st_mtime)]
     if suffix in HTML_SUFFIXES | PDF_SUFFIXES:
         text, title = _html_text(raw) if suffix in HTML_SUFFIXES else _pdf_text(raw)
-        if not _utf8(text + title):
+        if not encodes(text + title):
             raise SkipFile("its text holds characters that are not valid UTF-8 (lone surrogates)")
         return [Document(rel, text, title or path.stem, rel, _sha(text), st.st_size, st.st_mtime)]
     # rows named as an editor counts them: a JSONL file's by line (blank lines too, as its JSON errors are)
@@ -189,12 +190,12 @@ def read_file(path: Path, base: Path) -> list[Document]:
         if not text.strip():
             warn(f"{path} {where}", "empty text")
             continue
-        if not _utf8(doc_id + text + title):  # JSON escapes can hold lone surrogates
+        if not encodes(doc_id + text + title):  # JSON escapes can hold lone surrogates
             raise SkipFile(f"{where}: id, text or title holds characters that are not valid UTF-8 (lone surrogates)")
         if doc_id in ids:
             raise SkipFile(f"{where}: duplicate id {doc_id!r}")
         ids.add(doc_id)
-        title = title or _title(text, Path(doc_id), fallback=name_title(doc_id))
+        title = title or _title(text, Path(doc_id)) or name_title(doc_id)
         docs.append(Document(doc_id, text, title, f"{rel}#{doc_id}", _sha(text), len(text.encode()), st.st_mtime))
     if not docs:
         raise NoText("no documents in file")
@@ -220,15 +221,6 @@ def _kind(value: object) -> str:
     return f"{type(value).__name__} {value!r:.40}"
 
 
-def _utf8(text: str) -> bool:
-    """Whether text can be written as UTF-8: a file name of undecodable bytes, or a JSON "\\udc00", cannot."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 # What Windows Notepad and PowerShell write ("Unicode"): their text holds NUL bytes, so the BOM is checked before
 # the binary test. UTF-32's BOMs first: UTF-32 LE's starts with UTF-16 LE's.
 _BOMS = [(codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
@@ -236,15 +228,24 @@ _BOMS = [(codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
 
 
 def _decode(raw: bytes) -> str:
+    wide = _sniff(raw)
+    if wide is not None:
+        return wide
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SkipFile(f"invalid UTF-8 at byte {e.start}") from e
+
+
+def _sniff(raw: bytes) -> str | None:
+    """The text of a file with a UTF-16 or UTF-32 BOM; None for other bytes, which hold no NUL (else SkipFile: binary).
+    The BOM is checked first: UTF-16 text holds NUL bytes."""
     for bom, encoding in _BOMS:
         if raw.startswith(bom):
             return _decode_wide(raw, bom, encoding)
     if b"\x00" in raw[:8192]:
         raise SkipFile("binary file (NUL bytes)")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise SkipFile(f"invalid UTF-8 at byte {e.start}") from e
+    return None
 
 
 def _decode_wide(raw: bytes, bom: bytes, encoding: str) -> str:
@@ -262,7 +263,7 @@ def _decode_wide(raw: bytes, bom: bytes, encoding: str) -> str:
 # Elements whose content no reader sees. <head> itself is not one: without </head> (HTML5 lets it out) html.parser
 # nests the page's text in it. The `hidden` attribute is what the page author hid; CSS-hidden text (display:none) is
 # kept, as search engines keep it: it is mostly tabs, menus and answers a script shows.
-_INVISIBLE = ["script", "style", "noscript", "template", "title", "meta", "link", "base"]
+_INVISIBLE = ["script", "style", "noscript", "template", "title"]
 # Elements that start a new line; inline ones (a, code, em, span...) stay inside their sentence.
 _BLOCKS = ["address", "article", "aside", "blockquote", "caption", "dd", "div", "dl", "dt", "figcaption", "figure",
            "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre",
@@ -281,11 +282,9 @@ def _html_markup(raw: bytes) -> str:
     a page that is UTF-8 but for a stray byte stays UTF-8."""
     from bs4.dammit import EncodingDetector
 
-    wide = next(((bom, encoding) for bom, encoding in _BOMS if raw.startswith(bom)), None)
-    if wide:  # UTF-16 or UTF-32: NUL bytes are its text, not a sign of a binary file
-        return _decode_wide(raw, *wide)
-    if b"\x00" in raw[:8192]:
-        raise SkipFile("binary file (NUL bytes)")
+    wide = _sniff(raw)
+    if wide is not None:
+        return wide
     raw = raw.removeprefix(codecs.BOM_UTF8)
     declared = (EncodingDetector.find_declared_encoding(raw, is_html=True) or "").lower()
     declared = _CHARSET_AS.get(declared, declared)
@@ -404,11 +403,10 @@ _ORG_HEADLINE = re.compile(r"^\*+\s+(\S.*?)\s*$")
 _ADOC_TITLE = re.compile(r"^=\s+(\S.*?)\s*$")
 
 
-def _title(text: str, path: Path, fallback: str | None = None) -> str:
-    """A text file's title: for Org, its #+TITLE or first headline; for AsciiDoc, its `= Title` line; else a YAML
+def _title(text: str, path: Path) -> str:
+    """A text's own title: for Org, its #+TITLE or first headline; for AsciiDoc, its `= Title` line; else a YAML
     front matter's title, the first Markdown heading (outside a Markdown file's code fences) or RST heading (a line
-    underlined by ===, ---, ...). Else `fallback`, or the file name (name_title)."""
-    fallback = fallback or name_title(path.name)
+    underlined by ===, ---, ...); "" if it has none."""
     lines = text.splitlines()[:200]
     suffix = path.suffix.lower()
     if suffix == ".org":  # "# ..." is an Org comment ("# -*- mode: org -*-"), not a heading
@@ -416,7 +414,7 @@ def _title(text: str, path: Path, fallback: str | None = None) -> str:
             found = next((m.group(1) for m in map(pattern.match, lines) if m), None)
             if found:
                 return found
-        return fallback
+        return ""
     if suffix in (".adoc", ".asciidoc"):
         found = next((m.group(1) for m in map(_ADOC_TITLE.match, lines) if m), None)
         if found:
@@ -440,12 +438,12 @@ def _title(text: str, path: Path, fallback: str | None = None) -> str:
         nxt = lines[i + 1] if i + 1 < len(lines) else ""
         if line.strip() and len(nxt.strip()) >= len(line.strip()) and re.fullmatch(r"([=\-~^*#+])\1+", nxt.strip()):
             return line.strip()
-    return fallback
+    return ""
 
 
 def name_title(name: str) -> str:
-    """A title from a file name or a table row's id: a file's name without its suffix ("docs/notes.md" -> "notes");
-    other ids whole ("arxiv:2301.12345", "10.1000/xyz.123"), where a stem would cut them."""
+    """A table row's title from its id: a file's name without its suffix ("docs/notes.md" -> "notes"); other ids
+    whole ("arxiv:2301.12345", "10.1000/xyz.123"), where a stem would cut them."""
     path = PurePosixPath(name)
     return path.stem if path.suffix.lower() in SUFFIXES and path.stem else name
 

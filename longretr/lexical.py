@@ -65,8 +65,7 @@ class LexicalIndex:
         if not any(tokens):  # no document has a word (none, or only stopwords): bm25s cannot index that
             return cls(None, vids)
         bm25 = bm25s.BM25(**BM25_PARAMS)
-        with np.errstate(invalid="ignore"):  # a document with no word scores 0/0 for terms it lacks, and never shows
-            bm25.index(tokens, show_progress=False)
+        bm25.index(tokens, show_progress=False)
         return cls(bm25, vids)
 
     def save(self, path: Path) -> None:
@@ -143,7 +142,9 @@ def _check_matrix(path: Path, scores: dict, num_docs: int, vocab: dict) -> None:
     NaN. One pass over them, ~1 ms per 100k entries."""
     data, indices, indptr = scores["data"], scores["indices"], scores["indptr"]
     terms = len(indptr) - 1  # bm25s adds "" as one id more, with no column
-    ids = np.fromiter((i for term, i in vocab.items() if term != ""), dtype="int64", count=len(vocab) - ("" in vocab))
+    ids = np.fromiter(vocab.values(), dtype="int64", count=len(vocab))
+    if "" in vocab:
+        ids = ids[ids != vocab[""]]
     if len(ids) and (ids.min() < 0 or ids.max() >= terms):
         raise LexicalIndexError(f"{path}: damaged vocabulary (term ids beyond the {terms} terms of its score matrix)")
     whole = (data.ndim == indices.ndim == indptr.ndim == 1 and len(data) == len(indices) and len(indptr) > 0

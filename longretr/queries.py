@@ -78,6 +78,16 @@ def _id_set(ids) -> frozenset[str]:
     return frozenset(items)
 
 
+def encodes(text: str) -> bool:
+    """Whether `text` is valid Unicode, so it can be written as UTF-8: a command line's undecodable bytes and a JSON
+    "\\udc00" are lone surrogates, which the tokenizer, arrow and httpx all refuse."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_texts(texts: Iterable[str], what: str = "texts") -> list[str]:
     """`texts` as a list of str; else a TypeError naming the item (a ValueError for one that is not valid Unicode).
     Without this the tokenizer fails obscurely on None, bytes, numbers or lone surrogates (or, in a query, formats
@@ -88,10 +98,8 @@ def check_texts(texts: Iterable[str], what: str = "texts") -> list[str]:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"{what}[{i}] must be a str, got {type(text).__name__}")
-        try:  # lone surrogates (undecodable bytes from a command line, "\ud800" in JSON): the tokenizer fails on them
-            text.encode()
-        except UnicodeEncodeError:
-            raise ValueError(f"{what}[{i}] is not valid Unicode (it contains a lone surrogate)") from None
+        if not encodes(text):
+            raise ValueError(f"{what}[{i}] is not valid Unicode (it contains a lone surrogate)")
     return texts
 
 

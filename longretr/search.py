@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from . import index_types, store
 from .config import ModelConfig, unknown_keys
 from .fusion import check_mode, fuse_ranked, fusion_scores
-from .queries import Filter, Hit, check_k, check_texts
+from .queries import Filter, Hit, check_k, check_texts, encodes
 
 if TYPE_CHECKING:  # torch and transformers load only when a search needs the model (lexical search never does)
     from .embedder import Embedder
@@ -209,11 +209,14 @@ class Searcher:
     def _within(self, where: Filter) -> np.ndarray:
         """_kept_vids, cached per filter (the 64 most recently made); threads share the cache (the server's)."""
         with self._filters_lock:
-            if where not in self._filters:
-                if len(self._filters) >= 64:
+            kept = self._filters.get(where)
+        if kept is None:  # computed outside the lock: a new filter's pass over every document holds no one up
+            kept = self._kept_vids(where)
+            with self._filters_lock:
+                if where not in self._filters and len(self._filters) >= 64:
                     self._filters.pop(next(iter(self._filters)))
-                self._filters[where] = self._kept_vids(where)
-            return self._filters[where]
+                self._filters[where] = kept
+        return kept
 
     def _kept_vids(self, where: Filter) -> np.ndarray:
         """The vids of the documents `where` keeps, in row order (read-only: cached per filter by _within), by arrow
@@ -221,9 +224,9 @@ class Searcher:
         keep = np.ones(self.count, dtype=bool)
         if where.path_prefix is not None:  # one with undecodable bytes (lone surrogates) starts no path
             prefix = where.path_prefix
-            keep &= pc.starts_with(self._nfc_paths, prefix).to_numpy() if store.encodes(prefix) else False
+            keep &= pc.starts_with(self._nfc_paths, prefix).to_numpy() if encodes(prefix) else False
         if where.ids is not None:  # such an id is in no document, and must not hide the others (as a typo does not)
-            wanted = pa.array([i for i in sorted(where.ids) if store.encodes(i)], pa.string())
+            wanted = pa.array([i for i in sorted(where.ids) if encodes(i)], pa.string())
             keep &= pc.is_in(self._nfc_ids, value_set=wanted).to_numpy()
         vids = self.snapshot.docs.column("vid").to_numpy()[keep]
         vids.setflags(write=False)

@@ -38,7 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from . import store
-from .queries import Filter, Hit
+from .queries import Filter, Hit, encodes
 from .search import HYBRID_DEPTH, Searcher
 
 if TYPE_CHECKING:  # it imports torch and transformers (seconds): `serve` checks its arguments and binds first
@@ -145,10 +145,8 @@ def _parse_filter(spec, limits: Limits) -> Filter | None:
 
 
 def _check_encodable(text: str, what: str) -> None:
-    try:  # JSON may carry lone surrogates ("\ud800"); the tokenizer would fail on them mid-batch
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadRequest(422, f"{what} is not valid Unicode (it contains a lone surrogate)") from None
+    if not encodes(text):  # JSON may carry lone surrogates ("\ud800"); refused here, not by the tokenizer mid-batch
+        raise BadRequest(422, f"{what} is not valid Unicode (it contains a lone surrogate)")
 
 
 @dataclass
@@ -270,6 +268,11 @@ class SearchService:
             "warnings": self.warnings(),
         }
 
+    def _damage_stamp(self) -> tuple:
+        """What the served version's damaged files look like on disk now: a change is worth reading them again."""
+        files = self.searcher.snapshot.manifest["files"]
+        return tuple(_stamp(self.folder / files[kind]) for kind in sorted(self.searcher.damaged))
+
     def warnings(self) -> list[str]:
         """What an operator should know of: the served version's damaged files, a newer version that cannot load."""
         stuck = [f"still serving version {self.version}: {self.reload_error}"]
@@ -362,9 +365,9 @@ class SearchService:
     def _watch(self) -> None:
         # The manifest whose version could not be loaded is not loaded again (a whole index, every interval) until it
         # changes or RELOAD_RETRY_S pass: a failure that is not the index's (no file handles left, a file restored)
-        # is retried now and then. So is the served version while its lexical or ann file is damaged (one restored in
-        # place, or one that could not be read for a moment).
-        failed, failed_at, rechecked = None, 0.0, time.monotonic()
+        # is retried now and then. The served version is read again when a lexical or ann file it could not read
+        # changes (restored in place).
+        failed, failed_at, stamp = None, 0.0, self._damage_stamp()
         while not self._stop.wait(self.reload_interval):
             manifest = None
             try:
@@ -374,9 +377,9 @@ class SearchService:
                 same = manifest == self.searcher.snapshot.manifest  # not just the version: a fresh build is 1 again
                 if same:
                     self.reload_error = failed = None  # e.g. the folder was moved away and back
-                    if not self.searcher.damaged or time.monotonic() - rechecked < RELOAD_RETRY_S:
+                    if not self.searcher.damaged or self._damage_stamp() == stamp:
                         continue
-                    rechecked = time.monotonic()
+                    stamp = self._damage_stamp()
                 elif manifest == failed and time.monotonic() - failed_at < RELOAD_RETRY_S:
                     continue
                 fresh = Searcher(self.folder, self.embedder)
@@ -394,6 +397,7 @@ class SearchService:
                 continue
             old = self.version
             self.searcher = fresh  # an atomic reference swap: batches already running keep the old one
+            stamp = self._damage_stamp()
             self.reload_error = None
             with self._lock:
                 self.counts["reloads"] += 1
@@ -401,6 +405,15 @@ class SearchService:
                   f"{fresh.snapshot.count} documents", file=sys.stderr, flush=True)
             for warning in fresh.warnings():
                 print(f"longretr serve: warning: {warning}", file=sys.stderr, flush=True)
+
+
+def _stamp(path: Path) -> tuple:
+    """Sizes and change times of a file, or of a folder and its files (a lexical index); () for what is not there."""
+    try:
+        paths = [path, *sorted(path.iterdir())] if path.is_dir() else [path]
+        return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+    except OSError:
+        return ()
 
 
 def _resolve(future: Future, result: Result | None = None, error: BaseException | None = None) -> None:

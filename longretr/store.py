@@ -45,7 +45,7 @@ from . import index_types
 from .atomic import atomic_write_bytes
 from .fusion import ranking_config
 from .lexical import LexicalIndex, LexicalIndexError
-from .queries import nfc
+from .queries import encodes, nfc
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -303,16 +303,6 @@ def _rows_by_value(values: pa.ChunkedArray, wanted: list[str]) -> dict[str, list
     for row, value in zip(rows.to_pylist(), pc.take(values, rows).to_pylist()):
         out.setdefault(value, []).append(row)
     return out
-
-
-def encodes(text: str) -> bool:
-    """Whether `text` is valid Unicode: a command line's undecodable bytes (lone surrogates) are in no id or path, and
-    arrow refuses them."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def no_index(folder: Path | str) -> IndexFolderError:
