@@ -123,6 +123,11 @@ class Searcher:
         return [f"{message}; {does[kind]}" for kind, message in self.damaged.items()]
 
     @property
+    def version(self) -> int:
+        """The loaded index version's number (its manifest's)."""
+        return int(self.snapshot.manifest.get("version", 0))
+
+    @property
     def count(self) -> int:
         """Documents in the loaded index version."""
         return self.snapshot.count

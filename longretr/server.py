@@ -203,7 +203,7 @@ class SearchService:
 
     @property
     def version(self) -> int:
-        return int(self.searcher.snapshot.manifest.get("version", 0))
+        return self.searcher.version
 
     @property
     def default_mode(self) -> str | None:
@@ -308,7 +308,7 @@ class SearchService:
 
     def _run_batch(self, batch: list[_Job]) -> None:
         searcher = self.searcher  # one index version for the whole batch
-        version = int(searcher.snapshot.manifest.get("version", 0))
+        version = searcher.version
         with self._lock:
             self.counts["batches"] += 1
             self.counts["batched_queries"] += len(batch)
@@ -354,7 +354,7 @@ class SearchService:
         if request.where is not None:  # one that keeps nothing is an error (422), as in a batch
             searcher.check_filter(request.where)
         hits = self._search(searcher, [request.query], request.k, "lexical", request.where)[0]
-        return Result(hits, int(searcher.snapshot.manifest.get("version", 0)), "lexical")
+        return Result(hits, searcher.version, "lexical")
 
     def _search(self, searcher: Searcher, queries: list[str], k: int, mode: str | None,
                 where: Filter | None) -> list[list[Hit]]:
@@ -513,7 +513,7 @@ def create_app(service: SearchService) -> FastAPI:
             return _error(404, str(e))
         except ValueError as e:
             return _error(422, str(e))
-        return JSONResponse({**doc, "index_version": int(searcher.snapshot.manifest.get("version", 0))})
+        return JSONResponse({**doc, "index_version": searcher.version})
 
     return app
 

@@ -236,6 +236,7 @@ class RecordingSearcher:
 
     def __init__(self, real):
         self.snapshot, self.ranking, self.real, self.calls = real.snapshot, real.ranking, real, []
+        self.version = real.version
         self.check_filter = real.check_filter
 
     def search(self, queries, k=10, mode=None, where=None):
