@@ -53,8 +53,13 @@ def index(
         ranking_config(**ranking)  # bad settings fail before the model loads (the index type needs its dim)
     except ValueError as e:
         _fail(str(e))
+    config = model or _built_with(index)
+    missing = [] if model else [a for a in getattr(config, "adapters", ()) if not Path(a).is_dir()]
+    if missing:  # else the config's own error, which does not say that --model picks another model
+        _fail(f"{index} was built with model {config.name!r}, whose adapter folder {missing[0]} is not here: restore "
+              "it, or re-encode the index with another model (--model NAME --rebuild)")
     try:  # the model loads only if something is to be encoded
-        summary = index_corpus(corpus, index, LazyEmbedder(model or _built_with(index), dtype=dtype), rebuild=rebuild,
+        summary = index_corpus(corpus, index, LazyEmbedder(config, dtype=dtype), rebuild=rebuild,
                                shard_tokens=shard_tokens, index_type=index_type, ranking=ranking)
     except (IndexFolderError, FileNotFoundError, ValueError) as e:
         _fail(str(e))

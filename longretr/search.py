@@ -64,16 +64,11 @@ class Searcher:
         self.folder = Path(folder)
         self.snapshot = store.load(folder)
         manifest = self.snapshot.manifest
-        built = manifest["model_fingerprint"]
         self.ranking = store.manifest_ranking(self.folder, manifest)
         config = manifest_model(folder, manifest) if embedder is None else embedder.config
-        if config.fingerprint() != built:
-            raise ModelMismatch(
-                f"{folder} was built with model {manifest['model']['name']!r} (fingerprint "
-                f"{built}); searching it with {config.name!r} ({config.fingerprint()}) "
-                "would compare incompatible vectors. Search without --model, or re-index with this model."
-            )
         self._embedder = embedder
+        if embedder is not None:  # a wrong model fails at once; the index's own is checked when it loads
+            self._check_model(config, own=False)
         self._embedder_lock = threading.Lock()
         self._config = config
         self.index, self.index_device = index_types.to_gpu(self.snapshot.search_index)
@@ -101,8 +96,33 @@ class Searcher:
             if self._embedder is None:
                 from .embedder import Embedder
 
+                self._check_model(self._config, own=True)
                 self._embedder = Embedder(self._config)
         return self._embedder
+
+    def _check_model(self, config: ModelConfig, own: bool) -> None:
+        """Refuses a model whose vectors would not match the index's: another model, or the index's own whose
+        adapter files are missing or changed since the index was built."""
+        manifest = self.snapshot.manifest
+        built, name = manifest["model_fingerprint"], manifest["model"]["name"]
+        try:
+            fingerprint = config.fingerprint()
+        except FileNotFoundError as e:  # the adapter folder is gone: only lexical search can work
+            raise FileNotFoundError(f"{self.folder} was built with model {name!r}, which cannot be loaded: {e}; "
+                                    "restore it, or search with --mode lexical, which needs no model") from None
+        if fingerprint == built:
+            return
+        if own:
+            raise ModelMismatch(
+                f"{self.folder} was built with model {name!r} (fingerprint {built}), whose adapter files have "
+                f"changed since (fingerprint now {fingerprint}): its vectors would not match the queries'. Restore "
+                "them, search with --mode lexical, or re-index with --rebuild."
+            )
+        raise ModelMismatch(
+            f"{self.folder} was built with model {name!r} (fingerprint {built}); searching it with {config.name!r} "
+            f"({fingerprint}) would compare incompatible vectors. Search without --model, or re-index with this "
+            "model."
+        )
 
     @functools.cached_property
     def _vector_ids(self) -> np.ndarray:

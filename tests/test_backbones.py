@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from tiny_models import WORDS, make_tokenizer, write_config
+from tiny_models import WORDS, make_tokenizer, write_config, write_lora
 from tokenizers import ByteLevelBPETokenizer
 from typer.testing import CliRunner
 
@@ -560,25 +560,6 @@ def test_the_original_code_lets_padding_into_the_embedding(checkpoints):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Adapters by path
-
-
-def write_lora(out: Path, targets: dict[str, tuple[int, int]], prefix: str, r: int = 4, alpha: int = 8,
-               seed: int = 5) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """A PEFT LoRA adapter folder with tensors under `base_model.model.<prefix><module>`; returns module -> (A, B)."""
-    from peft import LoraConfig
-
-    out.mkdir(parents=True, exist_ok=True)
-    LoraConfig(r=r, lora_alpha=alpha, target_modules=sorted({m.rsplit(".", 1)[-1] for m in targets})) \
-        .save_pretrained(out)
-    g = torch.Generator().manual_seed(seed)
-    tensors, pairs = {}, {}
-    for module, (fan_out, fan_in) in targets.items():
-        a, b = 0.3 * torch.randn(r, fan_in, generator=g), 0.3 * torch.randn(fan_out, r, generator=g)
-        tensors[f"base_model.model.{prefix}{module}.lora_A.weight"] = a
-        tensors[f"base_model.model.{prefix}{module}.lora_B.weight"] = b
-        pairs[module] = (a, b)
-    save_file(tensors, out / "adapter_model.safetensors")
-    return pairs
 
 
 def test_llada_adapter_in_its_original_names_is_merged(checkpoints, tmp_path):

@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from tiny_models import WORDS, write_config
+from safetensors.torch import load_file, save_file
+from tiny_models import WORDS, write_config, write_lora
 from typer.testing import CliRunner
 
 from longretr import index_types, store
@@ -361,6 +362,33 @@ def test_searcher_moves_the_index_to_gpus_when_faiss_has_them(tmp_path, embedder
 
 
 # -- bad input --------------------------------------------------------------------------------------
+
+
+def test_an_index_whose_adapter_is_gone_still_answers_lexical_and_names_the_way_out(tmp_path, tiny_gemma):
+    # the model's fingerprint was checked when a Searcher was made, so a lost adapter refused even lexical search
+    adapter = tmp_path / "adapter"
+    write_lora(adapter, {f"layers.{i}.self_attn.q_proj": (32, 32) for i in range(4)}, prefix="")
+    cfg = write_config(tmp_path, tiny_gemma, name="adapted", adapter=str(adapter))
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    write_docs(corpus, range(6))
+    index_corpus(corpus, folder, Embedder(str(cfg)), progress=False)
+    runner = CliRunner()
+    shutil.move(adapter, tmp_path / "elsewhere")
+    found = runner.invoke(app, ["search", "doc", "--index", str(folder), "--mode", "lexical", "-k", "2"])
+    assert found.exit_code == 0 and found.output.count(".txt") == 2, found.output
+    dense = runner.invoke(app, ["search", "doc", "--index", str(folder), "--mode", "dense"])
+    assert dense.exit_code == 2 and f"adapter folder {adapter} not found" in dense.output
+    assert "--mode lexical" in dense.output
+    (corpus / "new.txt").write_text(text(99))
+    update = runner.invoke(app, ["index", str(corpus), "--index", str(folder)])
+    assert update.exit_code == 2 and f"adapter folder {adapter} is not here" in update.output
+    assert "--model NAME --rebuild" in update.output
+    shutil.move(tmp_path / "elsewhere", adapter)
+    weights = adapter / "adapter_model.safetensors"
+    changed = {k: 2 * v for k, v in load_file(weights).items()}
+    save_file(changed, weights)
+    dense = runner.invoke(app, ["search", "doc", "--index", str(folder), "--mode", "dense"])
+    assert dense.exit_code == 2 and "whose adapter files have changed since" in dense.output, dense.output
 
 
 def test_bad_files_are_named_skipped_and_nothing_is_lost(tmp_path, embedder, capsys):

@@ -72,3 +72,23 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def write_lora(out: Path, targets: dict[str, tuple[int, int]], prefix: str, r: int = 4, alpha: int = 8,
+               seed: int = 5) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """A PEFT LoRA adapter folder with tensors under `base_model.model.<prefix><module>`; returns module -> (A, B)."""
+    from peft import LoraConfig  # peft takes a second to import; most tests need no adapter
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    LoraConfig(r=r, lora_alpha=alpha, target_modules=sorted({m.rsplit(".", 1)[-1] for m in targets})) \
+        .save_pretrained(out)
+    g = torch.Generator().manual_seed(seed)
+    tensors, pairs = {}, {}
+    for module, (fan_out, fan_in) in targets.items():
+        a, b = 0.3 * torch.randn(r, fan_in, generator=g), 0.3 * torch.randn(fan_out, r, generator=g)
+        tensors[f"base_model.model.{prefix}{module}.lora_A.weight"] = a
+        tensors[f"base_model.model.{prefix}{module}.lora_B.weight"] = b
+        pairs[module] = (a, b)
+    save_file(tensors, out / "adapter_model.safetensors")
+    return pairs
