@@ -149,7 +149,7 @@ def test_a_config_name_cannot_put_trec_runs_outside_the_run_folder(tmp_path, tin
                   data=str(FIXTURE), out=str(out), run="named")
     results, _ = evaluate(st, log=lambda *_: None, progress=False)
     assert {p.relative_to(out).parts[0] for p in out.rglob("*")} == {"named"}
-    assert sorted(p.name for p in (out / "named" / "runs").iterdir()) == sorted(results["systems"])
+    assert sorted(p.name for p in (out / "named" / "runs").iterdir()) == sorted([*results["systems"], "qrels"])
 
 
 def test_the_cost_estimate_skips_results_files_of_another_shape(tmp_path):

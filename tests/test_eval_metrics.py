@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from longretr.evaluate.metrics import acc_at_1, ndcg_at_k, rank
+from longretr.evaluate.metrics import acc_at_1, known_item, ndcg_at_k, rank
 from longretr.evaluate.runner import summarise
 
 
@@ -41,6 +41,23 @@ def test_ndcg_averages_over_judged_queries():
     run = {"q1": [("a", 1.0)], "q2": [("x", 1.0), ("b", 0.5)]}
     value = ndcg_at_k(run, {"q1": {"a": 1}, "q2": {"b": 1}})
     assert value == pytest.approx((1 + 1 / math.log2(3)) / 2)
+
+
+def test_ndcg_counts_a_document_listed_twice_once_at_its_first_position():
+    assert ndcg_at_k({"q": [("a", 1.0), ("a", 0.9)]}, {"q": {"a": 1}}) == 1.0  # was 1.63, above the ideal
+    # the repeat is dropped: b moves up to rank 2
+    run = {"q": [("x", 1.0), ("x", 0.9), ("b", 0.8)]}
+    assert ndcg_at_k(run, {"q": {"a": 1, "b": 1}}) == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
+
+
+def test_ndcg_gives_a_negative_grade_no_gain():
+    run = {"q": [("bad", 1.0), ("good", 0.5)]}
+    assert ndcg_at_k(run, {"q": {"good": 1, "bad": -1}}) == pytest.approx(1 / math.log2(3))  # as trec_eval; was -0.37
+
+
+def test_known_item_with_no_queries_is_nan_not_a_crash():
+    scores = known_item([], [])
+    assert scores["ranks"] == [] and all(math.isnan(scores[k]) for k in ("mrr@10", "top1", "top3"))
 
 
 def test_rank_sorts_by_score_and_breaks_ties_by_corpus_order():

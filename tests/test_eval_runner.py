@@ -148,7 +148,7 @@ def test_plan_states_the_cost_from_an_earlier_run(tmp_path):
                   out=str(tmp_path / "out"))
     lines = plan_lines(st, [s], {"source": "fixture"})
     assert "2,700 words (about 3,600 tokens" in lines[2]
-    assert lines[3].startswith("cost: about 0.0 h for default at the 1,000 tokens/s measured in run earlier")
+    assert lines[-1].startswith("cost: about 0.0 h for default at the 1,000 tokens/s measured in run earlier")
 
 
 def test_cli_eval_writes_outputs(tmp_path, tiny_config):

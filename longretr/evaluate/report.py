@@ -1,5 +1,5 @@
-"""Outputs of a run: results.json, table.md (shaped like DiffEmbed's Table 2), acc_vs_length.png and
-TREC run files (runs/<system>/<task>.trec)."""
+"""Outputs of a run: results.json, table.md (shaped like DiffEmbed's Table 2), acc_vs_length.png, TREC run files
+(runs/<system>/<task>.trec) and their qrels (runs/qrels/<task>.qrels)."""
 
 from __future__ import annotations
 
@@ -59,8 +59,10 @@ def table_markdown(results: dict) -> str:
         f"Synthetic columns are Acc@1 (%) averaged over the context lengths run: ≤4k = {le4k or 'none'}, "
         f">4k = {gt4k or 'none'}; {_pool(results)} Real-task columns are nDCG@10 (%); "
         "— = not run (the real tasks need `--data`).",
+        *_real_as_run(results),
         "Avg = mean of the eight columns (only when all eight were run); Synth. avg = mean of the four synthetic "
         "columns.",
+        *_ties(results),
         f"Quoted rows: {PAPER_SOURCE}; 7B models trained on E5 data, evaluated on the published LongEmbed "
         "(100 candidates per length, lengths 256-32768). They are not comparable cell for cell with a run on "
         "regenerated data or fewer candidates. † computed here from the quoted cells. The paper prints "
@@ -84,9 +86,37 @@ def _pool(results: dict) -> str:
             f"(LongEmbed: 100 and 50; chance Acc@1 here {_span(chance, lambda v: f'{v:.3g}')}%).")
 
 
+def _real_as_run(results: dict) -> list[str]:
+    """Each real task run on fewer candidates or queries than the data has, as run (its nDCG@10 is over those)."""
+    cut = [x for x in results["data"]["sets"] if x.get("context_length") is None and "documents_in_data" in x
+           and (x["documents"], x["queries"]) != (x["documents_in_data"], x["queries_in_data"])]
+    if not cut:
+        return []
+    column = {t: c for t, c in zip(SUMMARY_KEYS[4:], COLUMNS[4:])}
+    each = "; ".join(f"{column.get(x['task'], x['task'])} {x['documents']:,} of {x['documents_in_data']:,} "
+                     f"candidates and {x['queries']:,} of {x['queries_in_data']:,} queries" for x in cut)
+    return [f"Real tasks run on fewer than the published data holds: {each}."]
+
+
+def _ties(results: dict) -> list[str]:
+    tied = {name: system.get("tied_at_1", 0) for name, system in results["systems"].items()}
+    if not any(tied.values()):
+        return ["Ties are broken against the system (relevant documents last among equal scores); no query had a "
+                "tie at rank 1."]
+    return ["Ties are broken against the system (relevant documents last among equal scores). Queries whose rank 1 "
+            "was a tie (`tied_at_1` in results.json): " + ", ".join(f"{n} {t}" for n, t in tied.items() if t) + "."]
+
+
 def _span(values: list, show) -> str:
     low, high = min(values), max(values)
     return show(low) if low == high else f"{show(low)}-{show(high)}"
+
+
+def pool_of(results: dict, task: str) -> str:
+    """Candidates and queries per length of one synthetic task, from the sets as run (the plot's panel titles)."""
+    sets = [x for x in results["data"]["sets"] if x["task"] == task]
+    return (f"{_span([x['documents'] for x in sets], str)} candidates, "
+            f"{_span([x['queries'] for x in sets], str)} queries per length")
 
 
 def chance_by_length(results: dict, task: str) -> dict[int, float]:
@@ -141,7 +171,7 @@ def plot(results: dict, path: Path) -> bool:
         ax.set_ylim(-3, 103)
         ax.set_xlabel("context length (tokens, LongEmbed's word cap x 1/0.75)")
         ax.set_ylabel("Acc@1 (%)")
-        ax.set_title(f"{task} ({results['data']['source_short']})")
+        ax.set_title(f"{task} ({results['data']['source_short']}; {pool_of(results, task)})", fontsize=10)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="best")
     fig.suptitle(f"longretr eval, profile {results['settings']['profile']} - {results['machine']['summary']}",
@@ -153,11 +183,34 @@ def plot(results: dict, path: Path) -> bool:
 
 
 def write_trec(path: Path, run: Run, tag: str, append: bool = False) -> None:
+    """Each query's list in its order (ties already broken) with a score column that trec_eval sorts back into it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n"
-             for qid, hits in run.items() for rank, (doc, score) in enumerate(hits, 1)]
+    lines = [f"{qid} Q0 {doc} {rank} {score} {tag}\n" for qid, hits in run.items()
+             for rank, (doc, score) in enumerate(zip((d for d, _ in hits), trec_scores([x for _, x in hits])), 1)]
     with path.open("a" if append else "w") as f:
         f.writelines(lines)
+
+
+def trec_scores(scores: list[float]) -> list[str]:
+    """One query's scores as written, strictly decreasing: each rounded to 6 places, and lowered to 1e-6 below the
+    line before where it would not be below it. trec_eval re-sorts a run by score (ties by docno, descending), and
+    equal scores, or scores equal after rounding, would be ranked by it, not as results.json scored them."""
+    out: list[str] = []
+    previous: int | None = None
+    for score in scores:
+        micro = round(score * 1_000_000)  # in millionths: exact steps of 1e-6, no drift
+        if previous is not None and micro >= previous:
+            micro = previous - 1
+        out.append(f"{micro / 1_000_000:.6f}")
+        previous = micro
+    return out
+
+
+def write_qrels(path: Path, qrels: dict[str, dict[str, int]]) -> None:
+    """The judgments in trec_eval's format (qid 0 docid relevance), under the same qids as the run files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{qid} 0 {doc} {grade}\n" for qid, judged in qrels.items()
+                            for doc, grade in judged.items()))
 
 
 def write_outputs(results: dict, folder: Path) -> dict[str, Path]:

@@ -6,7 +6,7 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,8 +16,8 @@ from ..fusion import DEFAULT_RANKING, fuse_ranked
 from ..machine import describe, load_average
 from .baselines import BASELINES, MINILM_MAX_CHUNK, DenseScorer, Scorer
 from .data import LENGTHS, TASKS, RetrievalSet, load_task, resolve_data, subsample
-from .metrics import Run, acc_at_1, mean, ndcg_at_k, rank
-from .report import write_outputs, write_trec
+from .metrics import Qrels, Run, acc_at_1, mean, ndcg_at_k, rank
+from .report import write_outputs, write_qrels, write_trec
 from .synth import CAPACITY, synthetic_sets
 
 # quick: what `make bench-longembed` runs, sized for 30 minutes on this project's 2-core CPU with both
@@ -31,6 +31,10 @@ PROFILES = {
 }
 DEFAULT_MODELS = ("default", "gemma3-270m-causal")
 TREC_DEPTH = 100
+QRELS_FOLDER = "qrels"  # runs/qrels/<task>.qrels, beside runs/<system>/: no system may take the name
+# Tokens of real-task documents past which the plan warns that the run is long: about an hour at the 1,713 tokens/s
+# the default reached in bf16 on a Xeon with AMX (README, Evaluation)
+QUICK_REAL_TOKENS = 6_000_000
 
 
 @dataclass
@@ -107,10 +111,15 @@ def check_run_name(name: str) -> None:
 
 def build_sets(st: Settings) -> tuple[list[RetrievalSet], dict]:
     """The sets to score, and a description of where they came from."""
+    published: dict[tuple[str, str], tuple[int, int]] = {}  # (task, split) -> documents, queries in the data
     if st.data:
         root = resolve_data(st.data, st.tasks)
-        sets = [subsample(s, st.queries, st.candidates, st.seed)
-                for t in st.tasks for s in load_task(root, t, st.lengths)]
+        sets = []
+        for s in (s for t in st.tasks for s in load_task(root, t, st.lengths)):
+            published[s.task, s.split] = len(s.corpus), len(s.queries)
+            # A real task keeps its whole corpus: cut to 8 candidates, every relevant document was in the top 10 and
+            # nDCG@10 was inflated beside the paper's rows. Queries are cheap, candidates are what costs.
+            sets.append(subsample(s, st.queries, st.candidates if TASKS[s.task].synthetic else None, st.seed))
         info = {"source": f"published LongEmbed copy at {root}", "source_short": "published data", "root": str(root)}
     else:
         root = synthetic_sets(st.tasks, st.lengths, st.candidates, st.queries, st.seed,
@@ -124,8 +133,13 @@ def build_sets(st: Settings) -> tuple[list[RetrievalSet], dict]:
     info["sets"] = [{"task": s.task, "split": s.split, "context_length": s.context_length, "documents": len(s.corpus),
                      "queries": len(s.queries), "chance": round(100 * chance_at_1(s), 2),
                      "words_mean": round(sum(len(t.split()) for t in s.corpus.values()) / len(s.corpus), 1),
-                     "notes": s.notes} for s in sets]
+                     **_in_data(published.get((s.task, s.split))), "notes": s.notes} for s in sets]
     return sets, info
+
+
+def _in_data(counts: tuple[int, int] | None) -> dict:
+    """A published set's candidates and queries before any cut (the table states a cut against them)."""
+    return {} if counts is None else {"documents_in_data": counts[0], "queries_in_data": counts[1]}
 
 
 def chance_at_1(s: RetrievalSet) -> float:
@@ -149,11 +163,28 @@ def plan_lines(st: Settings, sets: list[RetrievalSet], info: dict) -> list[str]:
         f"{sum(len(s.corpus) for s in sets)} documents, {words:,} words (about {tokens:,.0f} tokens at "
         "LongEmbed's 0.75 words per token) for each dense model to encode",
     ]
-    caveat = " (more: over 8k tokens the full-attention layers grow quadratically)" if max(st.lengths) > 8192 else ""
+    lines += real_task_lines(sets, tokens)
+    longest = max((len(t.split()) / 0.75 for s in sets for t in s.corpus.values()), default=0)
+    caveat = (" (more: over 8k tokens the full-attention layers grow quadratically)"
+              if max(st.lengths) > 8192 or longest > 8192 else "")
     for model, (rate, run) in measured_rates(Path(st.out), st.models).items():
         lines.append(f"cost: about {tokens / rate / 3600:.1f} h for {model} at the {rate:,.0f} tokens/s measured "
                      f"in run {run}{caveat}")
     return lines
+
+
+def real_task_lines(sets: list[RetrievalSet], tokens: float) -> list[str]:
+    """The real tasks keep their whole corpus whatever the profile: say what that costs, task by task."""
+    real = [s for s in sets if not TASKS[s.task].synthetic]
+    if not real:
+        return []
+    words = {s.task: sum(len(t.split()) for t in s.corpus.values()) for s in real}
+    share = sum(words.values()) / 0.75 / max(tokens, 1)
+    each = "; ".join(f"{s.task} (documents {len(s.corpus):,}, words {words[s.task]:,})" for s in real)
+    return [f"real tasks: every query is ranked against the whole corpus, as in LongEmbed (--candidates applies to "
+            f"passkey and needle only), so they are encoded whole in any profile: {each}; {share:.0%} of the tokens "
+            "above" + (" (long: an hour or more per model on a CPU, in the quick profile too)"
+                       if sum(words.values()) / 0.75 > QUICK_REAL_TOKENS else "")]
 
 
 def measured_rates(out: Path, models: list[str]) -> dict[str, tuple[float, str]]:
@@ -205,6 +236,10 @@ def _run(st: Settings, run_name: str, created: datetime, started: float, work: P
     results = {"run": run_name, "created": created.isoformat(timespec="seconds"), "units": "percent",
                "machine": describe(), "load_average_start": load_average(), "settings": _settings_dict(st),
                "data": info, "systems": {}}
+    for task in dict.fromkeys(s.task for s in sets):  # beside the runs, so that trec_eval can score them
+        part = [s for s in sets if s.task == task]
+        write_qrels(work / "runs" / QRELS_FOLDER / f"{task}.qrels",
+                    {name: s.qrels[q] for s in part for q, name in _trec_names(s, sets).items()})
     systems: list[tuple[str, Callable[[], Scorer]]] = [
         (m, lambda m=m: DenseScorer(m, dtype=st.dtype)) for m in st.models]
     lexical = _LexicalRuns()  # every model is also scored in hybrid mode: its ranking fused with BM25's
@@ -214,27 +249,37 @@ def _run(st: Settings, run_name: str, created: datetime, started: float, work: P
         log(f"== {label}")
         t0 = time.perf_counter()
         scorer: Scorer = make()
-        name = _unique(_safe_name(scorer.name), results["systems"])
+        name = _unique(_safe_name(scorer.name), {*results["systems"], QRELS_FOLDER})
         entry = {"requested": label, "describe": scorer.describe(),
                  "load_seconds": round(time.perf_counter() - t0, 1), "sets": []}
-        hybrid = None
+        whole = hybrid = None
+        if getattr(scorer, "has_other_vectors", False):  # its dense scores are the best of several vectors
+            whole_name = _unique(f"{name}-whole-vector", {*results["systems"], QRELS_FOLDER})
+            whole = {"requested": label, "sets": [], "describe": {
+                "kind": "longretr, whole vector", "dense": name,
+                "scoring": "each document's whole-document vector alone (of its first max_tokens tokens), from the "
+                           "same encoding: no lead, span or window vectors"}}
         if label in st.models:
-            hybrid_name = _unique(f"{name}+hybrid", results["systems"])
+            hybrid_name = _unique(f"{name}+hybrid", {*results["systems"], QRELS_FOLDER})
             hybrid = {"requested": label, "sets": [], "describe": {
                 "kind": "hybrid", "dense": name, "lexical": "bm25",
                 **{k: DEFAULT_RANKING[k] for k in ("fusion", "weight", "rrf_k")}}}
         for i, s in enumerate(sets):
             scored = scorer.score(s, progress=progress)
-            run = rank(scored.scores, s.doc_ids, list(s.queries), depth=TREC_DEPTH)
-            row = _record(work, name, run, s, sets, {"seconds": round(scored.seconds, 2), **scored.stats})
+            row = _record(work, name, _full_run(scored.scores, s), s, sets,
+                          {"seconds": round(scored.seconds, 2), **scored.stats})
             entry["sets"].append(row)
             log(f"   {s.task:<15} {s.split:<10} {row['metric']:<7} {row['value']:5.1f}  "
                 f"({len(s.queries)} q, {len(s.corpus)} docs, {scored.seconds:.1f}s)")
+            if whole is not None:
+                whole["sets"].append(_record(work, whole_name, _full_run(scored.whole_scores, s), s, sets,
+                                             {"seconds": row["seconds"]}))
+                log(f"   {'':<15} {'':<10} whole   {whole['sets'][-1]['value']:5.1f}")
             if hybrid is not None:
                 lex = lexical.run(i, s)
-                dense = run if scored.fusion_scores is None else rank(scored.fusion_scores, s.doc_ids,
-                                                                       list(s.queries), depth=TREC_DEPTH)
-                fused = {q: fuse_ranked(dense[q], lex[q], TREC_DEPTH) for q in dense}
+                dense = _full_run(scored.scores if scored.fusion_scores is None else scored.fusion_scores, s)
+                dense = break_ties(dense, s.qrels)[0]  # the top TREC_DEPTH, as BM25's
+                fused = {q: fuse_ranked(dense[q], lex[q], len(s.corpus)) for q in dense}
                 hybrid["sets"].append(_record(work, hybrid_name, fused, s, sets, {"seconds": row["seconds"]}))
                 log(f"   {'':<15} {'':<10} hybrid  {hybrid['sets'][-1]['value']:5.1f}")
         scorer.close()
@@ -243,14 +288,42 @@ def _run(st: Settings, run_name: str, created: datetime, started: float, work: P
         if tokens:
             entry["doc_tokens_total"] = tokens
             entry["tokens_per_second"] = round(tokens / max(entry["seconds"], 1e-9), 1)
-        entry["scores"], entry["summary"] = summarise(entry["sets"])
-        results["systems"][name] = entry
+        results["systems"][name] = _finish(entry)
+        if whole is not None:
+            results["systems"][whole_name] = _finish(whole)
         if hybrid is not None:
-            hybrid["scores"], hybrid["summary"] = summarise(hybrid["sets"])
-            results["systems"][hybrid_name] = hybrid
+            results["systems"][hybrid_name] = _finish(hybrid)
     results["load_average_end"] = load_average()
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     return results
+
+
+def _finish(entry: dict) -> dict:
+    entry["tied_at_1"] = sum(x["tied_at_1"] for x in entry["sets"])
+    entry["scores"], entry["summary"] = summarise(entry["sets"])
+    return entry
+
+
+def _full_run(scores, s: RetrievalSet) -> Run:
+    """Every candidate of each query, best first (ties in corpus order until break_ties)."""
+    return rank(scores, s.doc_ids, list(s.queries))
+
+
+def break_ties(run: Run, qrels: Qrels, depth: int | None = TREC_DEPTH) -> tuple[Run, int]:
+    """Each query's list, cut to `depth`, with every group of exactly equal scores reordered so that its relevant
+    documents come last: ties broken against the system, the cautious reading (LongEmbed, through mteb and
+    pytrec_eval, breaks them by document id instead). Also how many queries had a tie at rank 1.
+
+    Every run goes through here before it is scored or written: with best-of-vectors scoring many passkey
+    candidates tie exactly (the same lead vector), and corpus order had decided reported cells."""
+    out: Run = {}
+    tied = 0
+    for qid, hits in run.items():
+        relevant = {doc for doc, grade in qrels.get(qid, {}).items() if grade > 0}
+        ordered = sorted(hits, key=lambda hit: (-hit[1], hit[0] in relevant))  # stable: otherwise as given
+        tied += len(ordered) > 1 and ordered[0][1] == ordered[1][1]
+        out[qid] = ordered[:depth]
+    return out, tied
 
 
 class _LexicalRuns:
@@ -264,21 +337,30 @@ class _LexicalRuns:
         if i not in self.runs:
             self.scorer = self.scorer or BASELINES["bm25"]()
             scores = self.scorer.score(s, progress=False).scores
-            self.runs[i] = rank(scores, s.doc_ids, list(s.queries), depth=TREC_DEPTH)
+            self.runs[i] = break_ties(_full_run(scores, s), s.qrels)[0]
         return self.runs[i]
 
 
 def _record(folder: Path, system: str, run: Run, s: RetrievalSet, sets: list[RetrievalSet], extra: dict) -> dict:
-    """Score one system's run on one set (Acc@1 for synthetic tasks, nDCG@10 for real ones); write its TREC file."""
+    """Score one system's run on one set (Acc@1 for synthetic tasks, nDCG@10 for real ones), its ties broken
+    against the system; write its TREC file."""
+    run, tied = break_ties(run, s.qrels)
     synthetic = TASKS[s.task].synthetic
     value = 100 * (acc_at_1(run, s.qrels) if synthetic else ndcg_at_k(run, s.qrels, 10))
-    others = {q for o in sets if o.task == s.task and o is not s for q in o.queries}
-    if others & set(run):  # one TREC file holds every length: a qid repeated across lengths would merge them
-        run = {f"{q}@{s.context_length}": hits for q, hits in run.items()}
-    write_trec(folder / "runs" / system / f"{s.task}.trec", run, system, append=s is not _first(sets, s.task))
+    names = _trec_names(s, sets)
+    write_trec(folder / "runs" / system / f"{s.task}.trec", {names[q]: hits for q, hits in run.items()}, system,
+               append=s is not _first(sets, s.task))
     return {"task": s.task, "split": s.split, "context_length": s.context_length,
             "metric": "acc@1" if synthetic else "ndcg@10", "value": round(value, 2), "queries": len(s.queries),
-            "documents": len(s.corpus), **extra}
+            "documents": len(s.corpus), "tied_at_1": tied, **extra}
+
+
+def _trec_names(s: RetrievalSet, sets: list[RetrievalSet]) -> dict[str, str]:
+    """Each query's name in the TREC files: one file holds every length of a task, so where the data repeats qids
+    across lengths, a set's qids are written <qid>@<length> (in the runs and the qrels alike)."""
+    others = {q for o in sets if o.task == s.task and o is not s for q in o.queries}
+    repeated = not others.isdisjoint(s.queries)
+    return {q: f"{q}@{s.context_length}" if repeated else q for q in s.queries}
 
 
 def _first(sets: list[RetrievalSet], task: str) -> RetrievalSet:
@@ -291,7 +373,7 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^\w.+-]", "_", name).lstrip(".") or "_"
 
 
-def _unique(name: str, taken: dict) -> str:
+def _unique(name: str, taken: Collection[str]) -> str:
     base, n = name, 2
     while name in taken:
         name = f"{base}-{n}"
