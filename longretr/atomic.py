@@ -21,10 +21,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
-    except OSError as e:
+    except BaseException as e:  # Ctrl-C or SIGTERM mid-write too: no half-written temp file stays behind
         with suppress(OSError):
             tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        if isinstance(e, OSError):
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
 
 
 def fsync_dir(folder: Path) -> None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import math
 import re
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -19,6 +23,24 @@ INDEX_OPT = typer.Option(Path("indexes/default"), "--index", "-i", help="Index f
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a job scheduler) raised where Ctrl-C would be, so that a run stops the same clean way."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def stop(signum, frame) -> None:
+        raise _Terminated()
+
+    main = threading.current_thread() is threading.main_thread()  # only the main thread may set a handler
+    previous = signal.signal(signal.SIGTERM, stop) if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()
@@ -59,18 +81,20 @@ def index(
         _fail(f"{index} was built with model {config.name!r}, whose adapter folder {missing[0]} is not here: restore "
               "it, or re-encode the index with another model (--model NAME --rebuild)")
     try:  # the model loads only if something is to be encoded
-        summary = index_corpus(corpus, index, LazyEmbedder(config, dtype=dtype), rebuild=rebuild,
-                               shard_tokens=shard_tokens, index_type=index_type, ranking=ranking)
+        with _sigterm_as_interrupt():
+            summary = index_corpus(corpus, index, LazyEmbedder(config, dtype=dtype), rebuild=rebuild,
+                                   shard_tokens=shard_tokens, index_type=index_type, ranking=ranking)
     except (IndexFolderError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         saved = pending_documents(index)
         kept = f"the vectors of {saved} encoded document{'s' * (saved != 1)} are saved in {index}/pending/ and " \
             "reused by the next run" if saved else "nothing was encoded yet"
         state = "keeps its last committed version" if (index / "manifest.json").is_file() else "was not written yet"
-        typer.echo(f"\nlongretr: interrupted; the index {state}; {kept}: run the same `longretr index` again to go "
-                   "on", err=True)
-        raise typer.Exit(130) from None
+        how = "stopped by SIGTERM" if isinstance(e, _Terminated) else "interrupted"
+        typer.echo(f"\nlongretr: {how}; the index {state}; {kept}: run the same `longretr index` again to go on",
+                   err=True)
+        raise typer.Exit(128 + signal.SIGTERM if isinstance(e, _Terminated) else 130) from None
     typer.echo(f"{index}: {summary.line()}")
 
 
@@ -424,9 +448,6 @@ def eval_longembed(
 
     Each model is reported in dense mode and in hybrid mode (its ranking fused with BM25's, as `longretr search
     --mode hybrid` does); the bm25 baseline is the lexical mode."""
-    import signal
-    import threading
-
     from .evaluate.data import DataError, parse_lengths, parse_tasks
     from .evaluate.runner import DEFAULT_MODELS, PROFILES, Settings, evaluate
     from .evaluate.synth import FillerError

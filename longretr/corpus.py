@@ -53,6 +53,11 @@ class NoText(SkipFile):
     unreadable one, its indexed documents are gone, as if it had been deleted."""
 
 
+class Gone(NoText):
+    """A file deleted after the folder was listed, before it was read: its indexed documents go, as they would had
+    it been deleted before the run."""
+
+
 def warn(path: Path | str, reason: str) -> None:
     # control characters in a file name ("a\nb.md") are escaped, so the warning stays one line, and so are the
     # surrogates of a name of undecodable bytes, or a stderr without backslashreplace raises
@@ -161,6 +166,8 @@ def read_file(path: Path, base: Path) -> list[Document]:
             raise SkipFile(f"file is {st.st_size / 2**20:.0f} MiB, over the {limit // 2**20} MiB limit"
                            f"{' for a table' if suffix in TABLE_SUFFIXES else ''}")
         raw = b"" if suffix == ".parquet" else path.read_bytes()  # pyarrow reads a Parquet file itself
+    except FileNotFoundError as e:
+        raise Gone("deleted while the run was reading the folder") from e
     except OSError as e:
         raise SkipFile(f"cannot read ({e.strerror or e})") from e
     if suffix in TEXT_SUFFIXES:
@@ -386,6 +393,8 @@ def _jsonl_rows(raw: bytes) -> list[tuple[str, object]]:
 def _parquet_rows(path: Path) -> list[dict]:
     try:
         table = pq.read_table(path)
+    except FileNotFoundError as e:
+        raise Gone("deleted while the run was reading the folder") from e
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise SkipFile(f"not a readable Parquet file ({e})") from e
     missing = {"id", "text"} - set(table.column_names)

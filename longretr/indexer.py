@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import sys
 import time
@@ -119,9 +120,6 @@ def index_corpus(
                 f"not {config.name!r} ({fingerprint}); pass --rebuild to re-encode everything, or use another --index")
         with _rebuild_hint():
             old = None if current is None else store.load(folder, lexical=False, ann=False)
-        # the vectors' dimension: the index's own (checked against its vectors by the load), else the model's
-        dim = old.index.d if old is not None else model().dim
-        settings = _settings(folder, dim, index_type, ranking)  # checked before any encoding
         skipped: list[str] = []  # unreadable now: their indexed documents are kept
         empty: list[str] = []  # read, and no text in them: their indexed documents go, as a deleted file's do
         others: list[Path] = []
@@ -132,6 +130,10 @@ def index_corpus(
             raise ValueError(f"{root}: no documents to index: {_why_none(skipped, empty, others)}")
         if others:
             warn_note(describe_others(others))
+        # the vectors' dimension: the index's own (checked against its vectors by the load), else the model's, loaded
+        # only now that there is something to encode: a refused first run loads no model
+        dim = old.index.d if old is not None else model().dim
+        settings = _settings(folder, dim, index_type, ranking)  # checked before any encoding
         # A document cut at max_tokens (indexed before windows) is encoded again, whole.
         todo = [d for d in docs if d.id not in old_rows or old_rows[d.id]["sha256"] != d.sha256
                 or old_rows[d.id]["truncated"]]
@@ -201,7 +203,7 @@ def index_corpus(
             manifest = old.manifest
         if manifest.get("index_type_note"):
             warn_note(manifest["index_type_note"])
-        shutil.rmtree(folder / "pending", ignore_errors=True)
+        _drop_pending(folder)
     return IndexSummary(
         documents=table.num_rows,
         encoded=len(need),
@@ -310,6 +312,16 @@ def _why_none(skipped: list[str], empty: list[str], others: list[Path]) -> str:
 
 
 PENDING_MODEL = "model.json"
+
+
+def _drop_pending(folder: Path) -> None:
+    """Removes the committed run's shards: renamed away first (one step), so that a kill while they are being deleted
+    leaves no pending/ that `info` would report as vectors not committed yet (a later commit sweeps the .tmp)."""
+    trash = folder / f".pending.{os.getpid()}.tmp"
+    shutil.rmtree(trash, ignore_errors=True)  # a dead run's of the same pid
+    with suppress(FileNotFoundError):
+        os.replace(folder / "pending", trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def pending_model(folder: Path | str) -> dict | None:

@@ -102,8 +102,14 @@ def writing(folder: Path, *leftovers: Path) -> Iterator[None]:
     whole, so the last good version is intact."""
     try:
         yield
-    except OSError as e:
-        _discard(*leftovers)
+    except BaseException as e:  # an interrupted write's files go too, unless its manifest was already in place
+        try:
+            named = set(((read_manifest(folder) or {}).get("files") or {}).values())
+        except IndexFolderError:
+            named = set()
+        _discard(*(p for p in leftovers if p.name not in named))
+        if not isinstance(e, OSError):
+            raise
         raise IndexFolderError(f"{e.filename or folder}: cannot write ({e.strerror or e}); {_holds(folder)}") from e
 
 
@@ -313,10 +319,10 @@ def no_index(folder: Path | str) -> IndexFolderError:
         hint = f"; the index is the folder {folder.parent}" if folder.name == MANIFEST else ""
         return IndexFolderError(f"{folder}: a file, not an index folder{hint}")
     shards = len(pending_shards(folder)) if folder.is_dir() else 0
-    if shards:  # the first run of `longretr index` was interrupted: say that its work is kept
-        return IndexFolderError(f"{folder}: no index yet ({MANIFEST} missing): an interrupted `longretr index` run "
-                                f"left {shards} shard{'s' * (shards != 1)} of encoded vectors in pending/; run it "
-                                "again to finish the index")
+    if shards:  # the first run of `longretr index` was interrupted, or is still going: say that its work is kept
+        return IndexFolderError(f"{folder}: no index yet ({MANIFEST} missing): a first `longretr index` run, "
+                                f"interrupted or still going, has {shards} shard{'s' * (shards != 1)} of encoded "
+                                "vectors in pending/; if it was interrupted, run it again to finish the index")
     near = sorted(str(p.parent) for p in folder.parent.glob(f"*/{MANIFEST}")) if folder.parent.is_dir() else []
     hint = f"; beside it: {', '.join(near[:5])}{' ...' if len(near) > 5 else ''} (choose with --index)" if near else ""
     return IndexFolderError(f"{folder}: no index here ({MANIFEST} missing); build one with `longretr index`{hint}")
