@@ -12,7 +12,14 @@ import torch
 
 from .backbone import GGUF_PREFIX, gguf_cache_folder
 from .config import ModelConfig, config_from_file
-from .families import REMOTE_PREFIX, CheckpointError, checkpoint_file, family_for, read_checkpoint_config
+from .families import (
+    REMOTE_PREFIX,
+    CheckpointError,
+    checkpoint_file,
+    family_for,
+    looks_like_path,
+    read_checkpoint_config,
+)
 
 
 @dataclass
@@ -93,13 +100,9 @@ def _local_source(spec: str) -> Path | str | None:
     if spec.startswith(GGUF_PREFIX):
         folder = _gguf_folder(spec[len(GGUF_PREFIX):])
         return folder if isinstance(folder, Path) and (folder / "config.json").is_file() else None
-    if not Path(spec).exists() and _is_path(spec):
+    if not Path(spec).exists() and looks_like_path(spec):
         return None  # a folder that is not there (not a hub id to look up in the HF cache)
     return spec
-
-
-def _is_path(spec: str) -> bool:
-    return spec.startswith((".", "/", "~")) or spec.count("/") != 1
 
 
 def _gguf_folder(module: str) -> Path | str:
@@ -131,7 +134,7 @@ def _backbone_status(spec: str) -> str:
     source = spec.removeprefix(REMOTE_PREFIX)
     if Path(source).exists():
         return _folder_status(Path(source))
-    if _is_path(source):
+    if looks_like_path(source):
         return "no (folder not found)"
     return _hub_cache_status(source)
 

@@ -65,6 +65,8 @@ def checkpoint_file(source: Path | str, name: str, local_only: bool = False) -> 
     if Path(source).is_dir():
         path = Path(source) / name
         return path if path.is_file() else None
+    if looks_like_path(str(source)):  # not a hub id: the hub's "Repo id must be in the form ..." would mislead
+        raise CheckpointError(f"{source}: {'not a folder' if Path(source).exists() else 'no such folder'}")
     if local_only:
         from huggingface_hub import try_to_load_from_cache
 
@@ -77,6 +79,11 @@ def checkpoint_file(source: Path | str, name: str, local_only: bool = False) -> 
     except OSError as e:
         raise CheckpointError(f"{source}: cannot read {name}: {e}") from e
     return Path(found) if found else None
+
+
+def looks_like_path(spec: str) -> bool:
+    """A backbone given as a path, not as a hub id (owner/name)."""
+    return spec.startswith((".", "/", "~")) or spec.count("/") != 1
 
 
 def hf_cache_dir() -> str | None:

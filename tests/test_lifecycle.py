@@ -26,7 +26,7 @@ from longretr import index_types, store
 from longretr.cli import app
 from longretr.corpus import read_corpus
 from longretr.embedder import Embedder
-from longretr.indexer import index_corpus, remove_documents
+from longretr.indexer import LazyEmbedder, index_corpus, remove_documents
 from longretr.search import Searcher
 
 REPO = Path(__file__).resolve().parent.parent
@@ -113,6 +113,7 @@ def test_crash_between_data_files_and_manifest(tmp_path, embedder, monkeypatch):
         real(path, data)
 
     monkeypatch.setattr(store, "atomic_write_bytes", die_at_manifest)
+    monkeypatch.setattr(store, "_discard", lambda *paths: None)  # a killed process cleans nothing up
     with pytest.raises(KeyboardInterrupt):
         index_corpus(corpus, folder, embedder, progress=False)
     monkeypatch.undo()
@@ -121,6 +122,115 @@ def test_crash_between_data_files_and_manifest(tmp_path, embedder, monkeypatch):
     s = index_corpus(corpus, folder, embedder, progress=False)
     assert (s.encoded, s.resumed, s.documents) == (0, 3, 8)
     assert store.read_manifest(folder)["version"] == 3  # version 2's orphans are never named, only removed later
+
+
+def test_an_interrupted_commit_removes_its_files_unless_its_manifest_names_them(tmp_path, embedder, monkeypatch):
+    # Ctrl-C or SIGTERM during a commit left its temp and data files until the next commit; after the manifest is in
+    # place, they are the index and stay
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    write_docs(corpus, range(5))
+    index_corpus(corpus, folder, embedder, progress=False)
+    write_docs(corpus, range(5, 8))
+    real = store.atomic_write_bytes
+
+    def stop_at_manifest(path, data):
+        if path.name == store.MANIFEST:
+            raise KeyboardInterrupt
+        real(path, data)
+
+    monkeypatch.setattr(store, "atomic_write_bytes", stop_at_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        index_corpus(corpus, folder, embedder, progress=False)
+    monkeypatch.undo()
+    assert sorted(p.name for p in folder.iterdir() if "000002" in p.name) == []
+    assert store.load(folder).count == 5
+    with pytest.raises(KeyboardInterrupt):  # interrupted after the manifest's rename: version 2 is whole
+        with store.writing(folder, *(folder / name for name in store.read_manifest(folder)["files"].values()),
+                           folder / "half-written"):
+            (folder / "half-written").write_bytes(b"x")
+            raise KeyboardInterrupt
+    assert not (folder / "half-written").exists() and store.load(folder).count == 5
+
+    def stop_in_fsync(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", stop_in_fsync)
+    with pytest.raises(KeyboardInterrupt):
+        store.atomic_write_bytes(folder / "out.txt", b"data")
+    monkeypatch.undo()
+    assert not list(folder.glob(".out.txt.*.tmp")) and not (folder / "out.txt").exists()
+
+
+def test_a_kill_while_pending_is_deleted_leaves_no_shards_to_report(tmp_path, embedder, monkeypatch):
+    # killed between the commit and the end of deleting pending/, `info` said its shards were not committed yet
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    write_docs(corpus, range(6))
+    real = shutil.rmtree
+
+    def killed_midway(path, *args, **kwargs):
+        if Path(path).exists():
+            raise KeyboardInterrupt
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        index_corpus(corpus, folder, embedder, progress=False, shard_tokens=1)
+    monkeypatch.undo()
+    assert store.load(folder).count == 6 and store.pending_shards(folder) == []
+    write_docs(corpus, range(6, 7))
+    assert index_corpus(corpus, folder, embedder, progress=False).encoded == 1
+    assert not list(folder.glob(".pending.*"))  # the next commit sweeps the renamed folder
+
+
+def test_sigterm_stops_a_run_like_ctrl_c(tmp_path, cfg, embedder):
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    write_docs(corpus, range(10))
+    index_corpus(corpus, folder, embedder, progress=False)
+    write_docs(corpus, range(10, 400))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "longretr.cli", "index", str(corpus), "--index", str(folder), "--model", str(cfg),
+         "--shard-tokens", "1"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not store.pending_shards(folder) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 143, err.decode()[-2000:]  # it died silently with -15
+    assert "stopped by SIGTERM; the index keeps its last committed version" in err.decode()
+    assert "Traceback" not in err.decode() and store.pending_shards(folder)
+    assert store.load(folder).count == 10
+
+
+def test_a_file_deleted_while_the_run_reads_is_removed_from_the_index(tmp_path, embedder, monkeypatch, capsys):
+    # it was listed, then gone when read: kept as "unreadable now" until the next run
+    import longretr.corpus as corpus_module
+
+    corpus, folder = tmp_path / "corpus", tmp_path / "idx"
+    write_docs(corpus, range(5))
+    index_corpus(corpus, folder, embedder, progress=False)
+    listed = corpus_module.iter_files
+
+    def list_then_delete(*args, **kwargs):
+        files = list(listed(*args, **kwargs))
+        (corpus / "d0002.txt").unlink()
+        return iter(files)
+
+    monkeypatch.setattr(corpus_module, "iter_files", list_then_delete)
+    summary = index_corpus(corpus, folder, embedder, progress=False)
+    assert summary.removed == 1 and summary.documents == 4
+    assert "d0002.txt: deleted while the run was reading the folder" in capsys.readouterr().err
+
+
+def test_a_refused_first_run_loads_no_model(tmp_path):
+    # the model (here one that cannot load) was loaded before the corpus was read
+    cfg = write_config(tmp_path, tmp_path / "no-such-model", name="ghost")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no documents to index"):
+        index_corpus(tmp_path / "empty", tmp_path / "idx", LazyEmbedder(str(cfg)), progress=False)
+    write_docs(tmp_path / "corpus", range(2))
+    r = CliRunner().invoke(app, ["index", str(tmp_path / "corpus"), "--index", str(tmp_path / "idx"),
+                                 "--model", str(cfg)])
+    assert r.exit_code == 2 and f"{tmp_path / 'no-such-model'}: no such folder" in r.output, r.output
 
 
 def test_every_rename_is_on_disk_before_the_next_write(tmp_path, embedder, monkeypatch):
