@@ -200,8 +200,10 @@ def _pieces(n: int, size: int) -> list[tuple[int, int]]:
 
 def load_config(name_or_path: str | Path = "default") -> ModelConfig:
     """Load a config from a .toml path, or by name: NAME.toml in CONFIG_DIRS, else the one config there whose `name`
-    is NAME (what `info`, `serve` and a manifest call the model; `default` is named for its adapters)."""
-    candidates = [Path(name_or_path)]
+    is NAME (what `info`, `serve` and a manifest call the model; `default` is named for its adapters). A folder
+    stands for the model.toml in it or in its adapter/ (a `longretr train` run's output)."""
+    given = Path(name_or_path)
+    candidates = [given / "model.toml", given / "adapter" / "model.toml"] if given.is_dir() else [given]
     by_name = not str(name_or_path).endswith(".toml")
     if by_name:
         candidates += [folder / f"{name_or_path}.toml" for folder in CONFIG_DIRS]

@@ -12,7 +12,7 @@ same for every model) and hybrid (the two rankings fused with the index default,
 `--minilm` adds the short-context reference people use today: all-MiniLM-L6-v2 over 256-piece chunks of the whole
 documents, a document scored by its best chunk (the `minilm-chunked` baseline of `longretr eval`).
 
-    python scripts/train_card.py --model default --model runs/pilot/adapter/model.toml --out runs/pilot/val.json
+    python scripts/train_card.py --model default --model runs/pilot/adapter/model.toml --out runs/pilot/val-study.json
 """
 
 from __future__ import annotations

@@ -88,3 +88,14 @@ def test_counts_take_the_number_of_their_noun(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err == f"wrote the results of 1 query to {run}\n"
     cli._write_batch([("q1", "zip"), ("q2", "tar")], [[], []], run, None)
     assert capsys.readouterr().err == f"wrote the results of 2 queries to {run}\n"
+
+
+def test_a_training_run_folder_is_a_model(tmp_path):
+    # `--model RUN` and `--model RUN/adapter` were "not found"; RUN/adapter/model.toml is what a run writes
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "model.toml").write_text('name = "trained"\nbackbone = "nobody/base"\n')
+    assert load_config(run).name == load_config(run / "adapter").name == "trained"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"looked at .*empty/model\.toml, .*empty/adapter/model\.toml"):
+        load_config(tmp_path / "empty")

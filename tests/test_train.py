@@ -25,7 +25,7 @@ from longretr.train.data import (
     write_jsonl,
 )
 from longretr.train.losses import diffusion_loss, info_nce, mask_tokens
-from longretr.train.trainer import TrainConfig, Trainer
+from longretr.train.trainer import TrainConfig, Trainer, check_output
 
 WORDS = "the quick brown fox jumps over a lazy dog while parsing command line arguments".split()
 
@@ -620,6 +620,9 @@ def test_a_run_checkpointed_before_the_instruction_default_resumes_as_it_began(t
     state = json.loads(state_path.read_text())
     assert state["sampler"].pop("instruction") == ""
     state_path.write_text(json.dumps(state))  # a checkpoint written before the key existed
+    train_json = tmp_path / "run" / "train.json"  # and a train.json written before it kept the model config
+    train_json.write_text(json.dumps({k: v for k, v in json.loads(train_json.read_text()).items()
+                                      if k != "model_config"}))
     result = Trainer(replace(cfg, steps=3)).train(resume=True, progress=False)
     assert result["steps"] == 3
     state = json.loads(state_path.read_text())
@@ -670,7 +673,7 @@ def test_ship_adapter_and_recipe_sweep_refuse_bad_arguments_before_writing(tmp_p
     assert not (tmp_path / "shipped").exists()
     sweep = load_script("recipe_sweep")
     base = tmp_path / "base.toml"
-    base.write_text('model = "default"\n')
+    base.write_text('model = "default"\ndata = ["x.jsonl"]\n')
     for args, message in [(["--base", str(tmp_path / "nope.toml"), "--variant", "a"], "nope.toml: not a readable"),
                           (["--base", str(base), "--variant", "a:steps=0"], "steps = 0 (must be at least 1)"),
                           (["--base", str(base), "--variant", "a:learning_rate=1"], "unknown keys")]:
@@ -773,7 +776,9 @@ def test_resume_refuses_a_config_that_trains_differently(tmp_path, tiny_gemma, c
     Trainer(cfg).train(progress=False)
     for change in ({"lr": 1e-3}, {"objective": "diffusion"}, {"lora_r": 8}, {"seed": 1}):
         with pytest.raises(ValueError, match=rf"differs from the run's .*{next(iter(change))} = "):
-            Trainer(replace(cfg, **change)).train(resume=True, progress=False)
+            check_output(replace(cfg, **change), resume=True)  # as the CLI calls it, before data or model load
+    with pytest.raises(ValueError, match=r"differs from the run's .*lr = "):  # and train() again
+        Trainer(replace(cfg, lr=1e-3)).train(resume=True, progress=False)
     assert json.loads((tmp_path / "run" / "train.json").read_text())["lr"] == cfg.lr  # not overwritten
     Trainer(replace(cfg, steps=3, max_minutes=5.0)).train(resume=True, progress=False)  # how long: fine, and said
     assert "resuming with steps = 3 (was 2)" in capsys.readouterr().out
@@ -795,8 +800,10 @@ def test_diffusion_refuses_a_backbone_with_its_own_output_head(tmp_path, tiny_ge
     untied = shutil.copytree(tiny_gemma, tmp_path / "untied")
     config = json.loads((untied / "config.json").read_text())
     (untied / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text(json.dumps({"text": " ".join(WORDS * 60)}) + "\n")
     with pytest.raises(ValueError, match="tie_word_embeddings.*has a separate one"):
-        Trainer(_cfg(tmp_path, untied, objective="diffusion"))
+        Trainer(_cfg(tmp_path, untied, objective="diffusion", data=[str(raw)]))
     Trainer(_cfg(tmp_path, untied))  # contrastive training does not use the head
 
 
@@ -976,10 +983,8 @@ def test_diffusion_refuses_no_mask_token_and_texts_too_short(tmp_path, tiny_gemm
     with pytest.raises(ValueError, match="has no mask token"):  # masked_fill ... NoneType, mid-step
         Trainer(cfg).train(progress=False)
     assert not (tmp_path / "run").exists()
-    trainer = Trainer(replace(cfg, data=[str(raw), str(short)]))
-    trainer.tokenizer.add_special_tokens({"mask_token": "<unk>"})
     with pytest.raises(ValueError, match=r"short\.jsonl: no text longer than 500 characters"):
-        trainer.train(progress=False)
+        Trainer(replace(cfg, data=[str(raw), str(short)]))  # before the model loads
 
 
 def test_data_file_errors_name_the_file(tmp_path):

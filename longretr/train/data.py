@@ -77,17 +77,20 @@ def read_data_text(path: Path) -> str:
         raise ValueError(f"{path} line {line}: not UTF-8 (byte {raw[e.start]:#04x})") from None
 
 
-def read_triplets(path: Path, instruction: str = "") -> list[Triplet]:
+def read_triplets(path: Path, instruction: str | None = "") -> list[Triplet]:
     """The file's triplets; a row without an "instruction" key gets `instruction` (the trainer gives the model
     config's query_instruction, which search puts before every query: a model trained on bare queries would be
-    searched with instructed ones). An explicit "" keeps the query bare."""
+    searched with instructed ones; None leaves it None, for the trainer to fill in). An explicit "" keeps the query
+    bare."""
     out = []
     for n, line in enumerate(read_data_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            negs = row.get("negatives") or ([row["negative"]] if row.get("negative") else [])
+            negs = row.get("negatives")
+            if negs is None:  # "negative": "" is a (refused) empty negative, not none
+                negs = [] if row.get("negative") is None else [row["negative"]]
             t = Triplet(row["query"], row["positive"], negs, row.get("instruction", instruction),
                         row.get("dataset", path.stem))
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
@@ -97,7 +100,9 @@ def read_triplets(path: Path, instruction: str = "") -> list[Triplet]:
             raise ValueError(f"{path}:{n}: query and positive must be non-empty strings")
         if not isinstance(t.negatives, list) or not all(isinstance(x, str) for x in t.negatives):
             raise ValueError(f"{path}:{n}: negatives must be a list of strings (or negative one string)")
-        if not isinstance(t.instruction, str) or not isinstance(t.dataset, str):
+        if not all(x.strip() for x in t.negatives):  # an empty document would be trained on as a negative
+            raise ValueError(f"{path}:{n}: negatives must be non-empty strings")
+        if "instruction" in row and not isinstance(row["instruction"], str) or not isinstance(t.dataset, str):
             raise ValueError(f"{path}:{n}: instruction and dataset must be strings")
         out.append(t)
     if not out:

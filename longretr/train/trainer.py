@@ -7,9 +7,9 @@ A run folder holds:
                      enough to commit (no file over 10 MB for LoRA r16 on Gemma 3 270M)
     adapter/         the final LoRA adapter (bf16 safetensors) + model.toml that applies it (after the model
                      config's own adapters, if it has any: the run trains on top of them) + NOTICE
-    card.md          data, steps, time, hardware, final loss, and with `val` files the validation scores of the
-                     model before and after (val.json; longretr/train/validate.py); scripts/train_card.py is the
-                     wider study (BM25, hybrid, MiniLM, more sets)
+    card.md          data, steps, time, hardware, mean loss of the last 10 steps, and with `val` files the
+                     validation scores of the model before and after (val.json; longretr/train/validate.py);
+                     scripts/train_card.py is the wider study (BM25, hybrid, MiniLM, more sets)
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ import shutil
 import signal
 import sys
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -30,12 +33,16 @@ import torch
 from tqdm.auto import tqdm
 
 from ..backbone import load_backbone, notice_file
-from ..config import load_config, type_errors
+from ..config import ModelConfig, load_config, type_errors
 from ..embedder import pick_device_dtype, pool, span_means
 from ..machine import describe
 from .data import Triplet, read_data_text, read_triplets
 from .losses import diffusion_loss, distillation, info_nce, mask_tokens
 from .validate import card_lines, score, validation_tasks
+
+# Characters kept per allowed token before tokenizing: about 8x a token's length in English prose (about 4), so a
+# text's first `limit` tokens are unchanged unless its tokens average over 32 characters; the rest is never read.
+CHARS_PER_TOKEN = 32
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -76,9 +83,9 @@ class TrainConfig:
 
     @classmethod
     def from_toml(cls, path: Path) -> TrainConfig:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
+        try:  # TOML is UTF-8 whatever the locale; other bytes are named with the file, not a bare codec error
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ValueError(f"{path}: not a readable TOML training config: {e}") from e
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
@@ -87,9 +94,12 @@ class TrainConfig:
         if wrong:
             raise ValueError(f"{path}: {'; '.join(wrong)}")
         try:
-            return cls(**data)
+            cfg = cls(**data)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from e
+        if not cfg.data:  # said now, not after the backbone loaded (not in __post_init__: TrainConfig() has none)
+            raise ValueError(f"{path}: lists no data files (data = [\"...jsonl\", ...])")
+        return cfg
 
     def __post_init__(self) -> None:
         """Settings that cannot work fail before the model loads; also checked after `replace` (the CLI's
@@ -125,6 +135,10 @@ class Trainer:
             raise ValueError("the diffusion objective needs a bidirectional model config")
         if cfg.doc_scoring == "best" and not self.model_cfg.span_tokens:  # before loading anything
             raise ValueError(f"doc_scoring = \"best\" needs span vectors: {cfg.model} has span_tokens = 0")
+        # a bad data or validation file is refused in seconds, not after the backbone loaded (minutes, a conversion)
+        self.data = read_data(cfg)
+        for path in cfg.val:
+            read_triplets(Path(path))
         self.device, self.dtype = pick_device_dtype(cfg.dtype, device)
         model, self.tokenizer = load_backbone(self.model_cfg, self.dtype, self.device)
         if cfg.objective == "diffusion" and not getattr(model.config.get_text_config(), "tie_word_embeddings", True):
@@ -153,11 +167,18 @@ class Trainer:
         lora = LoraConfig(r=self.cfg.lora_r, lora_alpha=self.cfg.lora_alpha, lora_dropout=self.cfg.lora_dropout,
                           target_modules=targets, layers_to_transform=self.cfg.lora_layers or None,
                           layers_pattern="layers" if self.cfg.lora_layers else None)
-        model = get_peft_model(model, lora)
+        with warnings.catch_warnings():  # peft reads transformers' deprecated alias itself; nothing of ours to change
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                    category=FutureWarning)
+            model = get_peft_model(model, lora)
         if self.cfg.gradient_checkpointing:
             # Non-reentrant checkpointing needs no input that requires grad. Asking for one (enable_input_require_grads)
             # made backward also run through the frozen layers below the LoRA ones, for nothing.
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            kwargs = {"use_reentrant": False}
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x; the old name warns
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         return model
 
     def _check_stackable(self) -> None:
@@ -196,6 +217,8 @@ class Trainer:
     # ---- batches -----------------------------------------------------------------------------
 
     def _tokens(self, texts: list[str], limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # the tokenizer reads a whole text before truncating: a 20M-character one took 16-41 s and 5 GB a step
+        texts = [t[:limit * CHARS_PER_TOKEN] for t in texts]
         enc = self.tokenizer(texts, truncation=True, max_length=limit, padding=True, return_tensors="pt")
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
@@ -291,7 +314,7 @@ class Trainer:
                              "has no mask token")
         saved = _has_checkpoint(self.out)
         if resume and saved:
-            for k, (was, now) in sorted(_run_changes(self.out, cfg).items()):
+            for k, (was, now) in sorted(_run_changes(self.out, cfg, self.model_cfg).items()):
                 print(f"longretr train: resuming with {k} = {now!r} (was {was!r})", flush=True)
         # for rows without their own: what search will put first; a run checkpointed before this default existed
         # goes on as it began, with such queries bare
@@ -302,7 +325,7 @@ class Trainer:
         rng = random.Random(cfg.seed)
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
-        sampler = _Sampler(cfg, rng, instruction)
+        sampler = _Sampler(cfg, rng, instruction, self.data)
         _warn_odd_settings(cfg, sampler)
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -311,12 +334,15 @@ class Trainer:
         if resume and saved:
             step, elapsed, earlier = self._load_checkpoint(opt, sched, sampler, gen)
             _reschedule(opt, sched)
+            print(f"longretr train: resuming {self.out} from step {step} of {cfg.steps}", flush=True)
         else:  # a new run, or one that stopped before its first checkpoint: without the rows it logged
             _truncate_log(self.out / "log.jsonl", 0)
         if note:
             print(f"longretr train: {note}", file=sys.stderr, flush=True)
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "train.json").write_text(json.dumps(asdict(cfg), indent=2))
+        # the resolved model config as well: the TOML at cfg.model may be edited between a run and its resume
+        (self.out / "train.json").write_text(json.dumps({**asdict(cfg), MODEL_KEY: _model_record(self.model_cfg)},
+                                                        indent=2))
         self.model.train()
         bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"train {cfg.objective}",
                    unit="step", dynamic_ncols=True)
@@ -362,11 +388,14 @@ class Trainer:
                 bar.set_postfix(loss=f"{total:.3f}", tok_s=f"{tokens / seconds:.0f}", refresh=False)
                 bar.update(1)
                 if step % cfg.save_every == 0 or step == cfg.steps:
+                    with ctrl_c.saving():
+                        self._save_checkpoint(opt, sched, sampler, gen, step, elapsed, sessions())
+            if stopped:  # with the handler still set: a second Ctrl-C must not cut this save short
+                with ctrl_c.saving():
                     self._save_checkpoint(opt, sched, sampler, gen, step, elapsed, sessions())
         finally:
             ctrl_c.close()
         if stopped:
-            self._save_checkpoint(opt, sched, sampler, gen, step, elapsed, sessions())
             why = "interrupted" if interrupted else f"time limit ({cfg.max_minutes} min) reached"
             print(f"\nlongretr train: {why} at step {step} of {cfg.steps}, checkpoint saved; "
                   f"the adapter so far is in {self.out / 'adapter'}; continue with --resume", flush=True)
@@ -387,7 +416,7 @@ class Trainer:
         after = score(str(self.out / "adapter" / "model.toml"), tasks, *lengths, progress=progress)
         (self.out / "val.json").write_text(json.dumps({"before": before, "after": after}, indent=2) + "\n")
         with card.open("a") as f:
-            f.write("\n".join(card_lines(before, after, self.cfg.max_doc_tokens)) + "\n")
+            f.write("\n".join(card_lines(before, after, self.cfg.max_doc_tokens, _before_label(self.cfg))) + "\n")
 
     def _save_checkpoint(self, opt, sched, sampler, gen, step: int, elapsed: float, sessions: list[dict]) -> None:
         """Every file in bf16 and under 10 MB at r16 on Gemma 3 270M (about 7.6 MB each), so a checkpoint can be
@@ -538,13 +567,35 @@ def _checkpoint_step(out: Path) -> int | None:
 
 def _logged_steps(out: Path) -> int:
     path = out / "log.jsonl"
-    return sum(1 for line in path.read_text().splitlines() if line.strip()) if path.is_file() else 0
+    return len(read_log(path)) if path.is_file() else 0
 
 
-def _run_changes(out: Path, cfg: TrainConfig) -> dict[str, tuple]:
+def read_log(path: Path) -> list[dict]:
+    """log.jsonl's rows. A last line that does not parse is what a crash or a full disk mid-write leaves: dropped,
+    with a note (it used to block every --resume). Any other bad line is an error naming it."""
+    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    rows = []
+    for i, (n, line) in enumerate(lines):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not {"step", "loss"} <= row.keys():
+                raise ValueError("not a JSON object with step and loss")
+        except ValueError as e:  # json.JSONDecodeError is one
+            if i == len(lines) - 1:
+                print(f"longretr train: note: {path} line {n} is cut short (a crash or a full disk mid-write): "
+                      "left out", file=sys.stderr, flush=True)
+                break
+            raise ValueError(f"{path} line {n}: not a log row ({e}); remove or repair it") from e
+        rows.append(row)
+    return rows
+
+
+def _run_changes(out: Path, cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict[str, tuple]:
     """--resume continues the run its train.json describes: a config that differs in what shapes the training
-    (lr, data, LoRA, batch, ...) would silently make one run of two recipes, and is refused. More steps, another time
-    limit or checkpoint interval are fine: returned, {key: (was, now)}, to be said."""
+    (lr, data, LoRA, batch, ...) would silently make one run of two recipes, and is refused; so is a model config
+    (model_cfg, else cfg.model's) whose settings or adapter files differ from the saved one (runs saved before it was
+    kept are not checked). More steps, another time limit or checkpoint interval are fine: returned,
+    {key: (was, now)}, to be said."""
     path = out / "train.json"
     if not path.exists():  # a run carried over without it: nothing to compare
         return {}
@@ -554,12 +605,37 @@ def _run_changes(out: Path, cfg: TrainConfig) -> dict[str, tuple]:
         raise ValueError(f"{path}: unreadable ({e}); cannot tell which config this run was started with") from e
     now = asdict(cfg)
     changed = {k: (saved[k], now[k]) for k in saved.keys() & now.keys() if saved[k] != now[k]}
-    refused = sorted(k for k in changed if k not in RESUME_MAY_CHANGE)
+    refused = [f"{k} = {changed[k][1]!r} (the run has {changed[k][0]!r})"
+               for k in sorted(changed) if k not in RESUME_MAY_CHANGE]
+    if MODEL_KEY in saved:
+        refused += _model_changes(saved[MODEL_KEY], _model_record(model_cfg or load_config(cfg.model)), cfg.model)
     if refused:
-        what = "; ".join(f"{k} = {changed[k][1]!r} (the run has {changed[k][0]!r})" for k in refused)
-        raise ValueError(f"{out}: --resume with a config that differs from the run's ({path.name}): {what}. "
-                         "Resume with the config the run was started with, or start a new run elsewhere")
+        raise ValueError(f"{out}: --resume with a config that differs from the run's ({path.name}): "
+                         f"{'; '.join(refused)}. Resume with the config the run was started with, or start a new "
+                         "run elsewhere")
     return changed
+
+
+MODEL_KEY = "model_config"  # train.json's copy of the resolved model config, beside the TrainConfig's keys
+
+
+def _model_record(model_cfg: ModelConfig) -> dict:
+    """What train.json keeps of the model config: its settings, and its fingerprint, which hashes adapter files."""
+    record = {**model_cfg.to_dict(), "fingerprint": model_cfg.fingerprint()}
+    return json.loads(json.dumps(record))  # tuples as lists, as read back from train.json
+
+
+def _model_changes(saved: dict, now: dict, where: str) -> list[str]:
+    """The differences between two _model_record()s that change training, said. Left out: the name, adapter paths
+    whose files are the same (a run carried over to another checkout), and keys that one record lacks (a setting
+    added to ModelConfig since)."""
+    ignored = {"fingerprint", "name"} | ({"adapter"} if saved.get("fingerprint") == now.get("fingerprint") else set())
+    keys = sorted(k for k in saved.keys() & now.keys() - ignored if saved[k] != now[k])
+    said = [f"model config {where}: {k} = {now[k]!r} (the run has {saved[k]!r})" for k in keys]
+    if not said and saved.get("fingerprint") != now.get("fingerprint"):  # same settings: the files changed
+        said.append(f"model config {where}: its adapter files (or a setting train.json did not record) differ from "
+                    f"the run's (fingerprint {now.get('fingerprint')}, the run has {saved.get('fingerprint')})")
+    return said
 
 
 def _warn_odd_settings(cfg: TrainConfig, sampler: _Sampler) -> None:
@@ -598,12 +674,14 @@ RESUME_MAY_CHANGE = {"steps", "max_minutes", "save_every", "output", "val", "val
 
 class _StopOnCtrlC:
     """The first Ctrl-C (SIGINT) asks the loop to stop after the current step and checkpoint it, so nothing is
-    lost; a second one stops at once (KeyboardInterrupt), leaving the last checkpoint. Outside the main thread,
-    where signal handlers cannot be set, Ctrl-C keeps its default; a run started with it ignored (`cmd &` from a
-    script) keeps ignoring it."""
+    lost; a second one stops at once (KeyboardInterrupt), leaving the last checkpoint, except while a checkpoint is
+    being written (`saving`): a quick second Ctrl-C used to cut short the very save the first one asked for. Outside
+    the main thread, where signal handlers cannot be set, Ctrl-C keeps its default; a run started with it ignored
+    (`cmd &` from a script) keeps ignoring it."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.writing = False
         self.previous = None
         if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
             return
@@ -612,7 +690,20 @@ class _StopOnCtrlC:
         except ValueError:  # not the main thread
             self.previous = None
 
+    @contextmanager
+    def saving(self) -> Iterator[None]:
+        self.writing = True
+        try:
+            yield
+        finally:
+            self.writing = False
+
     def _handle(self, signum: int, frame) -> None:
+        if self.writing:
+            self.requested = True
+            print("\nlongretr train: Ctrl-C: writing a checkpoint; stopping once it is saved", file=sys.stderr,
+                  flush=True)
+            return
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
@@ -631,17 +722,16 @@ _MOMENTS = ("exp_avg", "exp_avg_sq")  # AdamW's, each saved as its own bf16 file
 class _Sampler:
     """One dataset per batch, drawn in proportion to its size; each dataset is walked in shuffled order."""
 
-    def __init__(self, cfg: TrainConfig, rng: random.Random, instruction: str = "") -> None:
+    def __init__(self, cfg: TrainConfig, rng: random.Random, instruction: str, data: list[list]) -> None:
+        """data: read_data(cfg); a triplet without an instruction of its own gets `instruction`."""
         self.cfg, self.rng, self.instruction = cfg, rng, instruction
-        if not cfg.data:
-            raise ValueError("training config lists no data files")
         if cfg.objective == "contrastive":
-            rows = [t for path in cfg.data for t in read_triplets(Path(path), instruction)]
             self.sets: dict[str, list] = {}
-            for t in rows:
+            for t in (t for rows in data for t in rows):
+                t = t if t.instruction is not None else replace(t, instruction=instruction)
                 self.sets.setdefault(t.dataset, []).append(t)
         else:
-            self.sets = {Path(p).stem: _raw_texts(Path(p)) for p in cfg.data}
+            self.sets = {Path(p).stem: texts for p, texts in zip(cfg.data, data)}
         self.names = sorted(self.sets)
         # per dataset, a hash of its rows: the saved orders index them, so a resume must see the same rows in order
         self.fingerprint = {n: hashlib.sha256(json.dumps([str(r) for r in self.sets[n]]).encode()).hexdigest()[:16]
@@ -685,6 +775,16 @@ class _Sampler:
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
         self.orders, self.pos = state["orders"], state["pos"]
+
+
+def read_data(cfg: TrainConfig) -> list[list]:
+    """Each data file's rows, in cfg.data's order: triplets (contrastive; instruction None where a row has none, as
+    the run's instruction depends on its checkpoint) or pieces of raw text (diffusion)."""
+    if not cfg.data:
+        raise ValueError("training config lists no data files")
+    if cfg.objective == "contrastive":
+        return [read_triplets(Path(p), None) for p in cfg.data]
+    return [_raw_texts(Path(p)) for p in cfg.data]
 
 
 def _texts(batch: list[Triplet]) -> tuple[list[str], list[str]]:
@@ -736,8 +836,8 @@ def _warmup_linear(warmup: int, total: int):
 
 def _truncate_log(path: Path, step: int) -> None:
     if path.exists():
-        rows = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-        path.write_text("".join(r + "\n" for r in rows))
+        rows = [row for row in read_log(path) if row["step"] <= step]
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 def _minilm(device: str):
@@ -751,7 +851,7 @@ def _minilm(device: str):
 
 
 def plot_loss(out: Path) -> Path | None:
-    rows = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines() if ln.strip()]
+    rows = read_log(out / "log.jsonl")
     if not rows:
         return None
     import matplotlib
@@ -776,8 +876,19 @@ def plot_loss(out: Path) -> Path | None:
     return out / "loss.png"
 
 
+def _before_label(cfg: TrainConfig) -> str:
+    """What the card's "before" is: cfg.model as it is, which lacks init_adapter (an earlier stage's adapter)."""
+    if not cfg.init_adapter:
+        return f"`{cfg.model}`"
+    return f"`{cfg.model}` without init_adapter `{cfg.init_adapter}` (the bare model, not the earlier stage)"
+
+
+def _before_note(cfg: TrainConfig) -> str:
+    return f" (the first --model is {_before_label(cfg)})" if cfg.init_adapter else ""
+
+
 def write_card(out: Path, cfg: TrainConfig, steps: int, seconds: float, sessions: list[dict]) -> Path:
-    rows = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines() if ln.strip()]
+    rows = read_log(out / "log.jsonl")
     tail = rows[-10:]
     lines = [
         f"# Training card: {out.name}", "",
@@ -790,8 +901,9 @@ def write_card(out: Path, cfg: TrainConfig, steps: int, seconds: float, sessions
         f"- mean loss of the last {_plural(len(tail), 'step')}: {sum(r['loss'] for r in tail) / max(1, len(tail)):.4f}",
         "- runs (hardware per run of the command; `--resume` continues on whatever machine it is given):",
         *[f"  - steps {s['steps'][0]}-{s['steps'][1]}, {s['minutes']} min: {s['hardware']}" for s in sessions], "",
+        # not val.json: that is the run's own validation, in another format
         "Validation before/after: `python scripts/train_card.py --model "
-        f"{cfg.model} --model {out}/adapter/model.toml --out {out}/val.json`.",
+        f"{cfg.model} --model {out}/adapter/model.toml --out {out}/val-study.json`{_before_note(cfg)}.",
     ]
     (out / "card.md").write_text("\n".join(lines) + "\n")
     return out / "card.md"

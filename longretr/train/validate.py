@@ -49,10 +49,12 @@ def score(model: str, tasks: dict, max_query_tokens: int, max_doc_tokens: int,
     return out
 
 
-def card_lines(before: dict, after: dict, doc_tokens: int) -> list[str]:
-    """A markdown table of the two models' scores, one row per task."""
+def card_lines(before: dict, after: dict, doc_tokens: int, before_model: str = "") -> list[str]:
+    """A markdown table of the two models' scores, one row per task; `before_model` says what "before" is."""
+    what = f" Before: {before_model}; after: this run's adapter." if before_model else ""
     lines = ["", f"Validation (each query ranks its positive among the file's documents, cut to {doc_tokens} tokens; "
-                 "MRR@10 / top-1):", "", "| set | queries | documents | before | after |", "|---|---|---|---|---|"]
+                 f"MRR@10 / top-1).{what}", "", "| set | queries | documents | before | after |",
+             "|---|---|---|---|---|"]
     for name, b in before.items():
         a = after[name]
         lines.append(f"| {name} | {b['queries']} | {b['documents']} | {b['mrr@10']:.3f} / {b['top1']:.3f} | "
