@@ -161,7 +161,8 @@ class Embedder:
         texts = check_texts(texts)
         if not texts:  # the tokenizer raises IndexError on an empty batch
             return []
-        ids = self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        ids = self.tokenizer(texts, add_special_tokens=True, truncation=False, return_attention_mask=False,
+                             return_token_type_ids=False)["input_ids"]  # ids only: a mask as long again is not used
         empty = next((i for i, x in enumerate(ids) if not x), None)
         if empty is not None:  # an empty text, with a tokenizer that adds no BOS token: nothing to pool
             raise ValueError(f"texts[{empty}] gives no tokens (an empty text, and this tokenizer adds no special "
@@ -202,7 +203,8 @@ class Embedder:
         texts = check_texts(texts)
         if not texts:
             return []
-        enc = self.tokenizer(texts, add_special_tokens=True, truncation=False, return_offsets_mapping=True)
+        enc = self.tokenizer(texts, add_special_tokens=True, truncation=False, return_offsets_mapping=True,
+                             return_attention_mask=False, return_token_type_ids=False)
         return [char_ranges(offsets, self.config.other_ranges(len(offsets), self._head(ids)))
                 for offsets, ids in zip(enc["offset_mapping"], enc["input_ids"])]
 

@@ -824,3 +824,22 @@ def test_index_and_search_name_a_model_whose_weights_are_missing_or_damaged(tiny
     weights.unlink()  # missing: transformers' OSError
     out = runner.invoke(app, ["search", "fox", "--index", str(tmp_path / "idx")])
     assert out.exit_code == 2 and "cannot load its weights" in out.output, (out.output, out.exception)
+
+
+def test_a_run_tokenizes_a_few_texts_at_a_time_for_counts_and_passages(tmp_path, embedder, monkeypatch):
+    # the whole corpus's token lists and offsets were held at once (~245 bytes a token: 5 GB at 19M tokens)
+    import longretr.indexer as indexer_module
+
+    corpus, folder, reference = tmp_path / "corpus", tmp_path / "idx", tmp_path / "ref"
+    write_docs(corpus, range(7))
+    index_corpus(corpus, reference, embedder, progress=False)
+    sizes = []
+    for name in ("document_tokens", "passages"):
+        real = getattr(type(embedder), name)
+        monkeypatch.setattr(type(embedder), name,
+                            lambda self, texts, real=real: sizes.append(len(texts)) or real(self, texts))
+    monkeypatch.setattr(indexer_module, "TOKENIZE_BATCH", 3)
+    index_corpus(corpus, folder, embedder, progress=False)
+    assert sizes and max(sizes) <= 3 and sum(sizes) == 14  # each text counted once and given passages once
+    got, want = store.load(folder), store.load(reference)
+    assert got.docs.drop(["mtime"]).equals(want.docs.drop(["mtime"]))
