@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+from typing import BinaryIO
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """`path` whole or not at all, also after a power loss: the data is on disk before the rename, the rename before
-    this returns. A failed write (a full disk) leaves no temp file behind and raises an OSError naming `path`, not its
-    temp file."""
+    """`path` holding `data`, whole or not at all (atomic_write)."""
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """`path` whole or not at all, also after a power loss, as `write` writes it to an open file (streamed: a large
+    index file is not built in memory first). The data is on disk before the rename, the rename before this returns.
+    A failed write (a full disk) leaves no temp file behind and raises an OSError naming `path`, not its temp file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -25,6 +25,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from . import index_types, store
+from .atomic import fsync_dir
 from .config import DTYPE_NAMES, ModelConfig, load_config
 from .corpus import Document, check_root, describe_others, read_corpus, warn
 from .fusion import ranking_config
@@ -322,8 +323,11 @@ def _drop_pending(folder: Path) -> None:
     leaves no pending/ that `info` would report as vectors not committed yet (a later commit sweeps the .tmp)."""
     trash = folder / f".pending.{os.getpid()}.tmp"
     shutil.rmtree(trash, ignore_errors=True)  # a dead run's of the same pid
-    with suppress(FileNotFoundError):
+    try:
         os.replace(folder / "pending", trash)
+    except FileNotFoundError:
+        return
+    fsync_dir(folder)  # as every rename of a run (a power loss would bring pending/ back: harmless, but wrong)
     shutil.rmtree(trash, ignore_errors=True)
 
 

@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import index_types
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write, atomic_write_bytes
 from .fusion import ranking_config
 from .lexical import LexicalIndex, LexicalIndexError
 from .queries import encodes, nfc
@@ -497,13 +497,12 @@ def commit(folder: Path, manifest: dict, index: faiss.Index, docs: pa.Table) -> 
     lexical = LexicalIndex.build(docs.column("text").to_pylist(), docs.column("vid").to_numpy())
     # a failed write removes this version's files: they are new names (_next_version), no reader holds them
     with writing(folder, *(folder / name for name in files.values())):
-        atomic_write_bytes(folder / files["vectors"], faiss.serialize_index(index).tobytes())
-        sink = pa.BufferOutputStream()
-        pq.write_table(docs, sink)
-        atomic_write_bytes(folder / files["docs"], sink.getvalue().to_pybytes())
+        # streamed to the file: serialising in memory first took two more copies of the vectors and of the table
+        atomic_write(folder / files["vectors"], lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
+        atomic_write(folder / files["docs"], lambda f: pq.write_table(docs, f))
         lexical.save(folder / files["lexical"])
         if ann is not None:
-            atomic_write_bytes(folder / files["ann"], faiss.serialize_index(ann).tobytes())
+            atomic_write(folder / files["ann"], lambda f: faiss.write_index(ann, faiss.PyCallbackIOWriter(f.write)))
         atomic_write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
     _remove_old_versions(folder, set(files.values()) | set((old or {}).get("files", {}).values()))
     return manifest
