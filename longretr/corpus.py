@@ -181,6 +181,8 @@ def read_file(path: Path, base: Path) -> list[Document]:
             raise SkipFile("its text holds characters that are not valid UTF-8 (lone surrogates)")
         return [Document(rel, text, title or path.stem, rel, _sha(text), st.st_size, st.st_mtime)]
     # rows named as an editor counts them: a JSONL file's by line (blank lines too, as its JSON errors are)
+    if suffix == ".jsonl":
+        raw = _decode(raw)  # the bytes go before the rows are parsed (read one at a time), as the file's copies add up
     rows = _jsonl_rows(raw) if suffix == ".jsonl" else \
         [(f"row {n}", row) for n, row in enumerate(_parquet_rows(path), 1)]
     docs, ids = [], set()
@@ -375,19 +377,23 @@ def _pdf_text(raw: bytes) -> tuple[str, str]:
     return text, title
 
 
-def _jsonl_rows(raw: bytes) -> list[tuple[str, object]]:
-    """("line N", the line's JSON value) for each non-blank line."""
-    rows = []
+def _jsonl_rows(text: str) -> Iterator[tuple[str, object]]:
+    """("line N", the line's JSON value) for each non-blank line, one at a time: the lines and parsed rows of a large
+    file are not all held at once."""
     # not splitlines(): JSON strings may hold U+2028 raw (never a raw CR or LF)
-    for n, line in enumerate(re.split(r"\r\n?|\n", _decode(raw)), 1):
+    for n, match in enumerate(_LINE.finditer(text), 1):
+        line = match.group(1)
         if not line.strip():
             continue
         try:
-            rows.append((f"line {n}", json.loads(line)))
+            row = json.loads(line)
         except (ValueError, RecursionError) as e:  # also: nested too deep, an integer of over 4,300 digits
             why = getattr(e, "msg", None) or f"{type(e).__name__}: {str(e)[:80]}"
             raise SkipFile(f"line {n}: invalid JSON ({why})") from e
-    return rows
+        yield f"line {n}", row
+
+
+_LINE = re.compile(r"([^\r\n]*)(?:\r\n?|\n|$)")
 
 
 def _parquet_rows(path: Path) -> list[dict]:
