@@ -433,7 +433,8 @@ def eval_longembed(
                               "candidates and 50 queries per length, whole real tasks. Hours on a CPU; its cost "
                               "is printed first."),
     lengths: str = typer.Option(None, help="Comma list of context lengths (overrides the profile)."),
-    candidates: int = typer.Option(None, help="Candidate documents per length (overrides the profile)."),
+    candidates: int = typer.Option(None, help="Candidate documents per length of passkey and needle (overrides "
+                                   "the profile; a real task keeps its whole corpus)."),
     queries: int = typer.Option(None, help="Queries per length (overrides the profile)."),
     seed: int = typer.Option(0, help="Seed for the regenerated sets and for subsampling."),
     filler: Path = typer.Option(None, help="Prose file for the needle haystack (default: the Jargon File from the "
