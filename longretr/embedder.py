@@ -68,6 +68,14 @@ DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES if name != "auto"}
 CPUINFO = Path("/proc/cpuinfo")
 # Rows (tokens, or head vectors) per chunk of a token-wise module (see chunk_token_wise); 0 turns chunking off.
 TOKEN_WISE_CHUNK = 4096
+# A text longer than this (characters) is tokenized in pieces of about PIECE_CHARS (Embedder._long_tokens): one call
+# over a 60 MB text held 10 GB (Python lists of its 21.7M ids and offset tuples, and the tokenizer's own per-token
+# structures), though the model only ever sees max_tokens at a time. Texts up to it are tokenized in one call, as ever.
+LONG_TEXT_CHARS = 1_000_000
+PIECE_CHARS = 1_000_000
+PROBE_TEXT = "a"  # tokenized with special tokens to learn which go before and after a text's own
+
+TokenIds = list[int] | np.ndarray  # a list from one tokenizer call; int32 for a text tokenized in pieces
 
 
 def pick_device_dtype(requested: str = "auto", device: str | None = None) -> tuple[str, torch.dtype]:
@@ -155,24 +163,75 @@ class Embedder:
         """Each text's token ids (special tokens included) cut to the config's max_tokens, and whether it was cut."""
         limit = self.config.max_tokens
         ids = self._token_ids(texts)
-        return [x[:limit] for x in ids], [len(x) > limit for x in ids]
+        return [_as_list(x[:limit]) for x in ids], [len(x) > limit for x in ids]
 
-    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+    def _token_ids(self, texts: list[str]) -> list[TokenIds]:
         texts = check_texts(texts)
         if not texts:  # the tokenizer raises IndexError on an empty batch
             return []
-        ids = self.tokenizer(texts, add_special_tokens=True, truncation=False, return_attention_mask=False,
-                             return_token_type_ids=False)["input_ids"]  # ids only: a mask as long again is not used
-        empty = next((i for i, x in enumerate(ids) if not x), None)
+        ids, _ = self._tokens(texts)
+        empty = next((i for i, x in enumerate(ids) if len(x) == 0), None)
         if empty is not None:  # an empty text, with a tokenizer that adds no BOS token: nothing to pool
             raise ValueError(f"texts[{empty}] gives no tokens (an empty text, and this tokenizer adds no special "
                              "token): nothing to encode")
         return ids
 
-    def _head(self, ids: list[int]) -> int:
+    def _tokens(self, texts: list[str], offsets: bool = False) -> tuple[list[TokenIds], list | None]:
+        """Each (non-empty list of) text's ids with special tokens, and with `offsets` its tokens' [start, end)
+        characters: the one tokenization every path uses, so token counts, vectors and passages agree. Texts up to
+        LONG_TEXT_CHARS go through one tokenizer call together (lists, as ever); a longer one in pieces
+        (_long_tokens: int32 ids, [n, 2] int64 offsets)."""
+        ids: list[TokenIds | None] = [None] * len(texts)
+        offs: list = [None] * len(texts)
+        short = [i for i, t in enumerate(texts) if len(t) <= LONG_TEXT_CHARS]
+        if short:  # ids only unless asked: a mask as long again is not used
+            enc = self.tokenizer([texts[i] for i in short], add_special_tokens=True, truncation=False,
+                                 return_offsets_mapping=offsets, return_attention_mask=False,
+                                 return_token_type_ids=False)
+            for n, i in enumerate(short):
+                ids[i] = enc["input_ids"][n]
+                offs[i] = enc["offset_mapping"][n] if offsets else None
+            del enc  # with it the tokenizer's per-token structures (its Encodings)
+        for i, text in enumerate(texts):
+            if len(text) > LONG_TEXT_CHARS:
+                ids[i], offs[i] = self._long_tokens(text, offsets)
+        return ids, offs if offsets else None
+
+    def _long_tokens(self, text: str, offsets: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """A long text's ids (int32) and, with `offsets`, [n, 2] int64 characters, tokenized piece by piece
+        (text_pieces) so that only one piece's Python lists and tokenizer structures are alive at a time. The
+        special tokens go around the whole text once, where one call would put them; offsets are shifted by each
+        piece's start, so they index the whole text."""
+        (head_ids, head_offs), (tail_ids, tail_offs) = self._special_tokens()
+        ids, offs = [head_ids], [head_offs]
+        for start, end in text_pieces(text, PIECE_CHARS):
+            enc = self.tokenizer(text[start:end], add_special_tokens=False, truncation=False,
+                                 return_offsets_mapping=offsets, return_attention_mask=False,
+                                 return_token_type_ids=False)
+            ids.append(np.asarray(enc["input_ids"], dtype=np.int32))
+            if offsets:
+                offs.append(np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2) + start)
+            del enc
+        ids.append(tail_ids)
+        offs.append(tail_offs)
+        return np.concatenate(ids), np.concatenate(offs) if offsets else None
+
+    def _special_tokens(self) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """(ids, offsets) of the special tokens the tokenizer puts before a text's own tokens (e.g. a BOS) and after
+        them (e.g. an EOS), read off a probe text's special-tokens mask; asked each time, as the tokenizer's
+        post-processor can be changed. Their offsets are (0, 0), as a fast tokenizer gives special tokens."""
+        enc = self.tokenizer(PROBE_TEXT, add_special_tokens=True, return_special_tokens_mask=True,
+                             return_attention_mask=False, return_token_type_ids=False)
+        ids = np.asarray(enc["input_ids"], dtype=np.int32)
+        own = np.flatnonzero(np.asarray(enc["special_tokens_mask"]) == 0)
+        first, last = (int(own[0]), int(own[-1]) + 1) if len(own) else (len(ids), len(ids))
+        return ((ids[:first], np.zeros((first, 2), dtype=np.int64)),
+                (ids[last:], np.zeros((len(ids) - last, 2), dtype=np.int64)))
+
+    def _head(self, ids: TokenIds) -> int:
         """How many of a document's first tokens start each of its windows: its BOS, if it has one."""
         bos = self.tokenizer.bos_token_id
-        return 1 if bos is not None and ids and ids[0] == bos else 0
+        return 1 if bos is not None and len(ids) and ids[0] == bos else 0
 
     def document_tokens(self, texts: list[str]) -> list[int]:
         """Per text, the tokens encode_documents runs through the model for it (what its progress bar counts): the
@@ -184,12 +243,12 @@ class Embedder:
             out.append(first + cfg.lead_for(first) + sum(len(seq) for seq, _ in self._window_passes(x)))
         return out
 
-    def _window_passes(self, ids: list[int]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    def _window_passes(self, ids: TokenIds) -> list[tuple[TokenIds, list[tuple[int, int]]]]:
         """A document's passes past its first max_tokens (ModelConfig.windows): each window's tokens after the
         document's head, and the ranges in that pass to pool its vectors from ([] where spans are off: the pass's
         own pooled vector is the window's)."""
         cfg, head = self.config, self._head(ids)
-        return [(ids[:head] + ids[s:e],
+        return [(_joined(ids[:head], ids[s:e]),
                  [(head + a - s, head + b - s) for a, b in cfg.window_ranges(s, e)] if cfg.span_tokens else [])
                 for s, e in cfg.windows(len(ids), head)]
 
@@ -203,10 +262,8 @@ class Embedder:
         texts = check_texts(texts)
         if not texts:
             return []
-        enc = self.tokenizer(texts, add_special_tokens=True, truncation=False, return_offsets_mapping=True,
-                             return_attention_mask=False, return_token_type_ids=False)
-        return [char_ranges(offsets, self.config.other_ranges(len(offsets), self._head(ids)))
-                for offsets, ids in zip(enc["offset_mapping"], enc["input_ids"])]
+        ids, offsets = self._tokens(texts, offsets=True)
+        return [char_ranges(off, self.config.other_ranges(len(x), self._head(x))) for x, off in zip(ids, offsets)]
 
     def encode_queries(self, queries: list[str]) -> np.ndarray:
         """[len(queries), dim] float32: each query as `"{query_instruction}; {query}"` (as given without an
@@ -380,7 +437,42 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return []
 
 
-def char_ranges(offsets: list[tuple[int, int]], tokens: list[tuple[int, int]]) -> np.ndarray:
+def text_pieces(text: str, size: int) -> list[tuple[int, int]]:
+    """[start, end) pieces of at most `size` characters that tile `text` (one piece if it fits), each cut where a
+    tokenizer breaks anyway where it can (_cut), so the pieces' tokens are the whole text's."""
+    out, start = [], 0
+    while len(text) - start > size:
+        end = _cut(text, start, start + size)
+        out.append((start, end))
+        start = end
+    out.append((start, len(text)))
+    return out
+
+
+def _cut(text: str, lo: int, hi: int) -> int:
+    """The end, in (lo, hi], of a piece that starts at lo (hi < len(text)): just after its last line end, one not
+    inside a run of line ends (which vocabularies often hold as one token) if there is one; else just before its
+    last space or tab (which starts the next word's token: "▁word", " word"); else hard at hi."""
+    line = text.rfind("\n", lo, hi) + 1  # 0 where there is none
+    end = line
+    while end > lo and text[end] in "\r\n":
+        end = text.rfind("\n", lo, end - 1) + 1
+    if line > lo:
+        return end if end > lo else line
+    space = max(text.rfind(" ", lo + 1, hi), text.rfind("\t", lo + 1, hi))
+    return space if space > lo else hi
+
+
+def _as_list(ids: TokenIds) -> list[int]:
+    return ids.tolist() if isinstance(ids, np.ndarray) else ids
+
+
+def _joined(head: TokenIds, rest: TokenIds) -> TokenIds:
+    """head then rest, as a list or an array like them (+ on arrays would add them)."""
+    return np.concatenate((head, rest)) if isinstance(rest, np.ndarray) else head + rest
+
+
+def char_ranges(offsets: list[tuple[int, int]] | np.ndarray, tokens: list[tuple[int, int]]) -> np.ndarray:
     """[m, 2] [start, end) characters of each [start, end) token range: from its first to its last token that
     covers text (special tokens such as BOS cover none)."""
     off = np.asarray(offsets, dtype="int64").reshape(-1, 2)
