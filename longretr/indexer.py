@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from . import index_types, store
@@ -316,6 +317,22 @@ PENDING_MODEL = "model.json"
 # Texts tokenized at once where only a count or a few ranges per text are kept: the token lists of a whole corpus,
 # with their character offsets, took ~245 bytes a token (5 GB for 19M tokens; a helper's measurement, 2026-12-07).
 TOKENIZE_BATCH = 64
+TOKENIZE_CHARS = 1_000_000  # and at most this many characters a call (one longer text goes alone: the embedder
+                            # tokenizes it in pieces)
+
+
+def _tokenize_batches(sizes: list[int]) -> list[range]:
+    """Consecutive index ranges of at most TOKENIZE_BATCH texts and, where more than one, TOKENIZE_CHARS
+    characters."""
+    out, start, chars = [], 0, 0
+    for i, n in enumerate(sizes):
+        if i > start and (i - start == TOKENIZE_BATCH or chars + n > TOKENIZE_CHARS):
+            out.append(range(start, i))
+            start, chars = i, 0
+        chars += n
+    if start < len(sizes):
+        out.append(range(start, len(sizes)))
+    return out
 
 
 def _drop_pending(folder: Path) -> None:
@@ -402,8 +419,9 @@ def _with_passages(table: pa.Table, model) -> tuple[pa.Table, bool]:
     column = table.column(store.PASSAGES.name).to_pylist()
     missing = [i for i, p in enumerate(column) if p is None]
     texts = table.column("text")
-    for at in range(0, len(missing), TOKENIZE_BATCH):  # a few texts' offsets in memory at a time, not the corpus's
-        part = missing[at: at + TOKENIZE_BATCH]
+    sizes = pc.utf8_length(pc.take(texts, pa.array(missing, pa.int64()))).to_pylist() if missing else []
+    for batch in _tokenize_batches(sizes):  # a few texts' offsets in memory at a time, not the corpus's
+        part = [missing[j] for j in batch]
         found = model().passages([texts[i].as_py() for i in part])
         if found is None:  # a tokenizer without character offsets
             return table, False
@@ -417,9 +435,9 @@ def _encode_in_shards(need, model, pending: Path, cached: dict, shard_tokens: in
     if not need:
         return 0
     embedder = model()
-    # leads and windows included, so the bar's rate is real; counted a few texts at a time (see TOKENIZE_BATCH)
-    lengths = [n for at in range(0, len(need), TOKENIZE_BATCH)
-               for n in embedder.document_tokens([d.text for d in need[at: at + TOKENIZE_BATCH]])]
+    # leads and windows included, so the bar's rate is real; counted a few texts at a time (_tokenize_batches)
+    lengths = [n for batch in _tokenize_batches([len(d.text) for d in need])
+               for n in embedder.document_tokens([need[j].text for j in batch])]
     # Shards take documents in the order of their hashes, a fixed shuffle (each shard still packs its own by length):
     # a token of a 32k document costs 2-3.5 times one of a 2k document, so with the longest first the ETA was 2.8x
     # the time left a quarter and half of the way through 60 demo pages, and 1.1-1.4x in this order (by hand,

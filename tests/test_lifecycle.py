@@ -843,3 +843,15 @@ def test_a_run_tokenizes_a_few_texts_at_a_time_for_counts_and_passages(tmp_path,
     assert sizes and max(sizes) <= 3 and sum(sizes) == 14  # each text counted once and given passages once
     got, want = store.load(folder), store.load(reference)
     assert got.docs.drop(["mtime"]).equals(want.docs.drop(["mtime"]))
+
+
+def test_tokenize_batches_hold_a_few_texts_or_characters_at_a_time(monkeypatch):
+    # 64 texts of up to a million characters each made one call of 64M characters
+    import longretr.indexer as indexer_module
+
+    monkeypatch.setattr(indexer_module, "TOKENIZE_CHARS", 100)
+    batches = indexer_module._tokenize_batches([60, 60, 10, 500, 5, 5])
+    assert batches == [range(0, 1), range(1, 3), range(3, 4), range(4, 6)]  # a longer text goes alone
+    monkeypatch.setattr(indexer_module, "TOKENIZE_BATCH", 2)
+    assert indexer_module._tokenize_batches([1] * 5) == [range(0, 2), range(2, 4), range(4, 5)]
+    assert indexer_module._tokenize_batches([]) == []
