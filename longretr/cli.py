@@ -29,13 +29,15 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM (kill, a job scheduler) raised where Ctrl-C would be, so that a run stops the same clean way."""
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def stop(signum, frame) -> None:
-        raise _Terminated()
+def _terminated(signum, frame) -> None:
+    raise _Terminated()
 
+
+@contextmanager
+def _on_sigterm(handler) -> Iterator[None]:
+    """SIGTERM (kill, a job scheduler) handled by `handler` meanwhile, so that a run stops the way Ctrl-C stops it."""
     main = threading.current_thread() is threading.main_thread()  # only the main thread may set a handler
-    previous = signal.signal(signal.SIGTERM, stop) if main else None
+    previous = signal.signal(signal.SIGTERM, handler) if main else None
     try:
         yield
     finally:
@@ -81,7 +83,7 @@ def index(
         _fail(f"{index} was built with model {config.name!r}, whose adapter folder {missing[0]} is not here: restore "
               "it, or re-encode the index with another model (--model NAME --rebuild)")
     try:  # the model loads only if something is to be encoded
-        with _sigterm_as_interrupt():
+        with _on_sigterm(_terminated):
             summary = index_corpus(corpus, index, LazyEmbedder(config, dtype=dtype), rebuild=rebuild,
                                    shard_tokens=shard_tokens, index_type=index_type, ranking=ranking)
     except (IndexFolderError, FileNotFoundError, ValueError) as e:
@@ -477,14 +479,8 @@ def eval_longembed(
             candidates=candidates if candidates is not None else None if full and data else chosen["candidates"],
             queries=queries if queries is not None else None if full and data else chosen["queries"],
         )
-        # SIGTERM (kill, a job scheduler) stops the run like Ctrl-C, so its unfinished work folder is removed too
-        main = threading.current_thread() is threading.main_thread()  # handlers can only be set there
-        previous = signal.signal(signal.SIGTERM, _stopped) if main else None
-        try:
+        with _on_sigterm(_stopped):  # its unfinished work folder is removed, as after Ctrl-C
             results, paths = evaluate(settings, log=typer.echo)
-        finally:
-            if main:
-                signal.signal(signal.SIGTERM, previous)
     except (DataError, FillerError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     except OSError as e:  # writing the results (a full disk): the unfinished run folder is already removed

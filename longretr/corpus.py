@@ -167,7 +167,9 @@ def read_file(path: Path, base: Path) -> list[Document]:
                            f"{' for a table' if suffix in TABLE_SUFFIXES else ''}")
         raw = b"" if suffix == ".parquet" else path.read_bytes()  # pyarrow reads a Parquet file itself
     except FileNotFoundError as e:
-        raise Gone("deleted while the run was reading the folder") from e
+        if not os.path.lexists(path):
+            raise Gone("deleted while the run was reading the folder") from e
+        raise SkipFile("cannot read (a symlink whose target is missing)") from e  # an unmounted drive: kept
     except OSError as e:
         raise SkipFile(f"cannot read ({e.strerror or e})") from e
     if suffix in TEXT_SUFFIXES:

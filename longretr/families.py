@@ -82,8 +82,8 @@ def checkpoint_file(source: Path | str, name: str, local_only: bool = False) -> 
 
 
 def looks_like_path(spec: str) -> bool:
-    """A backbone given as a path, not as a hub id (owner/name)."""
-    return spec.startswith((".", "/", "~")) or spec.count("/") != 1
+    """A backbone given as a path, not as a hub id ("owner/name", or a bare "name" such as gpt2)."""
+    return spec.startswith((".", "/", "~")) or spec.count("/") > 1
 
 
 def hf_cache_dir() -> str | None:

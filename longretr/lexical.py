@@ -88,9 +88,11 @@ class LexicalIndex:
             shutil.rmtree(path, ignore_errors=True)
             os.replace(tmp, path)
             fsync_dir(path.parent)
-        except OSError as e:
+        except BaseException as e:  # Ctrl-C or SIGTERM mid-write too: no temp folder stays behind
             shutil.rmtree(tmp, ignore_errors=True)
-            raise OSError(e.errno, e.strerror or _short_write(e), str(path)) from e
+            if isinstance(e, OSError):
+                raise OSError(e.errno, e.strerror or _short_write(e), str(path)) from e
+            raise
 
     @classmethod
     def load(cls, path: Path) -> LexicalIndex:

@@ -109,14 +109,15 @@ class Searcher:
             fingerprint = config.fingerprint()
         except FileNotFoundError as e:  # the adapter folder is gone: only lexical search can work
             raise FileNotFoundError(f"{self.folder} was built with model {name!r}, which cannot be loaded: {e}; "
-                                    "restore it, or search with --mode lexical, which needs no model") from None
+                                    "restore it, or search with `longretr search --mode lexical`, which needs no "
+                                    "model") from None
         if fingerprint == built:
             return
         if own:
             raise ModelMismatch(
                 f"{self.folder} was built with model {name!r} (fingerprint {built}), whose adapter files have "
                 f"changed since (fingerprint now {fingerprint}): its vectors would not match the queries'. Restore "
-                "them, search with --mode lexical, or re-index with --rebuild."
+                "them, search with `longretr search --mode lexical`, or re-index with --rebuild."
             )
         raise ModelMismatch(
             f"{self.folder} was built with model {name!r} (fingerprint {built}); searching it with {config.name!r} "

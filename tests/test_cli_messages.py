@@ -99,3 +99,14 @@ def test_a_training_run_folder_is_a_model(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"looked at .*empty/model\.toml, .*empty/adapter/model\.toml"):
         load_config(tmp_path / "empty")
+
+
+def test_a_bare_hub_id_is_not_taken_for_a_missing_folder(tmp_path):
+    # "gpt2" (no owner) was refused as "no such folder" before any hub look-up
+    from longretr.families import CheckpointError, checkpoint_file, looks_like_path
+
+    assert not looks_like_path("gpt2") and not looks_like_path("google/gemma-3-270m")
+    assert looks_like_path("./models/mine") and looks_like_path("models/tiny/v2")
+    checkpoint_file("gpt2", "config.json", local_only=True)  # a look-up in the HF cache: raised "no such folder"
+    with pytest.raises(CheckpointError, match="no such folder"):
+        checkpoint_file(str(tmp_path / "nowhere"), "config.json")

@@ -855,3 +855,32 @@ def test_tokenize_batches_hold_a_few_texts_or_characters_at_a_time(monkeypatch):
     monkeypatch.setattr(indexer_module, "TOKENIZE_BATCH", 2)
     assert indexer_module._tokenize_batches([1] * 5) == [range(0, 2), range(2, 4), range(4, 5)]
     assert indexer_module._tokenize_batches([]) == []
+
+
+def test_a_symlink_whose_target_is_missing_keeps_its_documents(tmp_path, embedder, capsys):
+    # a link into an unmounted drive is unreadable now, not deleted (a review found it removed as "deleted")
+    corpus, folder, outside = tmp_path / "corpus", tmp_path / "idx", tmp_path / "drive"
+    write_docs(corpus, range(3))
+    outside.mkdir()
+    (outside / "notes.txt").write_text(text(7))
+    (corpus / "notes.txt").symlink_to(outside / "notes.txt")
+    index_corpus(corpus, folder, embedder, progress=False)
+    (outside / "notes.txt").rename(outside / "elsewhere.txt")
+    write_docs(corpus, range(3, 4))
+    summary = index_corpus(corpus, folder, embedder, progress=False)
+    assert summary.documents == 5 and summary.removed == 0
+    assert "notes.txt: cannot read (a symlink whose target is missing)" in capsys.readouterr().err
+
+
+def test_an_interrupted_lexical_save_leaves_no_temp_folder(tmp_path, monkeypatch):
+    from longretr import lexical
+
+    index = lexical.LexicalIndex.build(["alpha beta", "gamma delta"], [0, 1])
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lexical.np, "save", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        index.save(tmp_path / "lexical-000001")
+    assert list(tmp_path.iterdir()) == []

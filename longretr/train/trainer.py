@@ -395,6 +395,8 @@ class Trainer:
                     self._save_checkpoint(opt, sched, sampler, gen, step, elapsed, sessions())
         finally:
             ctrl_c.close()
+        if ctrl_c.requested and not stopped:  # during the last step or its save: no validation (minutes) after it
+            stopped = interrupted = True
         if stopped:
             why = "interrupted" if interrupted else f"time limit ({cfg.max_minutes} min) reached"
             print(f"\nlongretr train: {why} at step {step} of {cfg.steps}, checkpoint saved; "
@@ -626,9 +628,10 @@ def _model_record(model_cfg: ModelConfig) -> dict:
 
 
 def _model_changes(saved: dict, now: dict, where: str) -> list[str]:
-    """The differences between two _model_record()s that change training, said. Left out: the name, adapter paths
-    whose files are the same (a run carried over to another checkout), and keys that one record lacks (a setting
-    added to ModelConfig since)."""
+    """The differences between two _model_record()s, said: every setting, also those that only reach the run's output
+    model.toml (max_tokens, dtype, ...), which would then not be the config the run started with. Left out: the
+    name, adapter paths whose files are the same (a run carried over to another checkout), and keys that one record
+    lacks (a setting added to ModelConfig since)."""
     ignored = {"fingerprint", "name"} | ({"adapter"} if saved.get("fingerprint") == now.get("fingerprint") else set())
     keys = sorted(k for k in saved.keys() & now.keys() - ignored if saved[k] != now[k])
     said = [f"model config {where}: {k} = {now[k]!r} (the run has {saved[k]!r})" for k in keys]
