@@ -143,22 +143,6 @@ def test_trec_runs_and_qrels_reproduce_results_json(tmp_path, tiny_config, monke
                 assert round(100 * value, 2) == row["value"], (name, task, s.split)
 
 
-def test_trec_qids_repeated_across_lengths_are_named_alike_in_runs_and_qrels(tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(FIXTURE, data)
-    for name in ("queries.jsonl", "qrels.jsonl"):
-        path = data / "passkey" / name
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
-        path.write_text("".join(json.dumps({**r, "qid": r["qid"].split("_")[-1]}) + "\n" for r in rows))
-    st = Settings(models=[], baselines=["bm25"], tasks=["passkey"], lengths=(256, 512), candidates=None,
-                  queries=None, data=str(data), out=str(tmp_path / "out"), run="r")
-    _, paths = evaluate(st, log=lambda *_: None, progress=False)
-    qrels = _read_qrels(paths["json"].parent / "runs" / "qrels" / "passkey.qrels")
-    assert qrels == {"0@256": {"passkey_256_0": 1}, "1@256": {"passkey_256_1": 1},
-                     "0@512": {"passkey_512_0": 1}, "1@512": {"passkey_512_1": 1}}
-    assert set(_read_run(paths["json"].parent / "runs" / "bm25" / "passkey.trec")) == set(qrels)
-
-
 def test_write_trec_keeps_the_order_it_is_given(tmp_path):
     path = tmp_path / "r.trec"
     write_trec(path, {"q": [("b", 0.5), ("a", 0.5), ("c", 0.1)]}, "t")

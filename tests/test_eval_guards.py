@@ -188,3 +188,6 @@ def test_trec_qids_stay_apart_when_the_data_repeats_them_across_lengths(tmp_path
     assert results["systems"]["bm25"]["summary"]["passkey_le4k"] == 100.0
     lines = (paths["json"].parent / "runs" / "bm25" / "passkey.trec").read_text().splitlines()
     assert {line.split()[0] for line in lines} == {"0@256", "1@256", "0@512", "1@512"}
+    qrels = (paths["json"].parent / "runs" / "qrels" / "passkey.qrels").read_text().splitlines()  # named alike
+    assert sorted(qrels) == ["0@256 0 passkey_256_0 1", "0@512 0 passkey_512_0 1", "1@256 0 passkey_256_1 1",
+                             "1@512 0 passkey_512_1 1"]

@@ -100,19 +100,24 @@ def test_kill_9_mid_run_keeps_last_version_and_resume_equals_uninterrupted(tmp_p
         ["fox archive"], 5)
 
 
+def stop_at_manifest(monkeypatch) -> None:
+    """A commit interrupted (KeyboardInterrupt) just before its manifest is written: its data files are."""
+    real = store.atomic_write_bytes
+
+    def stop(path, data):
+        if path.name == store.MANIFEST:
+            raise KeyboardInterrupt
+        real(path, data)
+
+    monkeypatch.setattr(store, "atomic_write_bytes", stop)
+
+
 def test_crash_between_data_files_and_manifest(tmp_path, embedder, monkeypatch):
     corpus, folder = tmp_path / "corpus", tmp_path / "idx"
     write_docs(corpus, range(5))
     index_corpus(corpus, folder, embedder, progress=False)
     write_docs(corpus, range(5, 8))
-    real = store.atomic_write_bytes
-
-    def die_at_manifest(path, data):
-        if path.name == store.MANIFEST:
-            raise KeyboardInterrupt  # the process dies after writing version 2's data files
-        real(path, data)
-
-    monkeypatch.setattr(store, "atomic_write_bytes", die_at_manifest)
+    stop_at_manifest(monkeypatch)  # the process dies after writing version 2's data files
     monkeypatch.setattr(store, "_discard", lambda *paths: None)  # a killed process cleans nothing up
     with pytest.raises(KeyboardInterrupt):
         index_corpus(corpus, folder, embedder, progress=False)
@@ -131,14 +136,7 @@ def test_an_interrupted_commit_removes_its_files_unless_its_manifest_names_them(
     write_docs(corpus, range(5))
     index_corpus(corpus, folder, embedder, progress=False)
     write_docs(corpus, range(5, 8))
-    real = store.atomic_write_bytes
-
-    def stop_at_manifest(path, data):
-        if path.name == store.MANIFEST:
-            raise KeyboardInterrupt
-        real(path, data)
-
-    monkeypatch.setattr(store, "atomic_write_bytes", stop_at_manifest)
+    stop_at_manifest(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         index_corpus(corpus, folder, embedder, progress=False)
     monkeypatch.undo()
