@@ -119,7 +119,8 @@ def test_a_ctrl_c_while_the_last_checkpoint_is_written_stops_the_run(tmp_path, t
 
     path = _write_toml(tmp_path / "t.toml", _cfg(tmp_path, tiny_gemma, steps=3, save_every=100))
     save_lora = Trainer._save_lora
-    previous = signal.getsignal(signal.SIGINT)
+    # handled as Python sets it up however pytest was started (as a background job it ignores SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def ctrl_c_mid_last_save(self, folder):
         if folder.name == ".checkpoint.tmp":
