@@ -44,7 +44,8 @@ bench-serve: install
 	$(BIN)/python scripts/bench_serve.py $(BENCH_SERVE_ARGS)
 
 # Peak memory of the engine's own work (the forward pass stubbed on the tests' tiny model): indexing 20,000 small
-# files and one 60 MB text file, reading a 200 MB JSONL (README, Index folder, "Large corpora"). About 5 minutes.
+# files (then `rm` of one) and one 60 MB text file, reading a 200 MB JSONL (README, Index folder, "Large corpora").
+# About 5 minutes.
 .PHONY: bench-memory
 bench-memory: install
 	$(BIN)/python scripts/bench_memory.py $(BENCH_MEMORY_ARGS)

@@ -58,6 +58,14 @@ class Gone(NoText):
     it been deleted before the run."""
 
 
+def _not_found(path: Path) -> SkipFile:
+    """A listed file that is not there when read: deleted (its documents go), or a symlink whose target is missing
+    (an unmounted drive: unreadable now, its documents kept)."""
+    if not os.path.lexists(path):
+        return Gone("deleted while the run was reading the folder")
+    return SkipFile("cannot read (a symlink whose target is missing)")
+
+
 def warn(path: Path | str, reason: str) -> None:
     # control characters in a file name ("a\nb.md") are escaped, so the warning stays one line, and so are the
     # surrogates of a name of undecodable bytes, or a stderr without backslashreplace raises
@@ -167,9 +175,7 @@ def read_file(path: Path, base: Path) -> list[Document]:
                            f"{' for a table' if suffix in TABLE_SUFFIXES else ''}")
         raw = b"" if suffix == ".parquet" else path.read_bytes()  # pyarrow reads a Parquet file itself
     except FileNotFoundError as e:
-        if not os.path.lexists(path):
-            raise Gone("deleted while the run was reading the folder") from e
-        raise SkipFile("cannot read (a symlink whose target is missing)") from e  # an unmounted drive: kept
+        raise _not_found(path) from e
     except OSError as e:
         raise SkipFile(f"cannot read ({e.strerror or e})") from e
     if suffix in TEXT_SUFFIXES:
@@ -402,7 +408,7 @@ def _parquet_rows(path: Path) -> list[dict]:
     try:
         table = pq.read_table(path)
     except FileNotFoundError as e:
-        raise Gone("deleted while the run was reading the folder") from e
+        raise _not_found(path) from e
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise SkipFile(f"not a readable Parquet file ({e})") from e
     missing = {"id", "text"} - set(table.column_names)

@@ -315,7 +315,8 @@ def _why_none(skipped: list[str], empty: list[str], others: list[Path]) -> str:
 
 PENDING_MODEL = "model.json"
 # Texts tokenized at once where only a count or a few ranges per text are kept: the token lists of a whole corpus,
-# with their character offsets, took ~245 bytes a token (5 GB for 19M tokens; a helper's measurement, 2026-12-07).
+# with their character offsets, were held at once before (`make bench-memory`: 2,322 MiB for 20,000 small files,
+# 910 MiB batched).
 TOKENIZE_BATCH = 64
 TOKENIZE_CHARS = 1_000_000  # and at most this many characters a call (one longer text goes alone: the embedder
                             # tokenizes it in pieces)

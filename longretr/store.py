@@ -498,14 +498,19 @@ def commit(folder: Path, manifest: dict, index: faiss.Index, docs: pa.Table) -> 
     # a failed write removes this version's files: they are new names (_next_version), no reader holds them
     with writing(folder, *(folder / name for name in files.values())):
         # streamed to the file: serialising in memory first took two more copies of the vectors and of the table
-        atomic_write(folder / files["vectors"], lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
+        atomic_write(folder / files["vectors"], _faiss_writer(index))
         atomic_write(folder / files["docs"], lambda f: pq.write_table(docs, f))
         lexical.save(folder / files["lexical"])
         if ann is not None:
-            atomic_write(folder / files["ann"], lambda f: faiss.write_index(ann, faiss.PyCallbackIOWriter(f.write)))
+            atomic_write(folder / files["ann"], _faiss_writer(ann))
         atomic_write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
     _remove_old_versions(folder, set(files.values()) | set((old or {}).get("files", {}).values()))
     return manifest
+
+
+def _faiss_writer(index: faiss.Index):
+    """Writes `index` to an open file, for atomic_write."""
+    return lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
 
 
 def _next_version(folder: Path, old: dict | None) -> int:

@@ -123,19 +123,24 @@ def main() -> None:
         cases = [("index: small files", small_files, args.docs, "index"),
                  ("index: one large text file", one_text, args.text_mb, "index"),
                  ("read a JSONL file", jsonl, args.jsonl_mb, "read")]
-        for label, build, size, kind in [c for c in cases if c[2] > 0]:  # a size of 0 skips a case
-            corpus = tmp / f"corpus-{len(rows)}"
-            data_bytes = build(corpus, size)
-            if kind == "index":
-                cmd = python + [STUBBED_CLI, "index", str(corpus), "--index", str(tmp / f"ix-{len(rows)}"),
-                                "--model", str(config)]
-            else:
-                cmd = python + [READ_ONLY, str(corpus)]
+        def record(label: str, size: float, data_bytes: int, cmd: list[str]) -> None:
             seconds, rss, status = peak(cmd, env)
             rows.append({"case": label, "size": size, "data_mb": round(data_bytes / 2**20, 1),
                          "seconds": round(seconds, 1), "peak_rss_mb": round(rss), "exit": status})
             print(f"{label:<28} {data_bytes / 2**20:8.1f} MiB of data  {seconds:7.1f} s  peak RSS {rss:8.0f} MiB"
                   f"{'' if status == 0 else f'  (exit {status})'}", flush=True)
+
+        for label, build, size, kind in [c for c in cases if c[2] > 0]:  # a size of 0 skips a case
+            corpus, index = tmp / f"corpus-{len(rows)}", tmp / f"ix-{len(rows)}"
+            data_bytes = build(corpus, size)
+            if kind == "read":
+                record(label, size, data_bytes, python + [READ_ONLY, str(corpus)])
+                continue
+            record(label, size, data_bytes, python + [STUBBED_CLI, "index", str(corpus), "--index", str(index),
+                                                      "--model", str(config)])
+            if build is small_files:  # a commit of that index that encodes nothing (BM25 is rebuilt from all text)
+                record("rm: one of the small files", size, data_bytes,
+                       python + [STUBBED_CLI, "rm", "d00/doc000000.txt", "--index", str(index)])
     machine = describe()
     print(f"machine: {machine['summary']}")
     out = args.out / time.strftime("%Y%m%d-%H%M%S")
