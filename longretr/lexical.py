@@ -1,23 +1,37 @@
-"""The lexical index: BM25 (bm25s) over the documents' text, kept beside the dense vectors.
+"""The lexical index: BM25 over the documents' text, kept beside the dense vectors.
 
-It is rebuilt from docs.parquet's text column at every commit (seconds for the 300-document demo
-corpus, see README), so it follows exactly the same incremental and atomic rules as the vectors.
-Saved as one folder per index version:
+What is stored is each document's term counts; the BM25 weights are derived from them when the index is first
+searched (one numpy pass). A commit tokenizes only the documents it adds: a kept document's counts are carried over
+by its vid and the sha256 of its text, so removing one document of 20,000 tokenizes nothing (`make bench-memory`).
+Saved as one folder per index version, plain numpy and JSON files:
 
-    lexical-NNNNNN/   bm25s arrays + vocab (bm25s' own format), vids.npy (docs row -> vid),
-                      lexical.json (tokenizer settings, document count)
+    lexical-NNNNNN/   lexical.json   format, tokenizer and BM25 settings, document count, crc32 of every file below
+                      vids.npy       row -> vid (the docs table's rows, in its order)
+                      sha256.npy     row -> sha256 of the document's text (hex): a kept row is reused only unchanged
+                      tf-indptr.npy  row r's terms are tf-terms[indptr[r]:indptr[r + 1]] (CSR, int64)
+                      tf-terms.npy   term ids (int32), ascending within a row
+                      tf-counts.npy  how often the row holds each (int32)
+                      terms.json     the vocabulary: term id -> term (terms no document holds are dropped)
+
+Folders written before format 2 (bm25s' own save: its score matrix and vocabulary) are still searched; the next
+commit tokenizes all text once to write them in this format.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import re
 import shutil
+import zlib
+from functools import cached_property
 from pathlib import Path
 
 import bm25s
 import numpy as np
+import pyarrow as pa
 
 from .atomic import fsync_dir
 
@@ -26,6 +40,9 @@ from .atomic import fsync_dir
 TOKENIZER = {"token_pattern": r"(?u)\b\w\w+\b", "lower": True, "stopwords": "en", "stemmer": None}
 BM25_PARAMS = {"k1": 1.5, "b": 0.75, "method": "lucene"}
 META = "lexical.json"
+FORMAT = 2
+ARRAYS = ("vids", "sha256", "tf-indptr", "tf-terms", "tf-counts")
+TERMS = "terms.json"
 
 
 class LexicalIndexError(Exception):
@@ -37,20 +54,32 @@ def tokenize(texts: list[str]) -> list[list[str]]:
                           stopwords=TOKENIZER["stopwords"], stemmer=None, return_ids=False, show_progress=False)
 
 
+def text_key(text: str) -> str:
+    """As the docs table's sha256 column (corpus._sha)."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _short_write(e: OSError) -> str:
-    """numpy, which bm25s saves with, reports a full disk as a short write ("N requested and M written") without an
-    errno; a short write to a file means no space (or no quota) is left."""
+    """numpy reports a full disk as a short write ("N requested and M written") without an errno; a short write to a
+    file means no space (or no quota) is left."""
     if e.errno is None and re.fullmatch(r"\d+ requested and \d+ written", str(e)):
         return f"No space left on device (a short write: {e})"
     return str(e)
 
 
+@dataclasses.dataclass(eq=False)
 class LexicalIndex:
-    """BM25 over the rows of one docs table; results are (vid, score) pairs."""
+    """BM25 over the rows of one docs table, from their term counts; results are (vid, score) pairs. `legacy` holds
+    marks a format-1 folder: no counts, its bm25s index read as saved (searched as it is, never carried over)."""
 
-    def __init__(self, bm25: bm25s.BM25 | None, vids: np.ndarray) -> None:
-        self.bm25 = bm25  # None where no document has a word (an empty corpus): bm25s cannot index that
-        self.vids = vids
+    vids: np.ndarray  # int64, row -> vid
+    keys: np.ndarray  # S64, row -> sha256 of the row's text
+    indptr: np.ndarray  # int64, rows + 1
+    terms: np.ndarray  # int32
+    tf: np.ndarray  # int32
+    vocab: list[str]
+    params: dict = dataclasses.field(default_factory=lambda: dict(BM25_PARAMS))
+    legacy: bool = False
 
     @property
     def count(self) -> int:
@@ -61,25 +90,94 @@ class LexicalIndex:
         vids = np.asarray(vids, dtype="int64")
         if len(texts) != len(vids):
             raise ValueError(f"{len(texts)} texts but {len(vids)} vids")
-        tokens = tokenize(texts)
-        if not any(tokens):  # no document has a word (none, or only stopwords): bm25s cannot index that
-            return cls(None, vids)
-        bm25 = bm25s.BM25(**BM25_PARAMS)
-        bm25.index(tokens, show_progress=False)
-        return cls(bm25, vids)
+        return cls.update(None, vids, np.array([text_key(t) for t in texts], dtype="S64"), lambda rows: texts)
+
+    @classmethod
+    def from_docs(cls, docs: pa.Table, previous: LexicalIndex | None) -> LexicalIndex:
+        """For a docs table (vid, sha256, text columns): `previous`'s counts of its rows with the same vid and text,
+        the rest tokenized; only the new rows' text is read out of the table."""
+        texts = docs.column("text")
+        return cls.update(previous, docs.column("vid").to_numpy(), np.array(docs.column("sha256").to_pylist(),
+                                                                            dtype="S64"),
+                          lambda rows: texts.take(pa.array(rows, type=pa.int64())).to_pylist())
+
+    @classmethod
+    def update(cls, previous: LexicalIndex | None, vids: np.ndarray, keys: np.ndarray, texts_of) -> LexicalIndex:
+        """Rows (vids, keys); `texts_of(rows)` gives the texts of the rows `previous` cannot supply."""
+        vids = np.asarray(vids, dtype="int64")
+        old = {} if previous is None or previous.legacy else \
+            {(int(v), bytes(k)): r for r, (v, k) in enumerate(zip(previous.vids, previous.keys))}
+        source = np.array([old.get((int(v), bytes(k)), -1) for v, k in zip(vids, keys)], dtype="int64")
+        new = np.flatnonzero(source < 0)
+        vocab = {t: i for i, t in enumerate(previous.vocab)} if old else {}
+        fresh_lengths, fresh_terms, fresh_tf = _count(texts_of(new.tolist()) if len(new) else [], vocab)
+        # every row's (lengths, start in its source arrays): reused rows in previous', new rows in the fresh ones
+        lengths = np.zeros(len(vids), dtype="int64")
+        starts = np.zeros(len(vids), dtype="int64")
+        reused = np.flatnonzero(source >= 0)
+        if len(reused):
+            lengths[reused] = np.diff(previous.indptr)[source[reused]]
+            starts[reused] = previous.indptr[source[reused]]
+        lengths[new] = fresh_lengths
+        starts[new] = np.concatenate([[0], np.cumsum(fresh_lengths)[:-1]]).astype("int64") if len(new) else []
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype("int64")
+        at = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])  # each entry's place in its source
+        from_old = np.repeat(source >= 0, lengths)
+        terms = np.empty(indptr[-1], dtype="int32")
+        tf = np.empty(indptr[-1], dtype="int32")
+        if len(reused):
+            terms[from_old], tf[from_old] = previous.terms[at[from_old]], previous.tf[at[from_old]]
+        terms[~from_old], tf[~from_old] = fresh_terms[at[~from_old]], fresh_tf[at[~from_old]]
+        # terms no row holds any more (their documents went) leave the vocabulary, which is renumbered in order
+        held = np.zeros(len(vocab), dtype=bool)
+        held[terms] = True
+        renumber = np.cumsum(held) - 1
+        words = list(vocab)
+        return cls(vids, np.asarray(keys, dtype="S64"), indptr, renumber[terms].astype("int32"), tf,
+                   [words[i] for i in np.flatnonzero(held)])
+
+    def with_params(self, **params) -> LexicalIndex:
+        """The same counts under other BM25 settings (k1, b)."""
+        return dataclasses.replace(self, params={**self.params, **params})
+
+    @cached_property
+    def bm25(self) -> bm25s.BM25 | None:
+        """The BM25 weights (Lucene's variant, as bm25s computes them), as a bm25s index whose search sums them over a
+        query's terms; None where no document has a word (bm25s cannot hold that)."""
+        if not len(self.terms):
+            return None
+        k1, b, n = self.params["k1"], self.params["b"], self.count
+        rows = np.repeat(np.arange(n), np.diff(self.indptr))
+        length = np.bincount(rows, weights=self.tf, minlength=n)  # a document's tokens
+        df = np.bincount(self.terms, minlength=len(self.vocab))
+        idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+        tf = self.tf.astype("float64")
+        weight = idf[self.terms] * tf / (k1 * ((1 - b) + b * length[rows] / length.mean()) + tf)
+        by_term = np.argsort(self.terms, kind="stable")  # bm25s reads a column (documents) per term
+        bm25 = bm25s.BM25(**self.params)
+        bm25.scores = {"data": weight[by_term].astype(bm25.dtype), "indices": rows[by_term].astype(bm25.int_dtype),
+                       "indptr": np.concatenate([[0], np.cumsum(df)]).astype("int64"), "num_docs": n}
+        bm25.vocab_dict = {t: i for i, t in enumerate(self.vocab)}
+        bm25.nonoccurrence_array = None  # (Lucene's variant has none)
+        return bm25
 
     def save(self, path: Path) -> None:
         """Write to a hidden temp folder, then rename: `path` either is complete or does not exist. A failed write (a
         full disk) removes the temp folder and raises an OSError naming `path`."""
+        if self.legacy:
+            raise ValueError(f"{path}: a format-1 lexical index has no term counts to save; build it again")
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             tmp.mkdir(parents=True)
-            if self.bm25 is not None:
-                self.bm25.save(str(tmp), show_progress=False)
-            np.save(tmp / "vids.npy", self.vids)
-            meta = {"tokenizer": TOKENIZER, "bm25": BM25_PARAMS, "count": self.count, "bm25s": bm25s.__version__,
-                    "scored": self.bm25 is not None}
+            crc = {}
+            for name, array in zip(ARRAYS, (self.vids, self.keys, self.indptr, self.terms, self.tf)):
+                np.save(tmp / f"{name}.npy", array)
+                crc[f"{name}.npy"] = _crc(tmp / f"{name}.npy")
+            (tmp / TERMS).write_text(json.dumps(self.vocab, ensure_ascii=False))
+            crc[TERMS] = _crc(tmp / TERMS)
+            meta = {"format": FORMAT, "tokenizer": TOKENIZER, "bm25": self.params, "count": self.count,
+                    "terms": len(self.vocab), "crc32": crc}
             (tmp / META).write_text(json.dumps(meta, indent=2))
             for f in tmp.iterdir():
                 with open(f, "rb") as fh:
@@ -100,22 +198,25 @@ class LexicalIndex:
             raise LexicalIndexError(f"{path}: lexical index folder missing")
         try:
             meta = json.loads((path / META).read_text())
-            vids = np.load(path / "vids.npy", allow_pickle=False)
             if meta.get("tokenizer") != TOKENIZER:
                 raise LexicalIndexError(f"{path}: built with another tokenizer ({meta.get('tokenizer')}); re-index")
-            scored = meta.get("scored", meta["count"] > 0)  # (older indexes: any document, and so scores)
-            bm25 = bm25s.BM25.load(str(path), show_progress=False) if scored else None
+            if meta.get("format", 1) == 1:
+                return _load_legacy(path, meta)
+            for name, crc in meta["crc32"].items():  # any byte changed: a damaged file is never carried over
+                if _crc(path / name) != crc:
+                    raise LexicalIndexError(f"{path}: {name} is damaged or truncated (its checksum is not {META}'s)")
+            arrays = [np.load(path / f"{name}.npy", allow_pickle=False) for name in ARRAYS]
+            vocab = json.loads((path / TERMS).read_text())
         except LexicalIndexError:
             raise
-        except Exception as e:  # json, numpy and bm25s each raise their own types for damaged files
+        except Exception as e:  # json and numpy each raise their own types for damaged or missing files
             raise LexicalIndexError(f"{path}: truncated or not a longretr lexical index ({type(e).__name__}: {e})") \
                 from e
-        num_docs = len(vids) if bm25 is None else int(bm25.scores["num_docs"])
-        if num_docs != len(vids) or meta["count"] != len(vids):
-            raise LexicalIndexError(f"{path}: BM25 holds {num_docs} documents but vids.npy has {len(vids)}")
-        if bm25 is not None:
-            _check_matrix(path, bm25.scores, num_docs, bm25.vocab_dict)
-        return cls(bm25, vids)
+        index = cls(*arrays, vocab, params=meta["bm25"])
+        if not (len(index.keys) == len(index.indptr) - 1 == meta["count"] == index.count
+                and len(index.terms) == len(index.tf) == index.indptr[-1] and len(vocab) == meta["terms"]):
+            raise LexicalIndexError(f"{path}: its files disagree on the number of documents or terms")
+        return index
 
     def search(self, queries: list[str], k: int, within: np.ndarray | None = None) -> list[list[tuple[int, float]]]:
         """Top-k (vid, score) per query, best first; only documents sharing a term with the query
@@ -123,12 +224,13 @@ class LexicalIndex:
         results are stable."""
         out: list[list[tuple[int, float]]] = []
         allowed = None if within is None else np.isin(self.vids, within)
+        bm25 = self.bm25
         for tokens in tokenize(queries):
-            ids = self.bm25.get_tokens_ids(tokens) if self.bm25 is not None else []
+            ids = bm25.get_tokens_ids(tokens) if bm25 is not None else []
             if not ids or k < 1:
                 out.append([])
                 continue
-            scores = np.asarray(self.bm25.get_scores_from_ids(ids), dtype="float64")
+            scores = np.asarray(bm25.get_scores_from_ids(ids), dtype="float64")
             hit = np.flatnonzero(scores > 0 if allowed is None else (scores > 0) & allowed)
             if len(hit) > k:  # partial sort first; the boundary score's ties are kept, then cut below
                 cut = np.partition(scores[hit], len(hit) - k)[len(hit) - k]
@@ -138,10 +240,48 @@ class LexicalIndex:
         return out
 
 
+def _count(texts: list[str], vocab: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per text: how many distinct terms it has, then its term ids (ascending) and their counts, all texts' one after
+    another. New terms are added to `vocab`."""
+    tokens = tokenize(texts) if texts else []
+    lengths = np.array([len(t) for t in tokens], dtype="int64")
+    ids = np.fromiter((vocab.setdefault(w, len(vocab)) for doc in tokens for w in doc), dtype="int64",
+                      count=int(lengths.sum()))
+    rows = np.repeat(np.arange(len(tokens)), lengths)
+    pairs, tf = np.unique(rows * max(len(vocab), 1) + ids, return_counts=True)  # sorted: by row, then term
+    distinct = np.bincount(pairs // max(len(vocab), 1), minlength=len(tokens)).astype("int64")
+    return distinct, (pairs % max(len(vocab), 1)).astype("int32"), tf.astype("int32")
+
+
+def _crc(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _load_legacy(path: Path, meta: dict) -> LexicalIndex:
+    """A format-1 folder: bm25s' saved score matrix and vocabulary, checked whole (bytes overwritten in place made
+    searches fail or score NaN)."""
+    vids = np.load(path / "vids.npy", allow_pickle=False)
+    scored = meta.get("scored", meta["count"] > 0)  # (the oldest indexes: any document, and so scores)
+    bm25 = bm25s.BM25.load(str(path), show_progress=False) if scored else None
+    num_docs = len(vids) if bm25 is None else int(bm25.scores["num_docs"])
+    if num_docs != len(vids) or meta["count"] != len(vids):
+        raise LexicalIndexError(f"{path}: BM25 holds {num_docs} documents but vids.npy has {len(vids)}")
+    if bm25 is not None:
+        _check_matrix(path, bm25.scores, num_docs, bm25.vocab_dict)
+    none = np.zeros(0, dtype="int32")
+    index = LexicalIndex(vids, np.zeros(len(vids), dtype="S64"), np.zeros(len(vids) + 1, dtype="int64"), none, none,
+                         [], params=meta.get("bm25", BM25_PARAMS), legacy=True)
+    index.__dict__["bm25"] = bm25  # the cached_property's value: not derived from counts
+    return index
+
+
 def _check_matrix(path: Path, scores: dict, num_docs: int, vocab: dict) -> None:
-    """The BM25 score matrix (CSC: a column of documents per term) and the vocabulary's term ids are whole: bytes
-    overwritten in place (the file's length unchanged) made searches fail with an IndexError or a ValueError, or score
-    NaN. One numpy pass over them."""
+    """A format-1 folder's BM25 score matrix (CSC: a column of documents per term) and the vocabulary's term ids are
+    whole. One numpy pass over them."""
     data, indices, indptr = scores["data"], scores["indices"], scores["indptr"]
     terms = len(indptr) - 1  # bm25s adds "" as one id more, with no column
     ids = np.fromiter(vocab.values(), dtype="int64", count=len(vocab))

@@ -8,7 +8,7 @@
                            for model configs with lead_tokens or span_tokens) 2**62 + j * 2**40 + vid
     ann-NNNNNN.faiss       the same vectors in the configured search index type (IVF, HNSW, ...),
                            rebuilt from vectors-NNNNNN at each commit; absent for flat search
-    lexical-NNNNNN/        BM25 index of the text column (see lexical.py)
+    lexical-NNNNNN/        BM25 term counts of the text column (see lexical.py)
     docs-NNNNNN.parquet    one row per document: vid (the FAISS id), id, path, title, n_tokens,
                            truncated, sha256, size, mtime, text
     pending/               encoded-but-not-yet-committed shards of an interrupted run
@@ -494,7 +494,7 @@ def commit(folder: Path, manifest: dict, index: faiss.Index, docs: pa.Table) -> 
         "created": (old or {}).get("created", now),
         "updated": now,
     }
-    lexical = LexicalIndex.build(docs.column("text").to_pylist(), docs.column("vid").to_numpy())
+    lexical = LexicalIndex.from_docs(docs, _previous_lexical(folder, old))
     # a failed write removes this version's files: they are new names (_next_version), no reader holds them
     with writing(folder, *(folder / name for name in files.values())):
         # streamed to the file: serialising in memory first took two more copies of the vectors and of the table
@@ -506,6 +506,16 @@ def commit(folder: Path, manifest: dict, index: faiss.Index, docs: pa.Table) -> 
         atomic_write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
     _remove_old_versions(folder, set(files.values()) | set((old or {}).get("files", {}).values()))
     return manifest
+
+
+def _previous_lexical(folder: Path, manifest: dict | None) -> LexicalIndex | None:
+    """The current version's lexical index, whose kept documents' term counts the next one reuses; None where there is
+    none or it cannot be read (every document is tokenized then, which also repairs it)."""
+    name = ((manifest or {}).get("files") or {}).get("lexical")
+    try:
+        return LexicalIndex.load(folder / name) if name else None
+    except LexicalIndexError:
+        return None
 
 
 def _faiss_writer(index: faiss.Index):

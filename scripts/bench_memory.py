@@ -51,6 +51,12 @@ from longretr.cli import app
 sys.argv = ["longretr", *sys.argv[1:]]
 app()
 """
+REAL_CLI = """
+import sys
+from longretr.cli import app
+sys.argv = ["longretr", *sys.argv[1:]]
+app()
+"""
 READ_ONLY = """
 import sys
 from longretr.corpus import read_corpus
@@ -138,9 +144,9 @@ def main() -> None:
                 continue
             record(label, size, data_bytes, python + [STUBBED_CLI, "index", str(corpus), "--index", str(index),
                                                       "--model", str(config)])
-            if build is small_files:  # a commit of that index that encodes nothing (BM25 is rebuilt from all text)
+            if build is small_files:  # a commit that encodes nothing: the real CLI (rm loads no model)
                 record("rm: one of the small files", size, data_bytes,
-                       python + [STUBBED_CLI, "rm", "d00/doc000000.txt", "--index", str(index)])
+                       python + [REAL_CLI, "rm", "d00/doc000000.txt", "--index", str(index)])
     machine = describe()
     print(f"machine: {machine['summary']}")
     out = args.out / time.strftime("%Y%m%d-%H%M%S")

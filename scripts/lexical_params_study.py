@@ -18,9 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import bm25s
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
@@ -29,15 +26,9 @@ from compare_modes import read_known_items, score  # noqa: E402
 from passage_lexical_study import add_set, finish  # noqa: E402
 
 from longretr.fusion import fuse  # noqa: E402
-from longretr.lexical import BM25_PARAMS, LexicalIndex, tokenize  # noqa: E402
+from longretr.lexical import BM25_PARAMS, LexicalIndex  # noqa: E402
 from longretr.machine import describe  # noqa: E402
 from longretr.search import HYBRID_DEPTH, Searcher  # noqa: E402
-
-
-def build(tokens: list[list[str]], vids: np.ndarray, k1: float, b: float) -> LexicalIndex:
-    bm25 = bm25s.BM25(**{**BM25_PARAMS, "k1": k1, "b": b})
-    bm25.index(tokens, show_progress=False)
-    return LexicalIndex(bm25, vids)
 
 
 def plot(result: dict, path: Path) -> None:
@@ -78,10 +69,9 @@ def main(argv: list[str] | None = None) -> dict:
     info = describe()
     print(f"machine: {info['cpu']}, {info['cores']} cores, load average {info['load_average']}", file=sys.stderr)
     start = time.perf_counter()
-    tokens = tokenize(docs.column("text").to_pylist())
-    vids = np.asarray(docs.column("vid").to_pylist(), dtype="int64")
-    variants = {(k1, b): build(tokens, vids, k1, b) for k1 in k1s for b in bs}
-    print(f"{len(variants)} BM25 indexes of {len(vids)} documents in {time.perf_counter() - start:.1f} s",
+    counts = LexicalIndex.from_docs(docs, None)  # tokenized once, weighted per setting
+    variants = {(k1, b): counts.with_params(k1=k1, b=b) for k1 in k1s for b in bs}
+    print(f"{len(docs)} documents tokenized in {time.perf_counter() - start:.1f} s ({len(variants)} settings)",
           file=sys.stderr)
 
     def ranked_ids(rows: list[list[tuple[int, float]]]) -> list[list[str]]:

@@ -2,18 +2,20 @@
 
 import json
 import re
+import shutil
 import time
 
+import bm25s
 import numpy as np
 import pytest
 from tiny_models import load_script, write_config, write_corpus
 from typer.testing import CliRunner
 
-from longretr import store
+from longretr import lexical, store
 from longretr.cli import app
 from longretr.fusion import DEFAULT_RANKING
-from longretr.indexer import index_corpus
-from longretr.lexical import LexicalIndex, LexicalIndexError, tokenize
+from longretr.indexer import index_corpus, remove_documents
+from longretr.lexical import BM25_PARAMS, LexicalIndex, LexicalIndexError, tokenize
 from longretr.queries import Hit
 from longretr.search import Searcher
 
@@ -64,6 +66,10 @@ def test_save_load_and_damage(tmp_path):
     empty.save(tmp_path / "empty")
     assert LexicalIndex.load(tmp_path / "empty").search(["zip"], 3) == [[]]
     (tmp_path / "lex" / "vids.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(LexicalIndexError, match="lex: vids.npy is damaged or truncated"):
+        LexicalIndex.load(tmp_path / "lex")
+    index.save(tmp_path / "lex")
+    (tmp_path / "lex" / "tf-terms.npy").unlink()
     with pytest.raises(LexicalIndexError, match="lex: truncated or not a longretr lexical index"):
         LexicalIndex.load(tmp_path / "lex")
     with pytest.raises(LexicalIndexError, match="missing"):
@@ -159,14 +165,10 @@ def test_damaged_lexical_index_names_the_folder_and_reindex_repairs_it(corpus, t
     assert "another tokenizer" in store.load(folder).damaged["lexical"]
     index_corpus(corpus, folder, embedder, progress=False)  # repaired
     lex = folder / store.read_manifest(folder)["files"]["lexical"]
-    vocab = json.loads((lex / "vocab.index.json").read_text())
-    far = json.dumps({**vocab, next(iter(vocab)): 99999})  # a term id past the matrix: a ValueError in search
-    for name, damaged, why in [("indices.csc.index.npy", None, "damaged BM25 score matrix"),  # a document past all
-                               ("data.csc.index.npy", None, "damaged BM25 score matrix"),  # NaN scores
-                               ("vocab.index.json", far.encode(), "damaged vocabulary")]:
-        whole = (lex / name).read_bytes()  # bytes overwritten, the length unchanged (or nearly, for the vocabulary)
-        (lex / name).write_bytes(damaged or whole[:-16] + b"\xff" * 16)
-        assert why in store.load(folder).damaged["lexical"]
+    for name in ("vids.npy", "sha256.npy", "tf-indptr.npy", "tf-terms.npy", "tf-counts.npy", "terms.json"):
+        whole = (lex / name).read_bytes()  # bytes overwritten, the length unchanged: searches failed or scored NaN
+        (lex / name).write_bytes(whole[:-4] + bytes(b ^ 0xFF for b in whole[-4:]))
+        assert f"{name} is damaged or truncated" in store.load(folder).damaged["lexical"]
         (lex / name).write_bytes(whole)
     assert not store.load(folder).damaged
     s = index_corpus(corpus, folder, embedder, progress=False, ranking={"weight": 0.7})  # writers never read it
@@ -307,3 +309,108 @@ def test_documents_without_a_word_are_indexed(tmp_path, embedder):
         found = [h.id for h in searcher.search(["real words"], 2, mode="lexical")[0]]
         assert found == ([] if "x y z" in texts.values() else ["b.txt"])
         assert len(searcher.search(["real words"], 2, mode="dense")[0]) == 2
+
+
+def _same_ranking(index: LexicalIndex, texts: list[str], vids, queries: list[str]) -> None:
+    """`index` ranks as one built from scratch over the same rows does."""
+    fresh = LexicalIndex.build(texts, vids)
+    for got, want in zip(index.search(queries, 10), fresh.search(queries, 10)):
+        assert [v for v, _ in got] == [v for v, _ in want]
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-6)
+
+
+QUERIES = ["read write archive", "sha-256 digests", "decode json", "tar archives", "threads values"]
+
+
+def test_weights_from_term_counts_are_bm25s_own():
+    """The weights derived from the stored term counts are those bm25s computes from the tokens (Lucene's BM25)."""
+    texts = [*TEXTS.values(), "the of a", "zip zip zip archive threads", "Zip wörds, ünïcode wörds"]
+    index = LexicalIndex.build(texts, np.arange(len(texts)))
+    ref = bm25s.BM25(**BM25_PARAMS)
+    ref.index(tokenize(texts), show_progress=False)
+    for query in ["zip archive", "read write values", "sha-256 threads zip zip", "wörds"]:
+        tokens = tokenize([query])[0]
+        got = index.bm25.get_scores_from_ids(index.bm25.get_tokens_ids(tokens))
+        np.testing.assert_allclose(got, ref.get_scores(tokens), rtol=1e-6)
+    tuned = index.with_params(k1=0.9, b=0.4)  # the same counts under other settings (scripts/lexical_params_study)
+    ref = bm25s.BM25(**{**BM25_PARAMS, "k1": 0.9, "b": 0.4})
+    ref.index(tokenize(texts), show_progress=False)
+    tokens = tokenize(["zip archive threads"])[0]
+    np.testing.assert_allclose(tuned.bm25.get_scores_from_ids(tuned.bm25.get_tokens_ids(tokens)),
+                               ref.get_scores(tokens), rtol=1e-6)
+
+
+def test_a_commit_tokenizes_only_the_documents_it_adds(corpus, tmp_path, embedder, monkeypatch):
+    """Kept documents' term counts are carried over (by vid and text hash): BM25 was rebuilt from all the text at
+    every commit, 11.5 s for `longretr rm` of one document of 20,000."""
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+    seen: list[str] = []
+    real = lexical.tokenize
+    monkeypatch.setattr(lexical, "tokenize", lambda texts: seen.extend(texts) or real(texts))
+    (corpus / "hashlib.txt").unlink()
+    (corpus / "json.txt").write_text("Encode and decode JSON documents.")
+    # changed, and the one with the highest vid: the new json.txt gets that vid, with other text
+    (corpus / "zipfile.txt").write_text("ZIP archives, and now tar archives too.")
+    index_corpus(corpus, folder, embedder, progress=False)
+    assert sorted(seen) == ["Encode and decode JSON documents.", "ZIP archives, and now tar archives too."]
+    seen.clear()
+    remove_documents(folder, ["csv.txt"])
+    assert seen == []
+    snap = store.load(folder)
+    monkeypatch.setattr(lexical, "tokenize", real)
+    _same_ranking(snap.lexical, snap.docs.column("text").to_pylist(), snap.docs.column("vid").to_numpy(), QUERIES)
+    assert "sha" not in snap.lexical.vocab and "values" not in snap.lexical.vocab  # terms of removed documents go
+
+
+def test_damaged_term_counts_are_not_carried_over(corpus, tmp_path, embedder, monkeypatch):
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+    lex = folder / store.read_manifest(folder)["files"]["lexical"]
+    counts = (lex / "tf-counts.npy").read_bytes()
+    (lex / "tf-counts.npy").write_bytes(counts[:-4] + b"\x7f\x00\x00\x00")  # a count changed: no error, wrong scores
+    seen: list[str] = []
+    real = lexical.tokenize
+    monkeypatch.setattr(lexical, "tokenize", lambda texts: seen.extend(texts) or real(texts))
+    remove_documents(folder, ["csv.txt"])
+    assert len(seen) == 4  # every document tokenized again
+    monkeypatch.setattr(lexical, "tokenize", real)
+    snap = store.load(folder)
+    assert not snap.damaged
+    _same_ranking(snap.lexical, snap.docs.column("text").to_pylist(), snap.docs.column("vid").to_numpy(), QUERIES)
+
+
+def _write_format1(path, texts: list[str], vids) -> None:
+    """A lexical folder as longretr wrote them before term counts: bm25s' own save of its index."""
+    bm25 = bm25s.BM25(**BM25_PARAMS)
+    bm25.index(tokenize(texts), show_progress=False)
+    path.mkdir()
+    bm25.save(str(path), show_progress=False)
+    np.save(path / "vids.npy", np.asarray(vids, dtype="int64"))
+    (path / "lexical.json").write_text(json.dumps({"tokenizer": lexical.TOKENIZER, "bm25": BM25_PARAMS,
+                                                   "count": len(vids), "bm25s": bm25s.__version__, "scored": True}))
+
+
+def test_a_format1_lexical_folder_is_searched_and_the_next_commit_rewrites_it(corpus, tmp_path, embedder):
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+    snap = store.load(folder)
+    lex = folder / snap.manifest["files"]["lexical"]
+    want = [[h.id for h in hits] for hits in Searcher(folder, embedder).search(QUERIES, k=5, mode="lexical")]
+    shutil.rmtree(lex)
+    _write_format1(lex, snap.docs.column("text").to_pylist(), snap.docs.column("vid").to_numpy())
+    assert [[h.id for h in hits] for hits in Searcher(folder, embedder).search(QUERIES, k=5, mode="lexical")] == want
+    vocab = json.loads((lex / "vocab.index.json").read_text())
+    far = json.dumps({**vocab, next(iter(vocab)): 99999})  # a term id past the matrix: a ValueError in search
+    for name, damaged, why in [("indices.csc.index.npy", None, "damaged BM25 score matrix"),  # a document past all
+                               ("data.csc.index.npy", None, "damaged BM25 score matrix"),  # NaN scores
+                               ("vocab.index.json", far.encode(), "damaged vocabulary")]:
+        whole = (lex / name).read_bytes()  # bytes overwritten, the length unchanged (or nearly, for the vocabulary)
+        (lex / name).write_bytes(damaged or whole[:-16] + b"\xff" * 16)
+        assert why in store.load(folder).damaged["lexical"]
+        (lex / name).write_bytes(whole)
+    remove_documents(folder, ["csv.txt"])
+    new = folder / store.read_manifest(folder)["files"]["lexical"]
+    assert json.loads((new / "lexical.json").read_text())["format"] == 2
+    snap = store.load(folder)
+    _same_ranking(snap.lexical, snap.docs.column("text").to_pylist(), snap.docs.column("vid").to_numpy(), QUERIES)

@@ -235,13 +235,13 @@ def test_a_full_disk_during_rm_removes_nothing(pattern, tmp_path, embedder, monk
 
 def test_a_short_write_in_the_lexical_index_is_named_a_full_disk(tmp_path, monkeypatch):
     """numpy reports a full disk as "N requested and M written", with no errno."""
-    import bm25s
+    from longretr import lexical
 
-    def short_write(self, path, **kwargs):
-        (Path(path) / "data.csc.index.npy").write_bytes(b"\x93NUMPY" + bytes(100))
+    def short_write(path, array, **kwargs):
+        Path(path).write_bytes(b"\x93NUMPY" + bytes(100))
         raise OSError("33105 requested and 5616 written")
 
-    monkeypatch.setattr(bm25s.BM25, "save", short_write)
+    monkeypatch.setattr(lexical.np, "save", short_write)
     target = tmp_path / "lexical-000002"
     with pytest.raises(OSError) as e:
         LexicalIndex.build(["a fox", "a dog"], [0, 1]).save(target)
