@@ -1,7 +1,8 @@
 """`longretr serve`: an HTTP search server over one index folder (`longretr search --server` is its client, client.py).
 
-The model and index are loaded once. Concurrent requests are micro-batched: each request puts a job
-on a queue and awaits it; one worker thread drains up to `max_batch` jobs (waiting at most
+The model and index are loaded once (an index whose model's adapter is gone or changed is served for lexical search
+meanwhile: dense and hybrid requests get a 503 naming why). Concurrent requests are micro-batched: each request puts a
+job on a queue and awaits it; one worker thread drains up to `max_batch` jobs (waiting at most
 `batch_wait_ms` for company) and runs them as one `Searcher.search` call (so one encoder forward
 pass) per (mode, filter, depth) group, off the event loop. Lexical requests need no encoder: each runs at once in a
 thread of its own, not behind a batch. A reloader thread watches the index
@@ -38,8 +39,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from . import store
+from .fusion import check_mode
 from .queries import Filter, Hit, encodes
-from .search import HYBRID_DEPTH, Searcher
+from .search import HYBRID_DEPTH, ModelMismatch, Searcher
 
 if TYPE_CHECKING:  # it imports torch and transformers (seconds): `serve` checks its arguments and binds first
     from .embedder import Embedder
@@ -63,10 +65,11 @@ class ServeError(Exception):
 
 
 class BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -181,7 +184,9 @@ class SearchService:
             raise ValueError("max_batch must be >= 1, batch_wait_ms and reload_interval >= 0")
         self.folder = Path(folder)
         self.searcher = Searcher(self.folder, embedder)
-        self.embedder = self.searcher.embedder  # reused by reloads: the model is loaded once
+        self.embedder: Embedder | None = None  # reused by reloads: the model is loaded once
+        self.model_error: str | None = None  # why it could not be: only lexical search works meanwhile
+        self._load_model((FileNotFoundError, ModelMismatch))  # what Searcher raises for an adapter gone or changed
         self.limits, self.max_batch, self.batch_wait = limits, max_batch, batch_wait_ms / 1000
         self.reload_interval = reload_interval
         self.reload_error: str | None = None
@@ -212,12 +217,18 @@ class SearchService:
         return ranking.get("mode") if isinstance(ranking, dict) else None
 
     @property
+    def model_unavailable(self) -> str | None:
+        """Why dense and hybrid requests are refused, and the way out; None while the model is loaded."""
+        error = self.model_error
+        return None if error is None else f'dense and hybrid search are unavailable (send "mode": "lexical"): {error}'
+
+    @property
     def worker_alive(self) -> bool:
         return self._worker.is_alive()
 
     def submit(self, request: SearchRequest) -> Future:
         if self._queue.qsize() >= self.limits.max_queue:
-            raise BadRequest(503, f"server busy: {self._queue.qsize()} queries queued; retry shortly")
+            raise BadRequest(503, f"server busy: {self._queue.qsize()} queries queued; retry shortly", retry_after=1)
         job = _Job(request.query, request.k, request.mode, request.where)
         self._queue.put(job)
         return job.future
@@ -225,9 +236,13 @@ class SearchService:
     async def search(self, request: SearchRequest) -> Result:
         """Ranked hits for one request (a filtered one: the best k of the documents it keeps, see Searcher.search)."""
         searcher = self.searcher  # the version that decides the mode answers it too
-        if (request.mode or searcher.ranking["mode"]) == "lexical":  # no encoder pass: not queued behind one (~0.1 ms)
+        mode = request.mode or searcher.ranking["mode"]
+        if mode == "lexical":  # no encoder pass: not queued behind one (~0.1 ms)
             return await asyncio.wait_for(asyncio.to_thread(self._lexical, searcher, request),
                                           self.limits.request_timeout_s)
+        if self.model_error is not None:  # refused at once, not failed in a batch; an unknown mode is still a 422
+            check_mode(mode)
+            raise BadRequest(503, self.model_unavailable)
         future = asyncio.wrap_future(self.submit(request), loop=asyncio.get_running_loop())
         return await asyncio.wait_for(future, self.limits.request_timeout_s)
 
@@ -276,13 +291,26 @@ class SearchService:
     def warnings(self) -> list[str]:
         """What an operator should know of: the served version's damaged files, a newer version that cannot load."""
         stuck = [f"still serving version {self.version}: {self.reload_error}"]
-        return self.searcher.warnings() + (stuck if self.reload_error else [])
+        model = self.model_unavailable
+        return self.searcher.warnings() + (stuck if self.reload_error else []) + ([model] if model else [])
 
     def close(self) -> None:
         self._stop.set()
         self._worker.join(timeout=5)
         if self._reloader is not None:
             self._reloader.join(timeout=5)
+
+    def _load_model(self, tolerated: type[Exception] | tuple[type[Exception], ...] = Exception) -> None:
+        """Load the served version's model; a tolerated error leaves the server lexical-only, saying why (the
+        reloader tolerates any: it must not die of one)."""
+        was = self.model_error
+        try:
+            self.embedder, self.model_error = self.searcher.embedder, None
+        except tolerated as e:
+            self.embedder, self.model_error = None, str(e)
+        if was is not None and self.model_error is None:
+            print(f"longretr serve: model {self.searcher.snapshot.manifest['model']['name']} loaded: dense and "
+                  "hybrid search work again", file=sys.stderr, flush=True)
 
     # -- worker threads -------------------------------------------------------------------------
 
@@ -368,7 +396,11 @@ class SearchService:
         # is retried now and then. The served version is read again when a lexical or ann file it could not read
         # changes (restored in place).
         failed, failed_at, stamp = None, 0.0, self._damage_stamp()
+        model_tried = time.monotonic()
         while not self._stop.wait(self.reload_interval):
+            if self.model_error is not None and time.monotonic() - model_tried >= RELOAD_RETRY_S:
+                model_tried = time.monotonic()  # an adapter restored in place: no new version to reload
+                self._load_model()
             manifest = None
             try:
                 manifest = store.read_manifest(self.folder)
@@ -405,6 +437,9 @@ class SearchService:
                   f"{fresh.snapshot.count} documents", file=sys.stderr, flush=True)
             for warning in fresh.warnings():
                 print(f"longretr serve: warning: {warning}", file=sys.stderr, flush=True)
+            if self.model_error is not None:  # e.g. re-indexed with --rebuild and a model that loads
+                model_tried = time.monotonic()
+                self._load_model()
 
 
 def _stamp(path: Path) -> tuple:
@@ -469,7 +504,7 @@ def create_app(service: SearchService) -> FastAPI:
     @app.post("/search")
     async def search(request: Request) -> JSONResponse:
         start = time.perf_counter()
-        status, payload = 200, None
+        status, payload, retry = 200, None, None
         try:
             req = parse_search_request(await _read_body(request, service.limits.max_body_bytes), service.limits)
             result = await service.search(req)
@@ -479,7 +514,7 @@ def create_app(service: SearchService) -> FastAPI:
         except ClientDisconnect:  # the client went away mid-body: nobody to answer, and no failure of ours
             return JSONResponse({"error": "client disconnected"}, status_code=400)
         except BadRequest as e:
-            status, payload = e.status, {"error": e.message}
+            status, payload, retry = e.status, {"error": e.message}, e.retry_after
         except ValueError as e:  # raised by the searcher for a query or mode it refuses
             status, payload = 422, {"error": str(e)}
         except TimeoutError:
@@ -490,7 +525,7 @@ def create_app(service: SearchService) -> FastAPI:
         service.record(status, took)
         if status == 200:
             payload["took_ms"] = round(took * 1000, 2)
-        headers = {"Retry-After": "1"} if status == 503 else None  # the queue drains in about a batch's time
+        headers = {"Retry-After": str(retry)} if retry else None  # a full queue drains in about a batch's time
         return JSONResponse(payload, status_code=status, headers=headers)
 
     @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: what some health checkers send
@@ -526,7 +561,8 @@ def serve(
     threads: int = 0,
     **service_options,
 ) -> None:
-    """Load the index and its model once, then serve until interrupted."""
+    """Load the index and its model once, then serve until interrupted (lexical search only, saying why, when the
+    model's adapter is gone or changed: SearchService)."""
     sockets = bind(host, port)  # before torch and the model load: a taken port fails at once, not after seconds
     try:
         if threads > 0:

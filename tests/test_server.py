@@ -9,11 +9,13 @@ import time
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from tiny_models import write_corpus
+from safetensors.torch import load_file, save_file
+from tiny_models import write_config, write_corpus, write_lora
 from typer.testing import CliRunner
 
 from longretr import store
 from longretr.cli import app as cli_app
+from longretr.embedder import Embedder
 from longretr.indexer import index_corpus
 from longretr.queries import Filter
 from longretr.search import Searcher
@@ -668,3 +670,85 @@ def test_the_search_client_and_lexical_search_import_no_model_code():
              "print([m for m in heavy if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[:2] == ["[]", "['faiss']"], out
+
+
+def adapted_index(tmp_path, tiny_gemma, damage: str):
+    """An index built with a LoRA adapter, which is then moved away ("gone") or rewritten ("changed"), as in
+    test_lifecycle's adapter-gone test; returns the index folder, the adapter folder and where it was moved to."""
+    adapter, elsewhere = tmp_path / "adapter", tmp_path / "elsewhere"
+    write_lora(adapter, {f"layers.{i}.self_attn.q_proj": (32, 32) for i in range(4)}, prefix="")
+    cfg = write_config(tmp_path, tiny_gemma, name="adapted", adapter=str(adapter))
+    index_corpus(write_corpus(tmp_path / "corpus", TEXTS), tmp_path / "idx", Embedder(str(cfg)), progress=False)
+    if damage == "gone":
+        shutil.move(adapter, elsewhere)
+    else:
+        shutil.copytree(adapter, elsewhere)
+        weights = adapter / "adapter_model.safetensors"
+        save_file({name: 2 * t for name, t in load_file(weights).items()}, weights)
+    return tmp_path / "idx", adapter, elsewhere
+
+
+ADAPTER_DAMAGE = [("gone", "adapter folder {adapter} not found"), ("changed", "whose adapter files have changed since")]
+
+
+@pytest.mark.parametrize("damage, reason", ADAPTER_DAMAGE)
+def test_an_index_whose_adapter_is_gone_or_changed_is_served_for_lexical_search(tmp_path, tiny_gemma, damage,
+                                                                                 reason):
+    # the server loaded the model at start, so it could not serve such an index at all, though lexical search works
+    folder, adapter, _ = adapted_index(tmp_path, tiny_gemma, damage)
+    reason = reason.format(adapter=adapter)
+    svc = SearchService(folder, reload_interval=0)
+    try:
+        with TestClient(create_app(svc)) as client:
+            r = client.post("/search", json={"query": "lazy dog", "k": 2, "mode": "lexical"})
+            assert r.status_code == 200 and len(r.json()["hits"]) == 2, r.text
+            for mode in ({"mode": "dense"}, {"mode": "hybrid"}, {}):  # {}: the index's default, hybrid
+                r = client.post("/search", json={"query": "lazy dog", **mode})
+                error = r.json()["error"]
+                assert r.status_code == 503 and "retry-after" not in r.headers, r.text  # retrying will not help
+                assert error.startswith('dense and hybrid search are unavailable (send "mode": "lexical"): ')
+                assert reason in error and "--mode lexical" in error, error  # Searcher's words, naming the way out
+            assert client.post("/search", json={"query": "dog", "mode": "fuzzy"}).status_code == 422
+            health = client.get("/health").json()
+            assert health["status"] == "ok" and any(reason in w for w in health["warnings"]), health
+            stats = client.get("/stats").json()
+            assert (stats["queries"], stats["failed"], stats["rejected"]) == (1, 3, 1), stats
+    finally:
+        svc.close()
+
+
+def test_serve_starts_on_an_index_whose_adapter_is_gone_and_says_dense_search_is_unavailable(tmp_path, tiny_gemma,
+                                                                                            monkeypatch):
+    import uvicorn
+
+    folder, adapter, _ = adapted_index(tmp_path, tiny_gemma, "gone")
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets=None: served.append(server))
+    out = CliRunner().invoke(cli_app, ["serve", "--index", str(folder), "--port", str(free_port()),
+                                       "--reload-interval", "0"])
+    assert out.exit_code == 0 and served, (out.output, out.exception)
+    assert "longretr serve: warning: dense and hybrid search are unavailable" in out.output, out.output
+    assert f"adapter folder {adapter} not found" in out.output and "--mode lexical" in out.output, out.output
+
+
+@pytest.mark.parametrize("way_out", ["restored", "rebuilt"])
+def test_dense_search_comes_back_when_the_model_does(tmp_path, tiny_gemma, embedder, monkeypatch, way_out):
+    import longretr.server
+
+    monkeypatch.setattr(longretr.server, "RELOAD_RETRY_S", 0.1)  # how often a model that could not load is retried
+    folder, adapter, elsewhere = adapted_index(tmp_path, tiny_gemma, "gone")
+    svc = SearchService(folder, reload_interval=0.05)
+    try:
+        with TestClient(create_app(svc)) as client:
+            assert client.post("/search", json={"query": "lazy dog", "mode": "dense"}).status_code == 503
+            if way_out == "restored":  # in place: the same index version
+                shutil.move(elsewhere, adapter)
+            else:  # re-indexed with a model that loads: a new version
+                monkeypatch.setattr(longretr.server, "RELOAD_RETRY_S", 3600)
+                index_corpus(tmp_path / "corpus", folder, embedder, rebuild=True, progress=False)
+            assert wait_for(lambda: svc.model_error is None), svc.stats()
+            r = client.post("/search", json={"query": "lazy dog", "k": 2, "mode": "dense"})
+            assert r.status_code == 200 and len(r.json()["hits"]) == 2, r.text
+            assert svc.warnings() == []
+    finally:
+        svc.close()
