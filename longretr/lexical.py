@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import zlib
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
 
@@ -41,6 +42,7 @@ TOKENIZER = {"token_pattern": r"(?u)\b\w\w+\b", "lower": True, "stopwords": "en"
 BM25_PARAMS = {"k1": 1.5, "b": 0.75, "method": "lucene"}
 META = "lexical.json"
 FORMAT = 2
+PIECE_CHARS = 1 << 20
 ARRAYS = ("vids", "sha256", "tf-indptr", "tf-terms", "tf-counts")
 TERMS = "terms.json"
 
@@ -97,12 +99,17 @@ class LexicalIndex:
         """For a docs table (vid, sha256, text columns): `previous`'s counts of its rows with the same vid and text,
         the rest tokenized; only the new rows' text is read out of the table."""
         texts = docs.column("text")
-        return cls.update(previous, docs.column("vid").to_numpy(), np.array(docs.column("sha256").to_pylist(),
-                                                                            dtype="S64"),
-                          lambda rows: texts.take(pa.array(rows, type=pa.int64())).to_pylist())
+
+        def texts_of(rows: list[int]) -> Iterable[str]:  # a few at a time: not the corpus's text as Python strings
+            for at in range(0, len(rows), 256):
+                yield from texts.take(pa.array(rows[at:at + 256], type=pa.int64())).to_pylist()
+
+        keys = np.array(docs.column("sha256").to_pylist(), dtype="S64")
+        return cls.update(previous, docs.column("vid").to_numpy(), keys, texts_of)
 
     @classmethod
-    def update(cls, previous: LexicalIndex | None, vids: np.ndarray, keys: np.ndarray, texts_of) -> LexicalIndex:
+    def update(cls, previous: LexicalIndex | None, vids: np.ndarray, keys: np.ndarray,
+               texts_of: Callable[[list[int]], Iterable[str]]) -> LexicalIndex:
         """Rows (vids, keys); `texts_of(rows)` gives the texts of the rows `previous` cannot supply."""
         vids = np.asarray(vids, dtype="int64")
         old = {} if previous is None or previous.legacy else \
@@ -110,7 +117,7 @@ class LexicalIndex:
         source = np.array([old.get((int(v), bytes(k)), -1) for v, k in zip(vids, keys)], dtype="int64")
         new = np.flatnonzero(source < 0)
         vocab = {t: i for i, t in enumerate(previous.vocab)} if old else {}
-        fresh_lengths, fresh_terms, fresh_tf = _count(texts_of(new.tolist()) if len(new) else [], vocab)
+        fresh_lengths, fresh_terms, fresh_tf = _count(texts_of(new.tolist()), vocab)
         # every row's (lengths, start in its source arrays): reused rows in previous', new rows in the fresh ones
         lengths = np.zeros(len(vids), dtype="int64")
         starts = np.zeros(len(vids), dtype="int64")
@@ -240,17 +247,53 @@ class LexicalIndex:
         return out
 
 
-def _count(texts: list[str], vocab: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _count(texts: Iterable[str], vocab: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per text: how many distinct terms it has, then its term ids (ascending) and their counts, all texts' one after
-    another. New terms are added to `vocab`."""
-    tokens = tokenize(texts) if texts else []
-    lengths = np.array([len(t) for t in tokens], dtype="int64")
-    ids = np.fromiter((vocab.setdefault(w, len(vocab)) for doc in tokens for w in doc), dtype="int64",
-                      count=int(lengths.sum()))
-    rows = np.repeat(np.arange(len(tokens)), lengths)
-    pairs, tf = np.unique(rows * max(len(vocab), 1) + ids, return_counts=True)  # sorted: by row, then term
-    distinct = np.bincount(pairs // max(len(vocab), 1), minlength=len(tokens)).astype("int64")
-    return distinct, (pairs % max(len(vocab), 1)).astype("int32"), tf.astype("int32")
+    another. New terms are added to `vocab`. Tokenized about PIECE_CHARS characters at a time: tokens are Python
+    strings, several times the size of their text."""
+    ids: list[list[np.ndarray]] = []  # per text, its pieces' term ids
+    batch: list[str] = []
+    owners: list[int] = []
+
+    def flush() -> None:
+        for owner, tokens in zip(owners, tokenize(batch) if batch else []):
+            ids[owner].append(np.fromiter((vocab.setdefault(w, len(vocab)) for w in tokens), dtype="int32",
+                                          count=len(tokens)))
+        batch.clear()
+        owners.clear()
+
+    chars = 0
+    for row, text in enumerate(texts):
+        ids.append([])
+        for start in range(0, len(text), PIECE_CHARS):
+            piece = _piece(text, start)
+            if not piece:
+                continue
+            batch.append(piece)
+            owners.append(row)
+            chars += len(piece)
+            if chars >= PIECE_CHARS:
+                flush()
+                chars = 0
+    flush()
+    counted = [np.unique(np.concatenate(x) if x else np.zeros(0, "int32"), return_counts=True) for x in ids]
+    distinct = np.array([len(t) for t, _ in counted], dtype="int64")
+    if not counted:
+        return distinct, np.zeros(0, "int32"), np.zeros(0, "int32")
+    return (distinct, np.concatenate([t for t, _ in counted]).astype("int32"),
+            np.concatenate([c for _, c in counted]).astype("int32"))
+
+
+def _piece(text: str, start: int) -> str:
+    """The PIECE_CHARS characters of `text` from `start`, moved to word boundaries (a token never has a space or line
+    end in it): a piece starts after the last space or line end before `start`, and ends at the last before
+    start + PIECE_CHARS. (A word longer than a piece is cut.)"""
+    def boundary(i: int) -> int:
+        if i <= 0 or i >= len(text):
+            return max(0, min(i, len(text)))
+        cut = max(text.rfind(" ", i - PIECE_CHARS, i), text.rfind("\n", i - PIECE_CHARS, i))
+        return cut + 1 if cut >= 0 else i
+    return text[boundary(start):boundary(start + PIECE_CHARS)]
 
 
 def _crc(path: Path) -> int:

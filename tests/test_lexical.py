@@ -414,3 +414,20 @@ def test_a_format1_lexical_folder_is_searched_and_the_next_commit_rewrites_it(co
     assert json.loads((new / "lexical.json").read_text())["format"] == 2
     snap = store.load(folder)
     _same_ranking(snap.lexical, snap.docs.column("text").to_pylist(), snap.docs.column("vid").to_numpy(), QUERIES)
+
+
+def test_long_texts_are_counted_in_pieces_cut_between_words(monkeypatch):
+    """A long text is tokenized a piece at a time (its tokens, as Python strings, took several times its size); the
+    pieces are cut at spaces and line ends, so they give the whole text's counts."""
+    words = ["alpha", "beta", "gamma", "zipfile", "archive", "threading"]
+    text = "\n".join(" ".join(words[(i * 7 + j) % 6] for j in range(i % 9 + 1)) for i in range(3000))
+    texts = [text, "alpha zip", "", text[:777], "x" * 5000]  # the last: a "word" longer than a piece
+    whole = LexicalIndex.build(texts, np.arange(5))
+    want = LexicalIndex.build(texts[:4], np.arange(4)).search(["gamma archive"], 3)
+    monkeypatch.setattr(lexical, "PIECE_CHARS", 100)
+    pieces = LexicalIndex.build(texts, np.arange(5))
+    n = whole.indptr[4]  # the first four texts' entries: the same terms and counts
+    assert np.array_equal(pieces.indptr[:5], whole.indptr[:5]) and np.array_equal(pieces.tf[:n], whole.tf[:n])
+    assert [pieces.vocab[t] for t in pieces.terms[:n]] == [whole.vocab[t] for t in whole.terms[:n]]
+    assert pieces.tf[n:].tolist() == [50] and pieces.vocab[pieces.terms[n]] == "x" * 100  # the long word, cut
+    assert LexicalIndex.build(texts[:4], np.arange(4)).search(["gamma archive"], 3) == want
