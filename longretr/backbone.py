@@ -17,13 +17,12 @@ from safetensors import SafetensorError
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import BaseModelOutput
 
-from .config import ModelConfig, longretr_home
+from .config import GGUF_PREFIX, ModelConfig, gguf_cache_folder
 from .families import REMOTE_PREFIX, CheckpointError, Family, family_for, load_tokenizer, read_checkpoint_config
 
 transformers.utils.logging.set_verbosity_error()  # per-load progress bars and notices are noise here
 transformers.utils.logging.disable_progress_bar()
 
-GGUF_PREFIX = "gguf-package:"
 GEMMA_NOTICE = Path(__file__).with_name("GEMMA_NOTICE.txt")
 
 
@@ -32,11 +31,6 @@ def resolve_backbone(spec: str) -> Path | str:
     if spec.startswith(GGUF_PREFIX):
         return _cached_gguf_package(spec[len(GGUF_PREFIX):])
     return spec.removeprefix(REMOTE_PREFIX)  # hub id or local path: transformers resolves both
-
-
-def gguf_cache_folder(module_name: str) -> Path:
-    pkg = importlib.import_module(module_name)
-    return longretr_home() / "models" / f"{module_name}-{pkg.EXPECTED_SHA256[:12]}"
 
 
 def _cached_gguf_package(module_name: str) -> Path:

@@ -1,17 +1,21 @@
 """What `longretr models` shows: each model config with its backbone's size (counted from its config.json on the
-meta device, no weights read) and whether the weights are already on this machine."""
+meta device, no weights read) and whether the weights are already on this machine.
+
+No torch or transformers at import: counting needs them (4-9 s to import on a 2-core CPU), so a count is kept in
+$LONGRETR_HOME/cache/parameter-counts.json and they are imported only for a checkpoint config not counted before."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
+from contextlib import suppress
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from pathlib import Path
 
-import torch
-
-from .backbone import GGUF_PREFIX, gguf_cache_folder
-from .config import ModelConfig, config_from_file
+from .atomic import atomic_write_bytes
+from .config import GGUF_PREFIX, ModelConfig, config_from_file, gguf_cache_folder, longretr_home
 from .families import (
     REMOTE_PREFIX,
     CheckpointError,
@@ -89,11 +93,36 @@ def count_parameters(cfg: ModelConfig) -> tuple[str, int | None]:
     if source is None or checkpoint_file(source, "config.json", local_only=True) is None:
         return "?", None  # not downloaded yet: nothing to count from
     raw = read_checkpoint_config(source, local_only=True)
+    bidirectional = cfg.attention == "bidirectional"
+    # the count follows from config.json and the modules transformers builds from it: both in the key
+    key = json.dumps([raw, bidirectional, version("transformers")], sort_keys=True)
+    key = hashlib.sha256(key.encode()).hexdigest()[:24]
+    counts = _read_counts()
+    if isinstance(counts.get(key), list) and len(counts[key]) == 2:
+        return tuple(counts[key])
+    import torch  # only here: its import is most of the command's time
+
     family = family_for(raw, source)
-    config = family.native_config(raw, bidirectional=cfg.attention == "bidirectional")
+    config = family.native_config(raw, bidirectional=bidirectional)
     with torch.device("meta"):
         model = family.empty_model(config)
-    return family.name, sum(p.numel() for p in model.parameters())
+    counts[key] = [family.name, sum(p.numel() for p in model.parameters())]
+    with suppress(OSError):  # an unwritable $LONGRETR_HOME: counted again next time
+        _counts_file().parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(_counts_file(), json.dumps(counts, indent=1).encode())
+    return tuple(counts[key])
+
+
+def _counts_file() -> Path:
+    return longretr_home() / "cache" / "parameter-counts.json"
+
+
+def _read_counts() -> dict:
+    try:
+        counts = json.loads(_counts_file().read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: count again
+        return {}
+    return counts if isinstance(counts, dict) else {}
 
 
 def _local_source(spec: str) -> Path | str | None:

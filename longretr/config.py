@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import types
@@ -25,12 +26,21 @@ DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 # An adapter path starting with this names a folder inside the longretr package (the shipped adapters), so a
 # shipped config works both from a checkout and from an installed wheel.
 IN_PACKAGE = "longretr:"
+# A backbone naming a GGUF shipped in a PyPI package: "gguf-package:<module>" (gguf_cache_folder).
+GGUF_PREFIX = "gguf-package:"
 # Fewest tokens in a window of a document longer than max_tokens (ModelConfig.windows).
 MIN_WINDOW = 256
 
 
 def longretr_home() -> Path:
     return Path(os.environ.get("LONGRETR_HOME", Path.home() / ".cache" / "longretr"))
+
+
+def gguf_cache_folder(module_name: str) -> Path:
+    """Where a GGUF package's checkpoint is de-quantized once (backbone.py); here, not there, so that `longretr models`
+    finds it without importing torch."""
+    pkg = importlib.import_module(module_name)
+    return longretr_home() / "models" / f"{module_name}-{pkg.EXPECTED_SHA256[:12]}"
 
 
 @dataclass(frozen=True)

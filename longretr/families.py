@@ -15,22 +15,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import transformers
-from transformers import (
-    AutoModel,
-    AutoTokenizer,
-    LlamaConfig,
-    PreTrainedConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2Tokenizer,
-)
-from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+if TYPE_CHECKING:  # torch and transformers are imported where used: `longretr models` reads configs without them
+    import torch
+    from transformers import PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 REMOTE_PREFIX = "remote-code:"
 # what a converted folder's tokenizer_config.json adds to its tokenizer.json (load_tokenizer)
@@ -97,10 +86,12 @@ class Family:
     name = "native"
     # Regex on original tensor / module names -> native module path (checkpoint weights and adapter weights alike).
     key_mapping: dict[str, str] = {}
-    # Used when the tokenizer files ask for custom code: the native class that reads the same files.
-    tokenizer_class: type = PreTrainedTokenizerFast
+    # Used when the tokenizer files ask for custom code: the name of the transformers class that reads the same files.
+    tokenizer_class = "PreTrainedTokenizerFast"
 
     def native_config(self, raw: dict, bidirectional: bool) -> PreTrainedConfig:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
         config = CONFIG_MAPPING[raw["model_type"]].from_dict(dict(raw))
         if hasattr(config, "use_bidirectional_attention"):
             # Gemma 3's switch, set after construction exactly as `AutoConfig.from_pretrained(..., switch)` does:
@@ -111,9 +102,13 @@ class Family:
 
     def empty_model(self, config: PreTrainedConfig) -> torch.nn.Module:
         """The encoder the backbone runs, built from the config only (for counting parameters)."""
+        from transformers import AutoModel
+
         return AutoModel.from_config(config)
 
     def load(self, source: Path | str, config: PreTrainedConfig, dtype: torch.dtype) -> PreTrainedModel:
+        from transformers import AutoModel
+
         # The class follows the native config given here, not the checkpoint's model_type.
         model, info = AutoModel.from_pretrained(source, config=config, dtype=dtype, output_loading_info=True,
                                                 key_mapping=self.key_mapping or None, trust_remote_code=False)
@@ -161,9 +156,11 @@ class DreamFamily(Family):
 
     name = "dream"
     key_mapping = {r"^model\.(?=(layers|embed_tokens|norm)\.)": ""}  # adapters saved on DreamModel
-    tokenizer_class = Qwen2Tokenizer  # DreamTokenizer (custom code) is Qwen2's byte-level BPE over the same files
+    tokenizer_class = "Qwen2Tokenizer"  # DreamTokenizer (custom code) is Qwen2's byte-level BPE over the same files
 
     def native_config(self, raw: dict, bidirectional: bool) -> PreTrainedConfig:
+        from transformers import LlamaConfig, Qwen2Config
+
         merged = {**DREAM_DEFAULTS, **raw}
         fields = {k: merged[k] for k in QWEN2_FIELDS if k in merged}
         if merged.get("attention_bias", True) is False:  # derivatives that dropped the q/k/v bias: Llama layers
@@ -214,6 +211,8 @@ class LLaDAFamily(Family):
     key_mapping = LLADA_KEY_MAPPING
 
     def native_config(self, raw: dict, bidirectional: bool) -> PreTrainedConfig:
+        from transformers import LlamaConfig, Qwen2Config
+
         c = {**LLADA_DEFAULTS, **raw}
         unsupported = {
             "block_type": c["block_type"] != "llama",
@@ -306,6 +305,8 @@ NATIVE = Family()
 
 def family_for(raw: dict, source: Path | str) -> Family:
     """The family that loads this checkpoint natively; custom-code-only checkpoints get a clear refusal."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
     model_type = str(raw["model_type"])
     if model_type.lower() in FAMILIES:
         return FAMILIES[model_type.lower()]
@@ -326,6 +327,8 @@ def load_tokenizer(source: Path | str, family: Family, raw: dict, converted: boo
     is, by the tokenizers library: 1 s for the default's 33 MB file, against 2.8 s through AutoTokenizer, which parses
     it three times in Python and rebuilds the vocabulary (same ids and offsets on the 300 demo pages, by hand,
     2026-12-07; tests/test_backbones.py on a tiny Gemma tokenizer)."""
+    import transformers
+
     tok_cfg_path = checkpoint_file(source, "tokenizer_config.json")
     tok_cfg = json.loads(tok_cfg_path.read_text()) if tok_cfg_path else {}
     class_name = tok_cfg.get("tokenizer_class")
@@ -334,9 +337,9 @@ def load_tokenizer(source: Path | str, family: Family, raw: dict, converted: boo
         tokenizer = transformers.TokenizersBackend(tokenizer_file=str(Path(source) / "tokenizer.json"), **kept)
     elif tok_cfg.get("auto_map") or (class_name and not hasattr(transformers, class_name)):
         # Custom tokenizer code (e.g. DreamTokenizer): read the same files with the native class.
-        tokenizer = family.tokenizer_class.from_pretrained(source)
+        tokenizer = getattr(transformers, family.tokenizer_class).from_pretrained(source)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     ids = family.special_token_ids(raw)
     if tokenizer.pad_token_id is None:
         pad = ids.get("pad")

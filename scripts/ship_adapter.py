@@ -1,10 +1,11 @@
 """Copy a trained run into longretr/weights/NAME/: the final adapter (bf16, as `longretr train` saves it), its
-config and Gemma notice, and each stage's log, loss curve and settings under training/, named
-after the stage's run folder (training/cpu-1-diffusion-log.jsonl, ...).
+config and Gemma notice, and each stage's log, loss curve, settings and validation scores (val.json, if the stage has
+`val` files) under training/, named after the stage's run folder (training/cpu-1-diffusion-log.jsonl, ...).
 
     python scripts/ship_adapter.py longretr/weights/gemma3-270m-diffembed-cpu \
         runs/cpu-1-diffusion runs/cpu-2-contrastive
-The last run's adapter is shipped; its val.json, if any, goes in as training/val.json. The card is written by hand.
+The last run's adapter is shipped; its val-study.json (scripts/train_card.py, as scripts/train_default.sh runs it), if
+any, goes in as training/val-study.json. The card is written by hand.
 """
 
 import argparse
@@ -28,10 +29,11 @@ def ship(dest: Path, runs: list[Path]) -> None:
     training = dest / "training"
     training.mkdir(exist_ok=True)
     for run in runs:
-        for name in ("log.jsonl", "loss.png", "train.json"):
-            shutil.copy(run / name, training / f"{run.name}-{name}")
-    if (runs[-1] / "val.json").exists():
-        shutil.copy(runs[-1] / "val.json", training / "val.json")
+        for name in ("log.jsonl", "loss.png", "train.json", "val.json"):
+            if (run / name).exists():  # val.json: only a stage with val files has one
+                shutil.copy(run / name, training / f"{run.name}-{name}")
+    if (runs[-1] / "val-study.json").exists():
+        shutil.copy(runs[-1] / "val-study.json", training / "val-study.json")
 
 
 if __name__ == "__main__":

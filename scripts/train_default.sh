@@ -27,5 +27,6 @@ for stage in $STAGES; do
   [ "$rc" = 0 ] || exit "$rc"
 done
 OUT="runs/$stage"   # the last stage
+# val-study.json, as the run's card.md says: val.json holds the trainer's own before/after scores (another format)
 "$BIN/python" scripts/train_card.py --model gemma3-270m-bidir --model "$OUT/adapter/model.toml" \
-  --doc-tokens "$DOC_TOKENS" --out "$OUT/val.json"
+  --doc-tokens "$DOC_TOKENS" --out "$OUT/val-study.json"

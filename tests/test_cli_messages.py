@@ -1,6 +1,8 @@
 """What the command line says to a user: a model found by the name other commands show, `longretr models` listing
 without loading torch, option names in errors, and counts in the right number. No model is loaded."""
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +64,35 @@ def test_the_cli_and_the_indexer_import_no_torch():
     code = "import sys, longretr.cli, longretr.indexer; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _models(tmp_path: Path, *args: str) -> tuple[str, str]:
+    """`longretr models ARGS` in a fresh interpreter (empty $LONGRETR_HOME and HF cache): its output, and which of
+    torch and transformers it imported."""
+    code = ("import sys\nfrom longretr.cli import app\ntry:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    assert not e.code, e.code\n"
+            "print(sorted({'torch', 'transformers'} & set(sys.modules)), file=sys.stderr)")
+    env = {**os.environ, "LONGRETR_HOME": str(tmp_path / "home"), "HF_HUB_CACHE": str(tmp_path / "hub")}
+    done = subprocess.run([sys.executable, "-c", code, "models", *args], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, check=True)
+    return done.stdout, done.stderr.splitlines()[-1]
+
+
+def test_models_imports_no_torch_and_counts_a_checkpoint_once(tmp_path):
+    # `longretr models` took 5-9 s on a 2-core CPU, nearly all importing torch and transformers
+    out, imported = _models(tmp_path)
+    assert imported == "[]" and out.startswith("config ") and "\ndefault (" in out, out
+    # a checkpoint's parameters are counted on the meta device (torch) once, then read from $LONGRETR_HOME's cache
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "config.json").write_text(json.dumps({
+        "model_type": "llama", "vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "num_key_value_heads": 2}))
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny.toml").write_text(f"backbone = '{tmp_path / 'tiny'}'\n")
+    first, imported = _models(tmp_path, "--configs", "configs", "--json")
+    assert json.loads(first)[0]["parameters"] == 3632 and "torch" in imported, first
+    again, imported = _models(tmp_path, "--configs", "configs", "--json")
+    assert again == first and imported == "[]"
 
 
 def test_fusion_errors_name_the_option(tmp_path):

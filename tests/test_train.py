@@ -683,6 +683,38 @@ def test_ship_adapter_and_recipe_sweep_refuse_bad_arguments_before_writing(tmp_p
     assert not (tmp_path / "sweep").exists()
 
 
+def test_train_default_keeps_the_trainers_val_json_and_ships_the_study_beside_it(tmp_path):
+    """train_default.sh wrote train_card.py's study over the last run's val.json (the trainer's before/after scores),
+    and ship_adapter.py shipped that as training/val.json. Here with `longretr` and `python` stubbed: no training."""
+    import subprocess
+
+    stub = tmp_path / "bin" / "stub"  # logs its arguments; writes {"by": "stub"} to its --out
+    stub.parent.mkdir()
+    stub.write_text('#!/usr/bin/env bash\necho "$(basename "$0") $*" >> calls.txt\n'
+                    'while [ $# -gt 0 ]; do [ "$1" = --out ] && echo \'{"by": "stub"}\' > "$2"; shift; done\n')
+    stub.chmod(0o755)
+    for name in ("longretr", "python"):
+        (stub.parent / name).symlink_to(stub)
+    runs = [tmp_path / "runs" / "cpu-1-diffusion", tmp_path / "runs" / "cpu-2f-long"]
+    for run in runs:  # what the two stages leave; stage 2 has val files, so its own val.json
+        (run / "adapter").mkdir(parents=True)
+        for name in ("log.jsonl", "loss.png", "train.json", "adapter/adapter_model.safetensors"):
+            (run / name).write_text(name)
+    (runs[1] / "val.json").write_text('{"before": {}, "after": {}}')
+    script = Path(__file__).parent.parent / "scripts" / "train_default.sh"
+    subprocess.run(["bash", str(script), "cpu"], cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "BIN": str(stub.parent)},
+                   check=True, capture_output=True)
+    card = (tmp_path / "calls.txt").read_text().splitlines()[-1]
+    assert card.startswith("python scripts/train_card.py ") and card.endswith("--out runs/cpu-2f-long/val-study.json")
+    assert json.loads((runs[1] / "val.json").read_text()) == {"before": {}, "after": {}}
+    shipped = tmp_path / "shipped"
+    load_script("ship_adapter").ship(shipped, runs)
+    assert sorted(p.name for p in (shipped / "training").iterdir() if "val" in p.name) == [
+        "cpu-2f-long-val.json", "val-study.json"]
+    assert json.loads((shipped / "training" / "cpu-2f-long-val.json").read_text()) == {"before": {}, "after": {}}
+    assert json.loads((shipped / "training" / "val-study.json").read_text()) == {"by": "stub"}
+
+
 def _adapter(run: Path) -> dict:
     from safetensors.torch import load_file
 
