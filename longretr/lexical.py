@@ -116,7 +116,7 @@ class LexicalIndex:
             {(int(v), bytes(k)): r for r, (v, k) in enumerate(zip(previous.vids, previous.keys))}
         source = np.array([old.get((int(v), bytes(k)), -1) for v, k in zip(vids, keys)], dtype="int64")
         new = np.flatnonzero(source < 0)
-        vocab = {t: i for i, t in enumerate(previous.vocab)} if old else {}
+        vocab = dict(zip(previous.vocab, range(len(previous.vocab)))) if old else {}
         fresh_lengths, fresh_terms, fresh_tf = _count(texts_of(new.tolist()), vocab)
         # every row's (lengths, start in its source arrays): reused rows in previous', new rows in the fresh ones
         lengths = np.zeros(len(vids), dtype="int64")
@@ -164,7 +164,7 @@ class LexicalIndex:
         bm25 = bm25s.BM25(**self.params)
         bm25.scores = {"data": weight[by_term].astype(bm25.dtype), "indices": rows[by_term].astype(bm25.int_dtype),
                        "indptr": np.concatenate([[0], np.cumsum(df)]).astype("int64"), "num_docs": n}
-        bm25.vocab_dict = {t: i for i, t in enumerate(self.vocab)}
+        bm25.vocab_dict = dict(zip(self.vocab, range(len(self.vocab))))
         bm25.nonoccurrence_array = None  # (Lucene's variant has none)
         return bm25
 
