@@ -112,11 +112,10 @@ class LexicalIndex:
                texts_of: Callable[[list[int]], Iterable[str]]) -> LexicalIndex:
         """Rows (vids, keys); `texts_of(rows)` gives the texts of the rows `previous` cannot supply."""
         vids = np.asarray(vids, dtype="int64")
-        old = {} if previous is None or previous.legacy else \
-            {(int(v), bytes(k)): r for r, (v, k) in enumerate(zip(previous.vids, previous.keys))}
-        source = np.array([old.get((int(v), bytes(k)), -1) for v, k in zip(vids, keys)], dtype="int64")
+        reusable = previous is not None and not previous.legacy
+        source = _rows_in(previous, vids, keys) if reusable else np.full(len(vids), -1, dtype="int64")
         new = np.flatnonzero(source < 0)
-        vocab = dict(zip(previous.vocab, range(len(previous.vocab)))) if old else {}
+        vocab = dict(zip(previous.vocab, range(len(previous.vocab)))) if reusable else {}
         fresh_lengths, fresh_terms, fresh_tf = _count(texts_of(new.tolist()), vocab)
         # every row's (lengths, start in its source arrays): reused rows in previous', new rows in the fresh ones
         lengths = np.zeros(len(vids), dtype="int64")
@@ -245,6 +244,16 @@ class LexicalIndex:
             order = np.lexsort((self.vids[hit], -scores[hit]))[:k]
             out.append([(int(self.vids[hit[i]]), float(scores[hit[i]])) for i in order])
         return out
+
+
+def _rows_in(previous: LexicalIndex, vids: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Per row (vid, key), the row of `previous` with the same vid and key, or -1."""
+    if not previous.count or not len(vids):
+        return np.full(len(vids), -1, dtype="int64")
+    order = np.argsort(previous.vids, kind="stable")
+    at = order[np.minimum(np.searchsorted(previous.vids, vids, sorter=order), len(order) - 1)]
+    same = (previous.vids[at] == vids) & (previous.keys[at] == np.asarray(keys, dtype="S64"))
+    return np.where(same, at, -1).astype("int64")
 
 
 def _count(texts: Iterable[str], vocab: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
