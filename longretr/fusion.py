@@ -81,21 +81,29 @@ def minmax(ranked: Ranked) -> list[float]:
     return [1.0 if hi == lo else (s - lo) / (hi - lo) for s in scores]
 
 
-def fuse_ranked(dense: Ranked, lexical: Ranked, k: int,
-                ranking: dict = DEFAULT_RANKING) -> list[tuple[Hashable, float]]:
+def fuse_ranked(dense: Ranked, lexical: Ranked, k: int, ranking: dict = DEFAULT_RANKING,
+                window: int | None = None) -> list[tuple[Hashable, float]]:
     """`fuse` with the method, weight and rrf_k of a ranking config (an index manifest's, or the default)."""
-    return fuse(dense, lexical, k, ranking["fusion"], ranking["weight"], ranking["rrf_k"])
+    return fuse(dense, lexical, k, ranking["fusion"], ranking["weight"], ranking["rrf_k"], window)
 
 
 def fuse(dense: Ranked, lexical: Ranked, k: int, method: str = "rrf", weight: float = 0.5,
-         rrf_k: float = 60) -> list[tuple[Hashable, float]]:
-    """The top k of the union of both lists under the fused score, best first."""
+         rrf_k: float = 60, window: int | None = None) -> list[tuple[Hashable, float]]:
+    """The top k of the union of both lists under the fused score, best first.
+
+    `window`: only each list's first `window` entries are scored (and min-max scaled); a deeper one counts as missing
+    from that list, though still a candidate. So lists longer than the window, fetched for a larger k, rank the
+    documents a smaller k finds as it does (a search for 200 starts with the search for 10); the documents past both
+    windows follow, by their best rank."""
     check_params(method, weight, rrf_k)
     fused: dict[Hashable, float] = {}
     best_rank: dict[Hashable, int] = {}
     for ranked, w in ((dense, weight), (lexical, 1.0 - weight)):
         ranks = tied_ranks(ranked)
-        parts = [w / (rrf_k + r) for r in ranks] if method == "rrf" else [w * s for s in minmax(ranked)]
+        scored = ranked if window is None else ranked[:window]
+        parts = [w / (rrf_k + r) for r in ranks[:len(scored)]] if method == "rrf" else \
+            [w * s for s in minmax(scored)]
+        parts += [0.0] * (len(ranked) - len(scored))
         seen: set[Hashable] = set()
         for (key, _), rank, part in zip(ranked, ranks, parts):
             if key in seen:

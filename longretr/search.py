@@ -183,7 +183,8 @@ class Searcher:
         if mode == "dense":
             return self._hits(dense, queries, vectors)
         lexical = self.snapshot.lexical.search(queries, depth, within)
-        fused = [fuse_ranked(d, lx, k, self.ranking) for d, lx in zip(dense, lexical)]
+        # scored over the first HYBRID_DEPTH of each list whatever k is, so that a larger k only adds results
+        fused = [fuse_ranked(d, lx, k, self.ranking, HYBRID_DEPTH) for d, lx in zip(dense, lexical)]
         return self._hits(fused, queries, vectors)
 
     def search_vectors(self, vectors: np.ndarray, queries: list[str], k: int) -> list[list[Hit]]:

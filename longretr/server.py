@@ -344,9 +344,9 @@ class SearchService:
         groups: dict[tuple, list[_Job]] = {}
         for job in batch:  # one encoder pass per group, whose jobs' top k are each the start of its deepest search
             mode = job.mode or searcher.ranking["mode"]
-            # lexical search breaks ties by vid, so any k shares; hybrid fuses lists max(k, HYBRID_DEPTH) deep (their
-            # min-max scaling differs with the depth); an ANN index searches differently for each k (HNSW reads
-            # max(k, efSearch) candidates), so dense jobs share only with their own k
+            # lexical search breaks ties by vid, so any k shares; an ANN index searches differently for each k (HNSW
+            # reads max(k, efSearch) candidates), so dense jobs share only with their own k, and hybrid ones (lists
+            # max(k, HYBRID_DEPTH) deep) with those of the same depth
             depth = {"lexical": 0, "hybrid": max(job.k, HYBRID_DEPTH)}.get(mode, job.k)
             groups.setdefault((mode, job.where, depth), []).append(job)
         for (mode, where, _), jobs in groups.items():

@@ -431,3 +431,17 @@ def test_long_texts_are_counted_in_pieces_cut_between_words(monkeypatch):
     assert [pieces.vocab[t] for t in pieces.terms[:n]] == [whole.vocab[t] for t in whole.terms[:n]]
     assert pieces.tf[n:].tolist() == [50] and pieces.vocab[pieces.terms[n]] == "x" * 100  # the long word, cut
     assert LexicalIndex.build(texts[:4], np.arange(4)).search(["gamma archive"], 3) == want
+
+
+def test_a_larger_k_only_adds_hybrid_results(corpus, tmp_path, embedder, monkeypatch):
+    """Hybrid search fetches max(k, HYBRID_DEPTH) of each list but scores the first HYBRID_DEPTH whatever k is: a
+    larger k used to reorder the first results (`-k 200` against `-k 10`: 29 of 44 demo queries)."""
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False, ranking={"fusion": "convex"})
+    monkeypatch.setattr("longretr.search.HYBRID_DEPTH", 2)
+    searcher = Searcher(folder, embedder)
+    queries = ["read and write archives of files", "values in rows", "threads and locks", "sha-256 of bytes"]
+    short, full = searcher.search(queries, k=2, mode="hybrid"), searcher.search(queries, k=5, mode="hybrid")
+    for a, b in zip(short, full):
+        assert [(h.id, round(h.score, 6)) for h in b[:2]] == [(h.id, round(h.score, 6)) for h in a]
+        assert len(b) == 5 and all(x.score >= y.score for x, y in zip(b, b[1:]))
