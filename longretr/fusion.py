@@ -94,13 +94,16 @@ def fuse(dense: Ranked, lexical: Ranked, k: int, method: str = "rrf", weight: fl
     `window`: only each list's first `window` entries are scored (and min-max scaled); a deeper one counts as missing
     from that list, though still a candidate. So lists longer than the window, fetched for a larger k, rank the
     documents a smaller k finds as it does (a search for 200 starts with the search for 10); the documents past both
-    windows follow, by their best rank."""
+    windows follow, by their best place in a list (not a tied rank: a tie may reach back into the window)."""
     check_params(method, weight, rrf_k)
     fused: dict[Hashable, float] = {}
     best_rank: dict[Hashable, int] = {}
     for ranked, w in ((dense, weight), (lexical, 1.0 - weight)):
         ranks = tied_ranks(ranked)
         scored = ranked if window is None else ranked[:window]
+        # past the window, a document's place in the list: a tie with an entry inside would lend it that rank, and a
+        # deeper list (a larger k) would put it ahead of documents a smaller k returned with the same fused score
+        ranks[len(scored):] = range(len(scored) + 1, len(ranked) + 1)
         parts = [w / (rrf_k + r) for r in ranks[:len(scored)]] if method == "rrf" else \
             [w * s for s in minmax(scored)]
         parts += [0.0] * (len(ranked) - len(scored))

@@ -180,7 +180,7 @@ class LexicalIndex:
             for name, array in zip(ARRAYS, (self.vids, self.keys, self.indptr, self.terms, self.tf)):
                 np.save(tmp / f"{name}.npy", array)
                 crc[f"{name}.npy"] = _crc(tmp / f"{name}.npy")
-            (tmp / TERMS).write_text(json.dumps(self.vocab, ensure_ascii=False))
+            (tmp / TERMS).write_text(json.dumps(self.vocab, ensure_ascii=False), encoding="utf-8")  # not the locale's
             crc[TERMS] = _crc(tmp / TERMS)
             meta = {"format": FORMAT, "tokenizer": TOKENIZER, "bm25": self.params, "count": self.count,
                     "terms": len(self.vocab), "crc32": crc}
@@ -208,20 +208,29 @@ class LexicalIndex:
                 raise LexicalIndexError(f"{path}: built with another tokenizer ({meta.get('tokenizer')}); re-index")
             if meta.get("format", 1) == 1:
                 return _load_legacy(path, meta)
+            if meta["format"] != FORMAT:
+                raise LexicalIndexError(f"{path}: format {meta['format']!r}, not {FORMAT}; re-index")
+            if set(meta["crc32"]) != {f"{name}.npy" for name in ARRAYS} | {TERMS}:  # (lexical.json has none)
+                raise LexicalIndexError(f"{path}: {META} does not list the checksum of each of its files")
             for name, crc in meta["crc32"].items():  # any byte changed: a damaged file is never carried over
                 if _crc(path / name) != crc:
                     raise LexicalIndexError(f"{path}: {name} is damaged or truncated (its checksum is not {META}'s)")
+            params = meta["bm25"]  # checked here, not at the first search
+            if set(params) != set(BM25_PARAMS) or params["method"] != "lucene" or \
+                    not all(type(params[p]) in (int, float) for p in ("k1", "b")):
+                raise LexicalIndexError(f"{path}: damaged BM25 settings in {META} ({params})")
             arrays = [np.load(path / f"{name}.npy", allow_pickle=False) for name in ARRAYS]
-            vocab = json.loads((path / TERMS).read_text())
+            vocab = json.loads((path / TERMS).read_text(encoding="utf-8"))
+            index = cls(*arrays, vocab, params=params)
+            if not (len(index.keys) == len(index.indptr) - 1 == meta["count"] == index.count
+                    and len(index.terms) == len(index.tf) == index.indptr[-1] and len(vocab) == meta["terms"]):
+                raise LexicalIndexError(f"{path}: its files disagree on the number of documents or terms")
         except LexicalIndexError:
             raise
-        except Exception as e:  # json and numpy each raise their own types for damaged or missing files
+        except Exception as e:  # json and numpy each raise their own types for damaged or missing files (and a
+            # lexical.json, which has no checksum, may lack a key)
             raise LexicalIndexError(f"{path}: truncated or not a longretr lexical index ({type(e).__name__}: {e})") \
                 from e
-        index = cls(*arrays, vocab, params=meta["bm25"])
-        if not (len(index.keys) == len(index.indptr) - 1 == meta["count"] == index.count
-                and len(index.terms) == len(index.tf) == index.indptr[-1] and len(vocab) == meta["terms"]):
-            raise LexicalIndexError(f"{path}: its files disagree on the number of documents or terms")
         return index
 
     def search(self, queries: list[str], k: int, within: np.ndarray | None = None) -> list[list[tuple[int, float]]]:
@@ -274,6 +283,8 @@ def _count(texts: Iterable[str], vocab: dict[str, int]) -> tuple[np.ndarray, np.
     chars = 0
     for row, text in enumerate(texts):
         ids.append([])
+        if len(text) > PIECE_CHARS and TOKENIZER["lower"]:  # lowercased whole, as tokenize would: a capital sigma's
+            text = text.lower()  # lowercase depends on the letters past the punctuation a piece may end at
         for start in range(0, len(text), PIECE_CHARS):
             piece = _piece(text, start)
             if not piece:
@@ -294,15 +305,20 @@ def _count(texts: Iterable[str], vocab: dict[str, int]) -> tuple[np.ndarray, np.
 
 
 def _piece(text: str, start: int) -> str:
-    """The PIECE_CHARS characters of `text` from `start`, moved to word boundaries (a token never has a space or line
-    end in it): a piece starts after the last space or line end before `start`, and ends at the last before
-    start + PIECE_CHARS. (A word longer than a piece is cut.)"""
+    """The PIECE_CHARS characters of `text` from `start`, moved to word boundaries (a token never has a space, a line
+    end or another non-word character in it): a piece starts after the last non-word character before `start`, and
+    ends at the last before start + PIECE_CHARS. (A word longer than a piece is cut.)"""
     def boundary(i: int) -> int:
         if i <= 0 or i >= len(text):
             return max(0, min(i, len(text)))
-        cut = max(text.rfind(" ", i - PIECE_CHARS, i), text.rfind("\n", i - PIECE_CHARS, i))
-        return cut + 1 if cut >= 0 else i
+        cut = _LAST_NON_WORD.match(text, max(0, i - PIECE_CHARS), i)
+        return cut.end() if cut else i
     return text[boundary(start):boundary(start + PIECE_CHARS)]
+
+
+# matches up to a window's last non-word character: not only spaces and line ends, which minified JSON, tab-separated
+# values or Japanese text may lack for a megabyte
+_LAST_NON_WORD = re.compile(r"(?s).*\W")
 
 
 def _crc(path: Path) -> int:

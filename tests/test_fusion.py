@@ -105,3 +105,16 @@ def test_a_window_makes_a_larger_k_only_add_results(method):
         assert [key for key, _ in deep][:len(deep)] == [key for key, _ in fuse(dense, lexical, 400, method,
                                                                                  window=100)][:len(deep)]
     assert fuse(dense[:250], lexical[:250], 250, method)[:10] != small  # without it, the first ten move
+
+
+@pytest.mark.parametrize("method", ["rrf", "convex"])
+def test_a_tie_reaching_past_the_window_lends_no_rank_to_a_larger_k(method):
+    """Entries past the window took their tie's rank as their best rank: a document deep in the dense list, tied (a
+    duplicate's cosine) with one inside the window, moved ahead of a document a smaller k had placed first among equal
+    fused scores, so a larger k reordered the results a smaller one returned."""
+    dense = [(15, 3.0), (17, 3.0), (20, 3.0), (22, 3.0), (24, 3.0), (26, 3.0), (29, 3.0)]
+    lexical = [(30, 3.0), (1, 2.0), (29, 2.0)]
+    six = fuse(dense[:6], lexical[:6], 6, method, window=3)
+    assert [key for key, _ in six] == [15, 17, 20, 30, 1, 29]  # 1 and 29: equal fused scores, rank 2 in lexical
+    for k in (7, 8):
+        assert fuse(dense[:k], lexical[:k], k, method, window=3)[:6] == six

@@ -1,8 +1,11 @@
 """The BM25 index: ranking, persistence inside the index folder, its place in each version, and the modes."""
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 
 import bm25s
@@ -445,3 +448,62 @@ def test_a_larger_k_only_adds_hybrid_results(corpus, tmp_path, embedder, monkeyp
     for a, b in zip(short, full):
         assert [(h.id, round(h.score, 6)) for h in b[:2]] == [(h.id, round(h.score, 6)) for h in a]
         assert len(b) == 5 and all(x.score >= y.score for x, y in zip(b, b[1:]))
+
+
+def test_a_damaged_lexical_json_is_reported_and_a_commit_repairs_it(corpus, tmp_path, embedder):
+    """lexical.json has no checksum: a key lost from it (a hand edit, a byte changed in its name) escaped load as a
+    KeyError, which broke every Searcher (dense search too) and every commit (`longretr index` and `rm`, which read the
+    previous counts, could not repair it). Damaged BM25 settings failed only at the first search, and a crc32 table
+    without an entry checked nothing."""
+    folder = tmp_path / "idx"
+    index_corpus(corpus, folder, embedder, progress=False)
+    lex = folder / store.read_manifest(folder)["files"]["lexical"]
+    whole = json.loads((lex / "lexical.json").read_text())
+    damaged = [{k: v for k, v in whole.items() if k != key} for key in ("bm25", "count", "terms", "crc32")]
+    damaged += [{**whole, "bm25": {"k1": 1.5, "method": "lucene"}}, {**whole, "bm25": {**BM25_PARAMS, "k1": "1.5"}},
+                {**whole, "bm25": "lucene"}, {**whole, "crc32": {}}, {**whole, "format": 3}]
+    for meta in damaged:
+        (lex / "lexical.json").write_text(json.dumps(meta))
+        with pytest.raises(LexicalIndexError, match=f"{lex.name}: "):
+            LexicalIndex.load(lex)
+        searcher = Searcher(folder, embedder)
+        assert list(searcher.damaged) == ["lexical"] and len(searcher.search(["zip"], 2, mode="dense")[0]) == 2
+    remove_documents(folder, ["csv.txt"])  # every document tokenized again
+    snap = store.load(folder)
+    assert not snap.damaged
+    _same_ranking(snap.lexical, snap.docs.column("text").to_pylist(), snap.docs.column("vid").to_numpy(), QUERIES)
+
+
+def test_long_texts_without_spaces_are_cut_between_words_too(monkeypatch):
+    """Pieces were cut only at spaces and line ends, else mid-word: a long text without them for a piece's length
+    (minified JSON, tab-separated values, Japanese) got split words ("alue_0", "co") and wrong counts. Cut at other
+    non-word characters, a piece is lowercased as part of the whole text: a capital sigma's lowercase depends on what
+    follows it."""
+    texts = ["{" + ",".join(f'"key_{i}":"value_{i % 7}"' for i in range(300)) + "}",
+             "\t".join(f"col{i}" for i in range(400)), "日本語の文章。" * 100, "alpha\r" * 200,
+             "".join(f"ΟΣ.Α{i}" for i in range(300))]  # lowercased, "οσ" (σ: a letter follows past the ".")
+
+    def counts(index: LexicalIndex) -> list[dict[str, int]]:
+        return [{index.vocab[t]: int(c) for t, c in zip(index.terms[a:b], index.tf[a:b])}
+                for a, b in zip(index.indptr[:-1], index.indptr[1:])]
+
+    whole = counts(LexicalIndex.build(texts, np.arange(len(texts))))
+    monkeypatch.setattr(lexical, "PIECE_CHARS", 100)
+    assert counts(LexicalIndex.build(texts, np.arange(len(texts)))) == whole
+
+
+def test_terms_are_utf8_whatever_the_locale(tmp_path):
+    """terms.json was written and read in the locale's encoding (bm25s wrote its vocabulary as UTF-8): under an ASCII or
+    Latin-1 locale a commit of any other word failed with a UnicodeEncodeError, and a folder written under UTF-8 read
+    back as damaged, or as other words."""
+    LexicalIndex.build(["Straße wörter 日本語"], [0]).save(tmp_path / "utf8")
+    script = ("import sys; from pathlib import Path; from longretr.lexical import LexicalIndex\n"
+              "folder = Path(sys.argv[1])\n"
+              "assert LexicalIndex.load(folder / 'utf8').search(['straße 日本語'], 1)[0][0][0] == 0\n"
+              "LexicalIndex.build(['x', 'Straße wörter 日本語'], [0, 1]).save(folder / 'ascii')\n")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    script = script.encode("ascii", "backslashreplace").decode()  # (an ASCII command line: the words as escapes)
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True,
+                          encoding="utf-8", errors="replace")
+    assert done.returncode == 0, done.stderr
+    assert [v for v, _ in LexicalIndex.load(tmp_path / "ascii").search(["wörter", "日本語"], 1)[0]] == [1]
