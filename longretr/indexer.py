@@ -294,10 +294,13 @@ def _rebuild_hint() -> Iterator[None]:
 
 
 def _damaged_derived(old: store.Snapshot) -> str | None:
-    """Why the current version's lexical or ann file cannot be read (None if both can): the commit rebuilds both from
-    the vectors and the docs table, which the writer has read, so re-running `longretr index` repairs them."""
+    """Why the current version's lexical or ann file cannot be read, or (a lexical folder of bm25s' own files) is to
+    be written anew; None if neither. The commit rebuilds both from the vectors and the docs table, which the writer
+    has read, so re-running `longretr index` repairs them."""
     try:
         store.attach_derived(old)
+        if old.lexical is not None and old.lexical.legacy:  # searchable, but a later commit could reuse no counts
+            return f"{old.folder / old.manifest['files']['lexical']}: written before term counts (lexical.py)"
     except store.IndexFolderError as e:
         return str(e)
     finally:

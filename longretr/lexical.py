@@ -14,7 +14,7 @@ Saved as one folder per index version, plain numpy and JSON files:
                       terms.json     the vocabulary: term id -> term (terms no document holds are dropped)
 
 Folders written before format 2 (bm25s' own save: its score matrix and vocabulary) are still searched; the next
-commit tokenizes all text once to write them in this format.
+`longretr index` (indexer._damaged_derived) or commit tokenizes all text once to write them in this format.
 """
 
 from __future__ import annotations

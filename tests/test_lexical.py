@@ -412,9 +412,11 @@ def test_a_format1_lexical_folder_is_searched_and_the_next_commit_rewrites_it(co
         (lex / name).write_bytes(damaged or whole[:-16] + b"\xff" * 16)
         assert why in store.load(folder).damaged["lexical"]
         (lex / name).write_bytes(whole)
-    remove_documents(folder, ["csv.txt"])
+    summary = index_corpus(corpus, folder, embedder, progress=False)  # nothing changed: written anew all the same
     new = folder / store.read_manifest(folder)["files"]["lexical"]
-    assert json.loads((new / "lexical.json").read_text())["format"] == 2
+    assert summary.committed and summary.encoded == 0 and json.loads((new / "lexical.json").read_text())["format"] == 2
+    assert not index_corpus(corpus, folder, embedder, progress=False).committed
+    remove_documents(folder, ["csv.txt"])
     snap = store.load(folder)
     _same_ranking(snap.lexical, snap.docs.column("text").to_pylist(), snap.docs.column("vid").to_numpy(), QUERIES)
 
