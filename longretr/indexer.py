@@ -300,7 +300,8 @@ def _damaged_derived(old: store.Snapshot) -> str | None:
     try:
         store.attach_derived(old)
         if old.lexical is not None and old.lexical.legacy:  # searchable, but a later commit could reuse no counts
-            return f"{old.folder / old.manifest['files']['lexical']}: written before term counts (lexical.py)"
+            lexical = old.folder / old.manifest["files"]["lexical"]
+            return f"{lexical}: written by an older longretr (bm25s' files, no term counts)"
     except store.IndexFolderError as e:
         return str(e)
     finally:
