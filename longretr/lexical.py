@@ -144,6 +144,8 @@ class LexicalIndex:
 
     def with_params(self, **params) -> LexicalIndex:
         """The same counts under other BM25 settings (k1, b)."""
+        if self.legacy:
+            raise ValueError("a format-1 lexical index has no term counts to weigh again; build it again")
         return dataclasses.replace(self, params={**self.params, **params})
 
     @cached_property

@@ -403,6 +403,8 @@ def test_a_format1_lexical_folder_is_searched_and_the_next_commit_rewrites_it(co
     shutil.rmtree(lex)
     _write_format1(lex, snap.docs.column("text").to_pylist(), snap.docs.column("vid").to_numpy())
     assert [[h.id for h in hits] for hits in Searcher(folder, embedder).search(QUERIES, k=5, mode="lexical")] == want
+    with pytest.raises(ValueError, match="no term counts"):
+        store.load(folder).lexical.with_params(k1=1.2)
     vocab = json.loads((lex / "vocab.index.json").read_text())
     far = json.dumps({**vocab, next(iter(vocab)): 99999})  # a term id past the matrix: a ValueError in search
     for name, damaged, why in [("indices.csc.index.npy", None, "damaged BM25 score matrix"),  # a document past all
