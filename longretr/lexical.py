@@ -71,8 +71,8 @@ def _short_write(e: OSError) -> str:
 
 @dataclasses.dataclass(eq=False)
 class LexicalIndex:
-    """BM25 over the rows of one docs table, from their term counts; results are (vid, score) pairs. `legacy` holds
-    marks a format-1 folder: no counts, its bm25s index read as saved (searched as it is, never carried over)."""
+    """BM25 over the rows of one docs table, from their term counts; results are (vid, score) pairs. `legacy` marks a
+    format-1 folder: no counts, its bm25s index read as saved (searched as it is, never carried over)."""
 
     vids: np.ndarray  # int64, row -> vid
     keys: np.ndarray  # S64, row -> sha256 of the row's text
