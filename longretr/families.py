@@ -276,8 +276,8 @@ class DiffusionGemmaFamily(Family):
         config = DiffusionGemmaConfig.from_dict({**raw, "text_config": text})
         if bidirectional:
             # What use_bidirectional_attention="all" means (no causal mask, a symmetric window of w//2 + 1 exclusive)
-            # without setting it: in transformers 5.24 "all" makes the encoder pass is_causal twice to attention and
-            # fail. set_causal() turns the attention modules bidirectional.
+            # without setting it: in transformers 5.24 and 5.25 "all" makes the encoder pass is_causal twice to
+            # attention and fail. set_causal() turns the attention modules bidirectional.
             config.text_config.sliding_window = config.text_config.sliding_window // 2 + 1
         return config
 
