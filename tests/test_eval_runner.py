@@ -159,6 +159,7 @@ def test_cli_eval_writes_outputs(tmp_path, tiny_config):
     assert "profile quick: tasks passkey, needle, narrativeqa, qmsum, summ_screen_fd, 2wikimqa" in r.output
     assert "| **tiny** (measured) | longretr |" in r.output and "| **bm25** (measured) | bm25 |" in r.output
     assert {p.name for p in (out / "cli").iterdir()} == {"results.json", "table.md", "acc_vs_length.png", "runs"}
+    assert "not run" not in (out / "cli" / "table.md").read_text()  # every column was: no note says otherwise
 
 
 @pytest.mark.parametrize("args, message", [

@@ -57,8 +57,9 @@ def table_markdown(results: dict) -> str:
         f"{_load(results.get('load_average_start'))} at the start, {_load(results.get('load_average_end'))} at the "
         f"end (other processes on the machine slow a run down); data: {results['data']['source']}.",
         f"Synthetic columns are Acc@1 (%) averaged over the context lengths run: ≤4k = {le4k or 'none'}, "
-        f">4k = {gt4k or 'none'}; {_pool(results)} Real-task columns are nDCG@10 (%); "
-        "— = not run (the real tasks need `--data`).",
+        f">4k = {gt4k or 'none'}; {_pool(results)} Real-task columns are nDCG@10 (%)"
+        + ("; — = not run (the real tasks need `--data`; a >4k column, a length above 4096)." if any(
+            system["summary"].get(k) is None for system in results["systems"].values() for k in SUMMARY_KEYS) else "."),
         *_real_as_run(results),
         "Avg = mean of the eight columns (only when all eight were run); Synth. avg = mean of the four synthetic "
         "columns.",

@@ -20,7 +20,7 @@ from .data import read_triplets
 def validation_tasks(files: list[str], limit: int, instruction: str = "") -> dict[str, tuple[list[str], list[str],
                                                                                          list[int]]]:
     """Per file: the first `limit` queries (a row without an instruction gets `instruction`, as in training), the
-    file's distinct documents, and each query's positive's index."""
+    distinct documents of those rows (positives and negatives), and each query's positive's index."""
     tasks = {}
     for name in files:
         rows = read_triplets(Path(name), instruction)[:limit]
@@ -52,8 +52,8 @@ def score(model: str, tasks: dict, max_query_tokens: int, max_doc_tokens: int,
 def card_lines(before: dict, after: dict, doc_tokens: int, before_model: str = "") -> list[str]:
     """A markdown table of the two models' scores, one row per task; `before_model` says what "before" is."""
     what = f" Before: {before_model}; after: this run's adapter." if before_model else ""
-    lines = ["", f"Validation (each query ranks its positive among the file's documents, cut to {doc_tokens} tokens; "
-                 f"MRR@10 / top-1).{what}", "", "| set | queries | documents | before | after |",
+    lines = ["", "Validation (each query ranks its positive among the rows' positives and negatives, cut to "
+                 f"{doc_tokens} tokens; MRR@10 / top-1).{what}", "", "| set | queries | documents | before | after |",
              "|---|---|---|---|---|"]
     for name, b in before.items():
         a = after[name]
