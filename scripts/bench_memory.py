@@ -30,9 +30,16 @@ from tiny_models import WORDS, make_gemma3, write_config  # noqa: E402
 
 from longretr.machine import describe  # noqa: E402
 
-# The child: the real CLI with Embedder._encode_ids stubbed (see the docstring).
+# The children: the CLI as installed (for a command that encodes nothing), and with Embedder._encode_ids stubbed (see
+# the docstring).
+REAL_CLI = """
+import sys
+from longretr.cli import app
+sys.argv = ["longretr", *sys.argv[1:]]
+app()
+"""
 STUBBED_CLI = """
-import sys, zlib
+import zlib
 import numpy as np
 from longretr import embedder
 
@@ -47,16 +54,7 @@ def encode_ids(self, ids, progress, spans=None):
     return out, 0.0, {}
 
 embedder.Embedder._encode_ids = encode_ids
-from longretr.cli import app
-sys.argv = ["longretr", *sys.argv[1:]]
-app()
-"""
-REAL_CLI = """
-import sys
-from longretr.cli import app
-sys.argv = ["longretr", *sys.argv[1:]]
-app()
-"""
+""" + REAL_CLI
 READ_ONLY = """
 import sys
 from longretr.corpus import read_corpus
