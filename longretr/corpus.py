@@ -182,12 +182,12 @@ def read_file(path: Path, base: Path) -> list[Document]:
         text = _decode(raw)
         if not text.strip():
             raise NoText("empty file")
-        return [Document(rel, text, _title(text, path) or path.stem, rel, _sha(text), st.st_size, st.st_mtime)]
+        return [Document(rel, text, _title(text, path) or path.stem, rel, text_sha256(text), st.st_size, st.st_mtime)]
     if suffix in HTML_SUFFIXES | PDF_SUFFIXES:
         text, title = _html_text(raw) if suffix in HTML_SUFFIXES else _pdf_text(raw)
         if not encodes(text + title):
             raise SkipFile("its text holds characters that are not valid UTF-8 (lone surrogates)")
-        return [Document(rel, text, title or path.stem, rel, _sha(text), st.st_size, st.st_mtime)]
+        return [Document(rel, text, title or path.stem, rel, text_sha256(text), st.st_size, st.st_mtime)]
     # rows named as an editor counts them: a JSONL file's by line (blank lines too, as its JSON errors are)
     if suffix == ".jsonl":
         raw = _decode(raw)  # the bytes go before the rows are parsed (read one at a time), as the file's copies add up
@@ -213,7 +213,8 @@ def read_file(path: Path, base: Path) -> list[Document]:
             raise SkipFile(f"{where}: duplicate id {doc_id!r}")
         ids.add(doc_id)
         title = title or _title(text, Path(doc_id)) or name_title(doc_id)
-        docs.append(Document(doc_id, text, title, f"{rel}#{doc_id}", _sha(text), len(text.encode()), st.st_mtime))
+        docs.append(Document(doc_id, text, title, f"{rel}#{doc_id}", text_sha256(text), len(text.encode()),
+                             st.st_mtime))
     if not docs:
         raise NoText("no documents in file")
     return docs
@@ -471,5 +472,7 @@ def name_title(name: str) -> str:
     return path.stem if path.suffix.lower() in SUFFIXES and path.stem else name
 
 
-def _sha(text: str) -> str:
+def text_sha256(text: str) -> str:
+    """A document's sha256 column: what `longretr index` compares to find changed text, and the lexical index its
+    reusable rows by."""
     return hashlib.sha256(text.encode()).hexdigest()

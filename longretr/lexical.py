@@ -20,7 +20,6 @@ Folders written before format 2 (bm25s' own save: its score matrix and vocabular
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -35,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from .atomic import fsync_dir
+from .corpus import text_sha256
 
 # Stemmer-free word tokens (2+ word characters, lowercased) minus English stopwords: PyStemmer is
 # not a dependency, and identifiers in technical text ("getattr", "urlopen") are not English words.
@@ -54,11 +54,6 @@ class LexicalIndexError(Exception):
 def tokenize(texts: list[str]) -> list[list[str]]:
     return bm25s.tokenize(texts, lower=TOKENIZER["lower"], token_pattern=TOKENIZER["token_pattern"],
                           stopwords=TOKENIZER["stopwords"], stemmer=None, return_ids=False, show_progress=False)
-
-
-def text_key(text: str) -> str:
-    """As the docs table's sha256 column (corpus._sha)."""
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _short_write(e: OSError) -> str:
@@ -92,7 +87,8 @@ class LexicalIndex:
         vids = np.asarray(vids, dtype="int64")
         if len(texts) != len(vids):
             raise ValueError(f"{len(texts)} texts but {len(vids)} vids")
-        return cls.update(None, vids, np.array([text_key(t) for t in texts], dtype="S64"), lambda rows: texts)
+        keys = np.array([text_sha256(t) for t in texts], dtype="S64")
+        return cls.update(None, vids, keys, lambda rows: texts)  # no previous index: every row is new, in order
 
     @classmethod
     def from_docs(cls, docs: pa.Table, previous: LexicalIndex | None) -> LexicalIndex:
