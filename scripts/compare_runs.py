@@ -4,7 +4,8 @@ Each --pair is BASE CANDIDATE, two compare_modes.json files for the same queries
 and mode: both MRR@10 and how many queries ranked their document higher / lower under the candidate; then each
 mode's query-weighted mean over all the sets (the figure a decision rule over several sets reads), and the same mean
 for every other run that every file scored: the baselines (BM25's lexical mode, chunked MiniLM) and the hybrid fusion
-variants (`hybrid-convex-w0.4`, ...). Pairing a file with itself gives one model's means.
+variants (`hybrid-convex-w0.4`, ...); and on how many sets each model's dense and hybrid modes scored above both
+baselines of its own run (the issue's bar for the default). Pairing a file with itself gives one model's figures.
 
     .venv/bin/python scripts/compare_runs.py \\
         --pair runs/pgdocs/compare_modes.json runs/pgdocs-soup/compare_modes.json \\
@@ -18,6 +19,7 @@ import json
 from pathlib import Path
 
 MODES = ("dense", "hybrid")
+BASELINES = ("lexical", "minilm-chunked")
 
 
 def reciprocal(rank: int | None) -> float:
@@ -45,8 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     missing = [str(p) for pair in args.pair for p in pair if not p.is_file()]
     if missing:
         ap.error(f"--pair: no such file: {', '.join(missing)}")
-    rows = [(cand.parent.name, compare(json.loads(base.read_text()), json.loads(cand.read_text())))
-            for base, cand in args.pair]
+    runs = [(json.loads(base.read_text()), json.loads(cand.read_text())) for base, cand in args.pair]
+    rows = [(cand.parent.name, compare(*pair)) for (_, cand), pair in zip(args.pair, runs)]
     print("| set | mode | queries | base MRR@10 | candidate MRR@10 | up / down |")
     print("|---|---|---|---|---|---|")
     for name, r in rows:
@@ -59,6 +61,17 @@ def main(argv: list[str] | None = None) -> None:
         base = sum(r[mode]["base"] * r[mode]["queries"] for _, r in rows) / n
         cand = sum(r[mode]["candidate"] * r[mode]["queries"] for _, r in rows) / n
         print(f"{mode}, all {n} queries (query-weighted): base {base:.4f}, candidate {cand:.4f}")
+    if all(b in run["runs"] for pair in runs for run in pair for b in BASELINES):
+        for mode in MODES:
+            print(f"{mode} above BM25 and chunked MiniLM (each run's own), sets: " + ", ".join(
+                f"{who} {sum(above_baselines(pair[i], mode) for pair in runs)} of {len(runs)} (not: "
+                f"{', '.join(n for (n, _), pair in zip(rows, runs) if not above_baselines(pair[i], mode)) or 'none'})"
+                for i, who in enumerate(("base", "candidate"))))
+
+
+def above_baselines(run: dict, mode: str) -> bool:
+    """Whether one compare_modes.json run's mode scored a higher MRR@10 than each of its baselines."""
+    return all(run["runs"][mode]["mrr@10"] > run["runs"][b]["mrr@10"] for b in BASELINES)
 
 
 if __name__ == "__main__":

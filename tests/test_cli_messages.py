@@ -25,7 +25,7 @@ def _configs(folder: Path, **files: str) -> None:
 
 def test_a_model_is_found_by_the_name_its_config_declares(tmp_path, monkeypatch):
     # `info`, `serve` and the manifest call the shipped default by its declared name; --model took only "default"
-    assert load_config("gemma3-270m-diffembed-soup") == load_config("default")
+    assert load_config("gemma3-270m-diffembed-cpu2-spans") == load_config("default")
     monkeypatch.chdir(tmp_path)
     _configs(tmp_path, mine="my-model", other="taken", taken="")
     assert load_config("my-model").backbone == "nobody/mine"
@@ -46,10 +46,10 @@ def test_a_name_two_configs_declare_is_refused_naming_both(tmp_path, monkeypatch
 
 def test_models_shows_the_declared_name_and_what_it_loads():
     shipped = str(REPO_CONFIGS / "default.toml")
-    entries = [ModelEntry(config=shipped, name="gemma3-270m-diffembed-soup", backbone="b", max_tokens=8),
+    entries = [ModelEntry(config=shipped, name="gemma3-270m-diffembed-cpu2-spans", backbone="b", max_tokens=8),
                ModelEntry(config="configs/plain.toml", name="plain", backbone="b", max_tokens=8)]
     rows = format_table(entries).splitlines()
-    assert rows[1].startswith("default (gemma3-270m-diffembed-soup) ") and rows[2].startswith("plain ")
+    assert rows[1].startswith("default (gemma3-270m-diffembed-cpu2-spans) ") and rows[2].startswith("plain ")
     entries = [ModelEntry(config="configs/a.toml", name="b"), ModelEntry(config="configs/b.toml", name="b"),
                ModelEntry(config="configs/c.toml", name="twin"), ModelEntry(config="configs/d.toml", name="twin")]
     mark_shadowed(entries)

@@ -26,8 +26,9 @@ def test_a_wheel_install_loads_every_shipped_config_with_its_adapters(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(source)], check=True, capture_output=True)
     shutil.rmtree(source)  # nothing may resolve into the source tree
-    # as an index manifest records the default here, and as one written before adapters were recorded portably
-    recorded = load_config("default").to_dict()
+    # as an index manifest records the soup (a list of shipped adapters) here, and as one written before adapters
+    # were recorded portably
+    recorded = load_config("gemma3-270m-diffembed-soup").to_dict()
     names = [a.split("/")[-1] for a in recorded["adapter"]]
     legacy = {**recorded, "adapter": [f"/gone/checkout/longretr/weights/{n}" for n in names]}
     probe = (
@@ -44,26 +45,27 @@ def test_a_wheel_install_loads_every_shipped_config_with_its_adapters(tmp_path):
     found = json.loads(run.stdout)
     assert Path(found["configs"]).is_relative_to(target)
     shipped = sorted(p.stem for p in REPO_CONFIGS.glob("*.toml"))
-    assert found["models"].pop("manifest0") == found["models"].pop("manifest1") == found["models"]["default"]
+    soup = found["models"]["gemma3-270m-diffembed-soup"]
+    assert found["models"].pop("manifest0") == found["models"].pop("manifest1") == soup
     assert sorted(found["models"]) == shipped and "default" in shipped
     for name, (fingerprint, adapters) in found["models"].items():
         assert fingerprint == load_config(name).fingerprint(), name  # an index built from a checkout still matches
         for folder in map(Path, adapters):
             assert folder.is_relative_to(target) and (folder / "adapter_model.safetensors").is_file(), folder
             assert (folder / "GEMMA_NOTICE.txt").is_file(), folder
-    assert len(found["models"]["default"][1]) == 2
+    assert len(soup[1]) == 2 and len(found["models"]["default"][1]) == 1
 
 
 def test_a_manifest_names_shipped_adapters_portably_and_a_missing_adapter_is_named():
-    default = load_config("default")
-    recorded = default.to_dict()
+    soup = load_config("gemma3-270m-diffembed-soup")  # a list of two shipped adapters
+    recorded = soup.to_dict()
     names = ("gemma3-270m-diffembed-cpu2", "gemma3-270m-diffembed")
     assert recorded["adapter"] == [f"longretr:weights/{n}" for n in names]
-    assert ModelConfig(**recorded) == default
-    assert all(Path(a).is_relative_to(PACKAGE) for a in default.adapters)
+    assert ModelConfig(**recorded) == soup
+    assert all(Path(a).is_relative_to(PACKAGE) for a in soup.adapters)
     # a manifest from a checkout since moved: its absolute paths are gone, this package's copies are the same adapters
-    moved = ModelConfig(**{**recorded, "adapter": [f"/gone/longretr/weights/{Path(a).name}" for a in default.adapters]})
-    assert moved == default and moved.fingerprint() == default.fingerprint()
+    moved = ModelConfig(**{**recorded, "adapter": [f"/gone/longretr/weights/{Path(a).name}" for a in soup.adapters]})
+    assert moved == soup and moved.fingerprint() == soup.fingerprint()
     gone = ModelConfig(**{**recorded, "adapter": "/gone/elsewhere/my-adapter"})  # not longretr's: stays as written
     assert gone.adapter == "/gone/elsewhere/my-adapter" and gone.to_dict()["adapter"] == "/gone/elsewhere/my-adapter"
     with pytest.raises(FileNotFoundError, match="adapter folder /gone/elsewhere/my-adapter not found"):

@@ -268,8 +268,19 @@ def test_compare_runs_counts_moved_queries_and_weights_sets_by_size(tmp_path, ca
     assert "dense, all 3 queries (query-weighted): base 0.5000, candidate 0.8333" in out
     assert "lexical, all 3 queries (query-weighted): base 0.5833, candidate 0.5833" in out  # (1 + 1/4 + 1/2) / 3
     assert "minilm-chunked" not in out  # printed only where every run scored it
+    assert "above BM25" not in out  # no run scored MiniLM
     with pytest.raises(SystemExit, match="different queries"):
         runs.compare(json.loads(a.read_text()), json.loads(c.read_text()))
+    for path, minilm in ((a, [2, 2]), (b, [1, 1]), (c, [2]), (d, [2])):  # each run's baselines are its own
+        data = json.loads(path.read_text())
+        data["runs"]["minilm-chunked"] = {"ranks": minilm, "mrr@10": sum(1 / x for x in minilm) / len(minilm)}
+        path.write_text(json.dumps(data))
+    runs.main(["--pair", str(a), str(b), "--pair", str(c), str(d)])
+    out = capsys.readouterr().out  # sets are named by the candidate's folder (b, d); b: hybrid 0.5 < MiniLM 1
+    assert "hybrid above BM25 and chunked MiniLM (each run's own), sets: base 2 of 2 (not: none), " \
+        "candidate 1 of 2 (not: b)" in out
+    assert "dense above BM25 and chunked MiniLM (each run's own), sets: base 1 of 2 (not: d), " \
+        "candidate 1 of 2 (not: b)" in out
 
 
 def test_compare_scripts_name_a_missing_file_without_a_traceback(tmp_path, capsys):

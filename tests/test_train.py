@@ -684,8 +684,9 @@ def test_ship_adapter_and_recipe_sweep_refuse_bad_arguments_before_writing(tmp_p
 
 
 def test_train_default_keeps_the_trainers_val_json_and_ships_the_study_beside_it(tmp_path):
-    """train_default.sh wrote train_card.py's study over the last run's val.json (the trainer's before/after scores),
-    and ship_adapter.py shipped that as training/val.json. Here with `longretr` and `python` stubbed: no training."""
+    """train_default.sh (no argument: the default's CPU recipe) wrote train_card.py's study over the last run's
+    val.json (the trainer's before/after scores), and ship_adapter.py shipped that as training/val.json. Here with
+    `longretr` and `python` stubbed: no training."""
     import subprocess
 
     stub = tmp_path / "bin" / "stub"  # logs its arguments; writes {"by": "stub"} to its --out
@@ -702,7 +703,7 @@ def test_train_default_keeps_the_trainers_val_json_and_ships_the_study_beside_it
             (run / name).write_text(name)
     (runs[1] / "val.json").write_text('{"before": {}, "after": {}}')
     script = Path(__file__).parent.parent / "scripts" / "train_default.sh"
-    subprocess.run(["bash", str(script), "cpu"], cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "BIN": str(stub.parent)},
+    subprocess.run(["bash", str(script)], cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "BIN": str(stub.parent)},
                    check=True, capture_output=True)
     card = (tmp_path / "calls.txt").read_text().splitlines()[-1]
     assert card.startswith("python scripts/train_card.py ") and card.endswith("--out runs/cpu-2f-long/val-study.json")
