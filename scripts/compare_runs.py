@@ -62,11 +62,13 @@ def main(argv: list[str] | None = None) -> None:
         cand = sum(r[mode]["candidate"] * r[mode]["queries"] for _, r in rows) / n
         print(f"{mode}, all {n} queries (query-weighted): base {base:.4f}, candidate {cand:.4f}")
     if all(b in run["runs"] for pair in runs for run in pair for b in BASELINES):
+        names = [name for name, _ in rows]
         for mode in MODES:
-            print(f"{mode} above BM25 and chunked MiniLM (each run's own), sets: " + ", ".join(
-                f"{who} {sum(above_baselines(pair[i], mode) for pair in runs)} of {len(runs)} (not: "
-                f"{', '.join(n for (n, _), pair in zip(rows, runs) if not above_baselines(pair[i], mode)) or 'none'})"
-                for i, who in enumerate(("base", "candidate"))))
+            counts = []
+            for i, who in enumerate(("base", "candidate")):
+                missed = [name for name, pair in zip(names, runs) if not above_baselines(pair[i], mode)]
+                counts.append(f"{who} {len(runs) - len(missed)} of {len(runs)} (not: {', '.join(missed) or 'none'})")
+            print(f"{mode} above BM25 and chunked MiniLM (each run's own), sets: " + ", ".join(counts))
 
 
 def above_baselines(run: dict, mode: str) -> bool:
